@@ -1,0 +1,148 @@
+"""Build values shared across the service, and the seams the web app depends on.
+
+Pure: values and `Protocol`s only, no I/O. `webhooks/` produces `BuildRequest`s and
+reads `BuildRecord`s; `runner/` implements `BuildSink` and `BuildCatalog` (its job
+store) and passes them to `create_app`, so this package never imports `runner`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple, Protocol
+
+
+class Forge(enum.StrEnum):
+    """The forge a build request came from."""
+
+    GITHUB = "github"
+    GITLAB = "gitlab"
+
+
+class RefKind(enum.StrEnum):
+    """What was pushed: a branch, a tag, or a pull/merge request update."""
+
+    BRANCH = "branch"
+    TAG = "tag"
+    PULL_REQUEST = "pull_request"
+
+
+class BuildState(enum.StrEnum):
+    """The lifecycle states of a build; transitions live in `runner.jobs`."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ERRORED = "errored"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no transition leaves this state."""
+        return self not in (BuildState.QUEUED, BuildState.RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """One accepted delivery, normalised: what to build and where to report.
+
+    Attributes:
+        forge: Which forge sent it.
+        repo: `owner/name` on GitHub, the full project path on GitLab. For pull and
+            merge requests this is the base (target) repository: statuses go there.
+        commit_sha: The 40-hex commit to build (never a tag object SHA).
+        ref: The full ref that was pushed (`refs/heads/main`, `refs/tags/v1`); for a
+            pull/merge request, the head branch as `refs/heads/<source branch>`.
+        kind: Branch, tag or pull request.
+        pr_number: The pull request number or merge request IID, else None.
+        trusted: False for requests whose code comes from a fork; those are built but
+            never published.
+        commit_time: The commit's timestamp, timezone-aware; later SOURCE_DATE_EPOCH.
+        delivery_id: The forge's idempotency key for this delivery (GitHub hook id +
+            delivery GUID, GitLab `Idempotency-Key`/`webhook-id`).
+        source_repo: Where the commit lives when it differs from `repo` (fork PRs),
+            else the same as `repo`; the profile archive is fetched from here.
+        project_id: GitLab's numeric project id of `repo`, else None.
+        web_url: The repository's web page, for links to the commit.
+        title: The commit message's first line or the PR title, shown on pages.
+        sender: Who pushed or opened the request.
+    """
+
+    forge: Forge
+    repo: str
+    commit_sha: str
+    ref: str
+    kind: RefKind
+    pr_number: int | None
+    trusted: bool
+    commit_time: datetime
+    delivery_id: str
+    source_repo: str
+    project_id: int | None = None
+    web_url: str = ""
+    title: str = ""
+    sender: str = ""
+
+    @property
+    def ref_name(self) -> str:
+        """The short name of the ref: branch or tag without its `refs/…/` prefix."""
+        for prefix in ("refs/heads/", "refs/tags/"):
+            if self.ref.startswith(prefix):
+                return self.ref[len(prefix) :]
+        return self.ref
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRecord:
+    """A stored build: its request, its state and its timings.
+
+    Attributes:
+        id: The build's id, stable for its lifetime.
+        request: What was asked for.
+        state: Where it is in its lifecycle.
+        created_at: When the request was stored (UTC).
+        started_at: When a worker started it, else None.
+        finished_at: When it reached a final state, else None.
+        detail: A short human-readable note on the state (why it failed, who
+            superseded it); empty when there is nothing to add.
+    """
+
+    id: int
+    request: BuildRequest
+    state: BuildState
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    detail: str = ""
+
+
+class Submission(NamedTuple):
+    """The outcome of storing a request: its build id and whether it is new."""
+
+    build_id: int
+    created: bool
+
+
+class BuildSink(Protocol):
+    """Stores build requests durably, deduplicated. Implemented by the job store."""
+
+    async def submit(self, request: BuildRequest) -> Submission:
+        """Store `request` unless it repeats one already stored; return its build.
+
+        A repeat is the same `delivery_id` (a redelivery), or the same forge, repo
+        and commit as a stored branch or pull request build that was not cancelled
+        (a push and a pull request update for one commit make one build). A tag
+        makes its own build, deduplicated per tag and commit, because it publishes.
+        Returns only once the request is durable.
+        """
+        ...
+
+
+class BuildCatalog(Protocol):
+    """Reads stored builds. Implemented by the job store."""
+
+    async def get(self, build_id: int) -> BuildRecord | None:
+        """Return the build with this id, or None."""
+        ...
