@@ -1,0 +1,85 @@
+"""The `runner` package's error tree: what failed, for which build, and what to do.
+
+Pure: exception classes only, no I/O. Kept apart from the modules that raise them so
+that every `runner` module can import it without cycles. Messages never carry secrets.
+
+```
+RunnerError                    root of everything `runner` raises on purpose
+ ├── ConfigError               the configuration file or environment is wrong (runner.settings)
+ ├── IllegalTransition         a build event the lifecycle table forbids (runner.jobs)
+ └── StoreError                the job store cannot do what was asked (runner.store)
+      ├── BuildNotFound        no build with that id
+      └── NotificationNotFound no pending notification with that id
+```
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runner.jobs import Event
+    from webhooks.build import BuildState
+
+
+class RunnerError(Exception):
+    """Root of the errors the `runner` package raises on purpose."""
+
+
+class ConfigError(RunnerError):
+    """The configuration is wrong; the message names the key and never its secret value."""
+
+
+class IllegalTransition(RunnerError):
+    """An event that the build lifecycle table does not allow in the current state.
+
+    Attributes:
+        state: The state the build was in.
+        event: The event that was refused.
+        build_id: The build concerned, when known.
+    """
+
+    def __init__(self, state: BuildState, event: Event, build_id: int | None = None) -> None:
+        self.state = state
+        self.event = event
+        self.build_id = build_id
+        subject = f"build {build_id}" if build_id is not None else "a build"
+        hint = (
+            "a finished build never changes state; retry it to build the commit again"
+            if state.is_final
+            else "this is a bug in the caller: check the state before sending the event"
+        )
+        super().__init__(
+            f"{subject} is {state.value}: the event {event.value!r} is not allowed ({hint})"
+        )
+
+
+class StoreError(RunnerError):
+    """The job store cannot do what was asked; the message says what to do."""
+
+
+class BuildNotFound(StoreError):
+    """No stored build has this id.
+
+    Attributes:
+        build_id: The id that was looked up.
+    """
+
+    def __init__(self, build_id: int) -> None:
+        self.build_id = build_id
+        super().__init__(f"no build with id {build_id} in the job store")
+
+
+class NotificationNotFound(StoreError):
+    """No pending notification has this id (it was already done, or never existed).
+
+    Attributes:
+        notification_id: The id that was looked up.
+    """
+
+    def __init__(self, notification_id: int) -> None:
+        self.notification_id = notification_id
+        super().__init__(
+            f"no pending notification with id {notification_id} in the job store"
+            " (already marked done, or never enqueued)"
+        )

@@ -1,0 +1,138 @@
+"""The build lifecycle: its events, its transition table, and the job store's values.
+
+Pure: no I/O. `transition` is the only function that decides whether a build may move
+from one state to another; the job store (`runner.store`) applies it inside the
+transaction that writes the new state, so no code path can bypass the table.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from runner.exceptions import IllegalTransition
+from webhooks.build import BuildRecord, BuildState
+
+# ---------------------------------------------------------------------------------
+# Theory of operation
+# ---------------------------------------------------------------------------------
+#
+# A build is one stored row with one state (`webhooks.build.BuildState`). It moves only
+# when an `Event` happens to it, and only along an edge of `TRANSITIONS` below:
+#
+#                 START                 SUCCEED / FAIL / ERROR / CANCEL
+#     QUEUED ─────────────▶ RUNNING ──────────────────────────────────▶ final
+#       │  ▲                  │   (SUCCEEDED / FAILED / ERRORED / CANCELLED)
+#       │  └─RECOVER_REQUEUE──┤
+#       │                     └─RECOVER_ERROR──▶ ERRORED
+#       └──CANCEL──▶ CANCELLED
+#
+# Rule 1: the four final states have no outgoing edges. Once the forge has been told
+# that a build succeeded, failed, errored or was cancelled, that stays true. To build
+# the same commit again, `retry` creates a NEW build (a new id, a new queued row) that
+# copies the request; the old build and its log stay as they were.
+#
+# Rule 2: a build that was RUNNING when the process died has nobody running it. At
+# start-up the store finds every such build and sends it exactly one of the two
+# recovery events: RECOVER_REQUEUE puts it back in the queue to be re-run from the
+# start (started_at is cleared), RECOVER_ERROR ends it as ERRORED. Both are ordinary
+# table edges, so recovery needs no special case and the forge is told either way.
+#
+# Rule 3: CANCEL is allowed from QUEUED (superseded or cancelled before it started)
+# and from RUNNING (the worker must then stop the build's sandbox). ERROR is only
+# allowed from RUNNING: a queued build that cannot run is cancelled, or started and
+# then ended with an error, so that "errored" always means "a worker tried".
+#
+# Anything else raises `IllegalTransition`. In particular a worker that finishes a
+# build that was cancelled under its feet (superseded while running) gets
+# `IllegalTransition` from the store and must leave the build cancelled.
+
+
+class Event(enum.StrEnum):
+    """Something that happens to a build and may change its state."""
+
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    ERROR = "error"
+    CANCEL = "cancel"
+    RECOVER_REQUEUE = "recover_requeue"
+    RECOVER_ERROR = "recover_error"
+
+
+TRANSITIONS: Final[Mapping[BuildState, Mapping[Event, BuildState]]] = {
+    BuildState.QUEUED: {
+        Event.START: BuildState.RUNNING,
+        Event.CANCEL: BuildState.CANCELLED,
+    },
+    BuildState.RUNNING: {
+        Event.SUCCEED: BuildState.SUCCEEDED,
+        Event.FAIL: BuildState.FAILED,
+        Event.ERROR: BuildState.ERRORED,
+        Event.CANCEL: BuildState.CANCELLED,
+        Event.RECOVER_REQUEUE: BuildState.QUEUED,
+        Event.RECOVER_ERROR: BuildState.ERRORED,
+    },
+    BuildState.SUCCEEDED: {},
+    BuildState.FAILED: {},
+    BuildState.ERRORED: {},
+    BuildState.CANCELLED: {},
+}
+
+
+def transition(state: BuildState, event: Event, *, build_id: int | None = None) -> BuildState:
+    """Return the state a build in `state` reaches when `event` happens.
+
+    Args:
+        state: The build's current state.
+        event: What happened.
+        build_id: The build concerned, only used in the error message.
+
+    Returns:
+        The new state, from `TRANSITIONS`.
+
+    Raises:
+        IllegalTransition: `TRANSITIONS` has no edge for this state and event.
+    """
+    try:
+        return TRANSITIONS[state][event]
+    except KeyError:
+        raise IllegalTransition(state, event, build_id) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A forge notification waiting in the store's outbox until it is delivered.
+
+    Attributes:
+        id: The notification's id in the outbox.
+        build_id: The build it is about.
+        kind: What to send (e.g. `"status"`, `"release"`); chosen by the forge code.
+        payload: What to send, as JSON-compatible data filled by the forge code.
+        attempts: How many delivery attempts have failed so far.
+        next_attempt_at: When it is next due (UTC).
+        last_error: Why the last attempt failed; empty before any failure.
+    """
+
+    id: int
+    build_id: int
+    kind: str
+    payload: dict[str, object]
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str = ""
+
+
+Outgoing = tuple[str, Mapping[str, object]]
+"""A notification to enqueue: its kind and its JSON-compatible payload."""
+
+NotifyFn = Callable[[BuildRecord], Iterable[Outgoing]]
+"""Decides, from a build's new record, which notifications to enqueue with the change.
+
+The store calls it inside the transaction that changes the build, so the change and
+its notifications are durable together (nothing can be lost between the two). It must
+be pure and quick: it runs on the store's writer thread.
+"""
