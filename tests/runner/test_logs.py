@@ -1,0 +1,52 @@
+"""Tests for runner.logs: secrets never reach a log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import structlog
+from pydantic import SecretStr
+
+from runner.logs import REDACTED, Redactor, configure_logging
+
+
+def test_redactor_replaces_secret_values_anywhere() -> None:
+    """A configured secret is replaced inside any string value of the event."""
+    redactor = Redactor([SecretStr("hunter2-very-secret"), None])
+    event = redactor(
+        None, "info", {"event": "call failed", "url": "https://x/?t=hunter2-very-secret"}
+    )
+    assert event["url"] == f"https://x/?t={REDACTED}"
+    assert event["event"] == "call failed"
+
+
+def test_redactor_hides_values_of_secret_named_keys() -> None:
+    """Keys that name a secret are redacted whatever their value."""
+    redactor = Redactor([])
+    event = redactor(None, "info", {"event": "x", "Authorization": "Bearer abc", "gh_token": 3})
+    assert event["Authorization"] == REDACTED
+    assert event["gh_token"] == REDACTED
+
+
+def test_redactor_hides_secretstr_values() -> None:
+    """A SecretStr passed as a value is never rendered."""
+    event = Redactor([])(None, "info", {"event": "x", "value": SecretStr("abc")})
+    assert event["value"] == REDACTED
+
+
+def test_configure_logging_json_lines_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    """In JSON mode each event is one JSON line, and stdlib records are redacted too."""
+    try:
+        configure_logging(log_format="json", secrets=[SecretStr("s3cr3t-value")])
+        structlog.get_logger().info("delivery", build_id=7, note="has s3cr3t-value inside")
+        logging.getLogger("uvicorn.error").warning("leak s3cr3t-value")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+    assert lines[0]["build_id"] == 7
+    assert lines[0]["note"] == f"has {REDACTED} inside"
+    assert lines[1]["event"] == f"leak {REDACTED}"
+    assert all("s3cr3t-value" not in json.dumps(line) for line in lines)
