@@ -1,0 +1,171 @@
+"""The job store's interface (`JobStore`) and the factory that opens one from a URL.
+
+Pure except for what the chosen store does once opened: `open_store` only parses the
+URL. `runner.store_sqlite.SQLiteStore` is the one implementation today; a PostgreSQL
+store for several hosts will implement the same `JobStore` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self
+from urllib.parse import urlsplit
+
+from runner.exceptions import StoreError
+from runner.jobs import Event, Notification, NotifyFn
+from runner.store_sqlite import SQLiteStore
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
+
+__all__ = ["JobStore", "SQLiteStore", "open_store"]
+
+
+class JobStore(Protocol):
+    """Durable, deduplicated builds and the forge notification outbox.
+
+    A `webhooks.build.BuildSink` and `BuildCatalog` for the web app, plus what the
+    worker needs. Every write is durable when it returns. Every state change goes
+    through `runner.jobs.transition`; `notify`, where accepted, enqueues notifications
+    in the same transaction as the change.
+    """
+
+    async def open(self) -> None:
+        """Create the schema if needed and get ready to serve; idempotent."""
+        ...
+
+    async def aclose(self) -> None:
+        """Finish pending writes and release every connection and thread."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def submit(self, request: BuildRequest) -> Submission:
+        """Store `request` unless it repeats a stored build; return once durable."""
+        ...
+
+    async def get(self, build_id: int) -> BuildRecord | None:
+        """Return the build with this id, or None."""
+        ...
+
+    async def list_builds(
+        self,
+        *,
+        repo: str | None = None,
+        state: BuildState | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[BuildRecord]:
+        """Return builds newest first, below `before_id` when given."""
+        ...
+
+    async def count_by_state(self) -> dict[BuildState, int]:
+        """Return how many builds are in each state, every state present."""
+        ...
+
+    async def claim_next(self, *, notify: NotifyFn | None = None) -> BuildRecord | None:
+        """Atomically move the oldest queued build to running and return it."""
+        ...
+
+    async def finish(
+        self, build_id: int, event: Event, detail: str = "", *, notify: NotifyFn | None = None
+    ) -> BuildRecord:
+        """Apply `event` to the build through the lifecycle table."""
+        ...
+
+    async def set_detail(self, build_id: int, detail: str) -> None:
+        """Replace the build's detail note."""
+        ...
+
+    async def cancel(
+        self, build_id: int, detail: str, *, notify: NotifyFn | None = None
+    ) -> BuildRecord:
+        """Cancel a queued or running build."""
+        ...
+
+    async def supersede(
+        self, request: BuildRequest, *, notify: NotifyFn | None = None
+    ) -> list[int]:
+        """Cancel older queued or running builds of the same branch or pull request."""
+        ...
+
+    async def recover_running(
+        self, requeue: bool, *, notify: NotifyFn | None = None
+    ) -> list[BuildRecord]:
+        """Re-queue, or end as errored, every build left running by a dead process."""
+        ...
+
+    async def retry(self, build_id: int) -> Submission:
+        """Queue a new build of a finished build's request."""
+        ...
+
+    async def enqueue_notification(
+        self, build_id: int, kind: str, payload: Mapping[str, object]
+    ) -> int:
+        """Add a notification to the outbox, due now; return its id."""
+        ...
+
+    async def due_notifications(self, now: datetime, limit: int) -> list[Notification]:
+        """Return due notifications, earliest first, only the oldest of each build."""
+        ...
+
+    async def notification_done(self, notification_id: int) -> None:
+        """Remove a delivered notification."""
+        ...
+
+    async def notification_failed(
+        self, notification_id: int, retry_at: datetime, error: str
+    ) -> None:
+        """Record a failed delivery and when to try again."""
+        ...
+
+
+def open_store(url: str, *, on_created: NotifyFn | None = None) -> JobStore:
+    """Return the (not yet opened) job store that `url` names; use it with `async with`.
+
+    Args:
+        url: `sqlite:///absolute/path/to/isorunner.db` (the path must be absolute;
+            `:memory:` is refused because a 202 promises durability).
+        on_created: Notifications to enqueue with every new build, in its transaction.
+
+    Returns:
+        The store; `async with open_store(url) as store:` opens and closes it.
+
+    Raises:
+        StoreError: The URL's scheme is unknown or not supported yet, or its path is
+            not an absolute file path.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        msg = (
+            "storage.database: PostgreSQL is not supported yet; use"
+            " sqlite:///var/lib/isorunner/isorunner.db"
+        )
+        raise StoreError(msg)
+    if scheme != "sqlite":
+        msg = (
+            f"storage.database: unknown scheme {scheme!r}; use"
+            " sqlite:///absolute/path/to/isorunner.db"
+        )
+        raise StoreError(msg)
+    # `sqlite:///var/lib/x.db` names /var/lib/x.db: an empty host, then the absolute
+    # path. SQLAlchemy's four-slash spelling of the same path is accepted too.
+    raw = parts.path
+    name = raw.lstrip("/")
+    if parts.netloc or not raw.startswith("/") or name in ("", ":memory:") or parts.query:
+        msg = (
+            f"storage.database: {url!r} is not an absolute SQLite file path; write it as"
+            " sqlite:///absolute/path/to/isorunner.db (':memory:' is not allowed: builds"
+            " must survive a restart)"
+        )
+        raise StoreError(msg)
+    return SQLiteStore(Path("/" + name), on_created=on_created)

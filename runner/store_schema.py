@@ -1,0 +1,206 @@
+"""The SQLite job store's schema, its migrations, and row ↔ value conversion.
+
+Blocking I/O on a `sqlite3.Connection` it is given; it never opens or closes one. The
+async store (`runner.store_sqlite`) runs these functions on its own threads.
+
+Schema versions live in `PRAGMA user_version`. `MIGRATIONS[n]` takes a database from
+version `n` to `n + 1`; a new version appends one entry and never edits an old one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from runner.exceptions import StoreError
+from runner.jobs import Notification
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, RefKind
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (
+    # 0 → 1: builds and the notification outbox.
+    (
+        """
+        CREATE TABLE builds (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            forge TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            commit_sha TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            pr_number INTEGER,
+            trusted INTEGER NOT NULL,
+            commit_time TEXT NOT NULL,
+            delivery_id TEXT NOT NULL UNIQUE,
+            source_repo TEXT NOT NULL,
+            project_id INTEGER,
+            web_url TEXT NOT NULL,
+            title TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        )
+        """,
+        "CREATE INDEX builds_by_commit ON builds (forge, repo, commit_sha)",
+        "CREATE INDEX builds_by_state ON builds (state, id)",
+        "CREATE INDEX builds_by_repo ON builds (repo, id)",
+        """
+        CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            build_id INTEGER NOT NULL REFERENCES builds (id),
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            last_error TEXT NOT NULL DEFAULT ''
+        )
+        """,
+        "CREATE INDEX notifications_by_build ON notifications (build_id, id)",
+        "CREATE INDEX notifications_by_due ON notifications (next_attempt_at, id)",
+    ),
+)
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+BUILD_COLUMNS: Final = (
+    "id, forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time, delivery_id,"
+    " source_repo, project_id, web_url, title, sender, state, detail, created_at,"
+    " started_at, finished_at"
+)
+
+NOTIFICATION_COLUMNS: Final = "id, build_id, kind, payload, attempts, next_attempt_at, last_error"
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Bring the schema to `SCHEMA_VERSION`; call it inside a write transaction.
+
+    Args:
+        conn: A connection inside `BEGIN IMMEDIATE`.
+        path: The database file, for error messages.
+
+    Returns:
+        The schema version the database had before.
+
+    Raises:
+        StoreError: The database was written by a newer isorunner.
+    """
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        msg = (
+            f"the job database {path} has schema version {found}, newer than the"
+            f" {SCHEMA_VERSION} this isorunner knows: upgrade isorunner, or point"
+            " storage.database at another file"
+        )
+        raise StoreError(msg)
+    for version in range(found, SCHEMA_VERSION):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    # PRAGMA takes no parameters; SCHEMA_VERSION is our own integer constant.
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    return int(found)
+
+
+def encode_time(moment: datetime) -> str:
+    """Encode an aware datetime as fixed-width UTC ISO-8601, so text order is time order.
+
+    Raises:
+        ValueError: `moment` is naive.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        msg = f"the job store needs timezone-aware datetimes, got naive {moment.isoformat()}"
+        raise ValueError(msg)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def decode_time(text: str) -> datetime:
+    """Decode a value written by `encode_time`."""
+    return datetime.fromisoformat(text)
+
+
+def request_params(request: BuildRequest) -> tuple[object, ...]:
+    """Return the `builds` column values of a request, in `BUILD_COLUMNS` order."""
+    return (
+        request.forge.value,
+        request.repo,
+        request.commit_sha,
+        request.ref,
+        request.kind.value,
+        request.pr_number,
+        int(request.trusted),
+        encode_time(request.commit_time),
+        request.delivery_id,
+        request.source_repo,
+        request.project_id,
+        request.web_url,
+        request.title,
+        request.sender,
+    )
+
+
+def build_from_row(row: Sequence[object]) -> BuildRecord:
+    """Turn a `SELECT {BUILD_COLUMNS}` row back into a `BuildRecord`."""
+    request = BuildRequest(
+        forge=Forge(_text(row[1])),
+        repo=_text(row[2]),
+        commit_sha=_text(row[3]),
+        ref=_text(row[4]),
+        kind=RefKind(_text(row[5])),
+        pr_number=_optional_int(row[6]),
+        trusted=bool(row[7]),
+        commit_time=decode_time(_text(row[8])),
+        delivery_id=_text(row[9]),
+        source_repo=_text(row[10]),
+        project_id=_optional_int(row[11]),
+        web_url=_text(row[12]),
+        title=_text(row[13]),
+        sender=_text(row[14]),
+    )
+    return BuildRecord(
+        id=_int(row[0]),
+        request=request,
+        state=BuildState(_text(row[15])),
+        detail=_text(row[16]),
+        created_at=decode_time(_text(row[17])),
+        started_at=None if row[18] is None else decode_time(_text(row[18])),
+        finished_at=None if row[19] is None else decode_time(_text(row[19])),
+    )
+
+
+def notification_from_row(row: Sequence[object]) -> Notification:
+    """Turn a `SELECT {NOTIFICATION_COLUMNS}` row back into a `Notification`."""
+    payload = json.loads(_text(row[3]))
+    if not isinstance(payload, dict):
+        msg = f"notification {row[0]} has a payload that is not a JSON object"
+        raise StoreError(msg)
+    return Notification(
+        id=_int(row[0]),
+        build_id=_int(row[1]),
+        kind=_text(row[2]),
+        payload=payload,
+        attempts=_int(row[4]),
+        next_attempt_at=decode_time(_text(row[5])),
+        last_error=_text(row[6]),
+    )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        msg = f"the job database holds {type(value).__name__} where text was expected"
+        raise StoreError(msg)
+    return value
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int):
+        msg = f"the job database holds {type(value).__name__} where an integer was expected"
+        raise StoreError(msg)
+    return value
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else _int(value)

@@ -1,0 +1,338 @@
+"""`SQLiteStore`: the job store in one SQLite file, for a single host.
+
+I/O shell: opens the database file and runs `runner.store_ops` on threads, never on
+the event loop. Writes go through one writer thread that commits concurrent writes
+as one group (`runner.store_writer`); reads use a small pool of reader connections,
+which WAL mode lets run beside the writer. The database runs with
+`journal_mode=WAL` and `synchronous=FULL`: once `submit` returns, the build survives
+a power cut, which is what the 202 to the forge promises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from runner import store_ops
+from runner.exceptions import StoreError
+from runner.jobs import Event, Notification, NotifyFn
+from runner.store_schema import migrate
+from runner.store_writer import Writer
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
+
+READERS: Final = 2
+"""Reader connections (and threads); reads are short, so two cover a 2-core host."""
+
+BUSY_TIMEOUT_MS: Final = 5000
+
+T = TypeVar("T")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SQLiteStore:
+    """The job store in one SQLite file; use it as `async with SQLiteStore(path) as s`.
+
+    Implements `webhooks.build.BuildSink`, `webhooks.build.BuildCatalog` and
+    `runner.store.JobStore`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        on_created: NotifyFn | None = None,
+    ) -> None:
+        """Prepare a store for the file at `path`; nothing is opened until `open`.
+
+        Args:
+            path: The database file; its directory is created if missing.
+            clock: Returns the current time, timezone-aware (tests pass a fake).
+            on_created: Notifications to enqueue, in the same transaction, with every
+                newly created build (e.g. the forge's "queued" status).
+        """
+        self.path = path
+        self._clock = clock
+        self._on_created = on_created
+        self._writer: Writer | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+
+    # ------------------------------------------------------------ lifetime
+
+    async def open(self) -> None:
+        """Create the directory and schema if missing and start the writer thread.
+
+        Raises:
+            StoreError: The directory or file cannot be created or opened, or the
+                schema is newer than this isorunner; the message says what to do.
+        """
+        if self._writer is not None:
+            return
+        conn = await asyncio.to_thread(self._connect, True)
+        self._writer = Writer(conn, str(self.path))
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="isorunner-store-read")
+        try:
+            await self._writer.run(lambda c: migrate(c, str(self.path)))
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Finish queued writes, stop the threads and close every connection."""
+        writer, readers = self._writer, self._readers
+        self._writer, self._readers = None, None
+        if readers is not None:
+            await asyncio.to_thread(readers.shutdown, wait=True)
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+        if writer is not None:
+            await writer.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ intake and catalog
+
+    async def submit(self, request: BuildRequest) -> Submission:
+        """Store `request` unless it repeats a stored build; return once durable.
+
+        Deduplication follows `webhooks.build.BuildSink.submit`; a tag build is only
+        a repeat of a non-cancelled tag build of the same tag and commit.
+        """
+        return await self._write(
+            lambda c: store_ops.submit(c, self._clock(), request, self._on_created)
+        )
+
+    async def get(self, build_id: int) -> BuildRecord | None:
+        """Return the build with this id, or None."""
+        return await self._read(lambda c: store_ops.get(c, build_id))
+
+    async def list_builds(
+        self,
+        *,
+        repo: str | None = None,
+        state: BuildState | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[BuildRecord]:
+        """Return builds newest first; pass the last id seen as `before_id` for the next page.
+
+        Raises:
+            ValueError: `limit` is not between 1 and 1000.
+        """
+        if not 1 <= limit <= 1000:
+            msg = f"limit must be between 1 and 1000, got {limit}"
+            raise ValueError(msg)
+        return await self._read(
+            lambda c: store_ops.list_builds(
+                c, repo=repo, state=state, limit=limit, before_id=before_id
+            )
+        )
+
+    async def count_by_state(self) -> dict[BuildState, int]:
+        """Return how many builds are in each state, every state present."""
+        return await self._read(store_ops.count_by_state)
+
+    # ------------------------------------------------------------ worker
+
+    async def claim_next(self, *, notify: NotifyFn | None = None) -> BuildRecord | None:
+        """Atomically move the oldest queued build to running and return it, or None."""
+        return await self._write(lambda c: store_ops.claim_next(c, self._clock(), notify))
+
+    async def finish(
+        self, build_id: int, event: Event, detail: str = "", *, notify: NotifyFn | None = None
+    ) -> BuildRecord:
+        """Apply `event` to the build through `runner.jobs.transition`; return the new record.
+
+        Raises:
+            BuildNotFound: No build has this id.
+            IllegalTransition: The event is not allowed in the build's current state
+                (e.g. the build was cancelled while it ran).
+        """
+        return await self._write(
+            lambda c: store_ops.apply_event(
+                c, self._clock(), build_id, event, detail=detail, notify=notify
+            )
+        )
+
+    async def set_detail(self, build_id: int, detail: str) -> None:
+        """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
+        await self._write(lambda c: store_ops.set_detail(c, build_id, detail))
+
+    async def cancel(
+        self, build_id: int, detail: str, *, notify: NotifyFn | None = None
+    ) -> BuildRecord:
+        """Cancel a queued or running build; return its new record.
+
+        Raises:
+            BuildNotFound: No build has this id.
+            IllegalTransition: The build is already final.
+        """
+        return await self._write(
+            lambda c: store_ops.apply_event(
+                c, self._clock(), build_id, Event.CANCEL, detail=detail, notify=notify
+            )
+        )
+
+    async def supersede(
+        self, request: BuildRequest, *, notify: NotifyFn | None = None
+    ) -> list[int]:
+        """Cancel older queued or running builds of the same branch or pull request.
+
+        Returns the cancelled ids, running ones included so that the worker stops
+        their sandboxes. Tags are never superseded.
+
+        Raises:
+            StoreError: `request` has not been submitted.
+        """
+        return await self._write(lambda c: store_ops.supersede(c, self._clock(), request, notify))
+
+    async def recover_running(
+        self, requeue: bool, *, notify: NotifyFn | None = None
+    ) -> list[BuildRecord]:
+        """At start-up, re-queue (or end as errored) every build left running."""
+        return await self._write(
+            lambda c: store_ops.recover_running(c, self._clock(), requeue, notify)
+        )
+
+    async def retry(self, build_id: int) -> Submission:
+        """Queue a new build of a finished build's request.
+
+        Raises:
+            BuildNotFound: No build has this id.
+            StoreError: The build is not final yet.
+        """
+        return await self._write(
+            lambda c: store_ops.retry(c, self._clock(), build_id, self._on_created)
+        )
+
+    # ------------------------------------------------------------ outbox
+
+    async def enqueue_notification(
+        self, build_id: int, kind: str, payload: Mapping[str, object]
+    ) -> int:
+        """Add a forge notification to the durable outbox, due now; return its id."""
+        return await self._write(
+            lambda c: store_ops.enqueue_notification(c, self._clock(), build_id, kind, payload)
+        )
+
+    async def due_notifications(self, now: datetime, limit: int) -> list[Notification]:
+        """Return notifications due at `now`, earliest first, one per build (its oldest)."""
+        return await self._read(lambda c: store_ops.due_notifications(c, now, limit))
+
+    async def notification_done(self, notification_id: int) -> None:
+        """Remove a delivered notification from the outbox."""
+        await self._write(lambda c: store_ops.notification_done(c, notification_id))
+
+    async def notification_failed(
+        self, notification_id: int, retry_at: datetime, error: str
+    ) -> None:
+        """Record a failed delivery and when to retry; `error` must hold no secret."""
+        await self._write(
+            lambda c: store_ops.notification_failed(c, notification_id, retry_at, error)
+        )
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise self._not_open()
+        return await self._writer.run(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        readers = self._readers
+        if readers is None:
+            raise self._not_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(readers, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(False)
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            msg = (
+                f"the job database {self.path} could not be read ({exc}): check that the"
+                " file exists and is readable"
+            )
+            raise StoreError(msg) from exc
+
+    def _not_open(self) -> StoreError:
+        return StoreError(
+            f"the job store {self.path} is not open: use `async with` or await open() first"
+        )
+
+    def _connect(self, writer: bool) -> sqlite3.Connection:
+        """Open one connection with the store's pragmas (blocking; runs on a thread)."""
+        if writer:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = (
+                    f"cannot create the directory {self.path.parent} for the job database"
+                    f" ({exc.strerror}): create it, or give the service write access to"
+                    " it, or set storage.database to a writable path"
+                )
+                raise StoreError(msg) from exc
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            msg = (
+                f"cannot open the job database {self.path} ({exc}): check that its"
+                " directory is writable by the service"
+            )
+            raise StoreError(msg) from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] if writer else "wal"
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            if not writer:
+                conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            msg = (
+                f"cannot use the job database {self.path} ({exc}): is it an SQLite file"
+                " written by isorunner? Move it aside or set storage.database"
+            )
+            raise StoreError(msg) from exc
+        if str(mode).lower() != "wal":
+            conn.close()
+            msg = (
+                f"the job database {self.path} cannot use WAL mode (got {mode}):"
+                " put it on a local file system"
+            )
+            raise StoreError(msg)
+        return conn
