@@ -1,0 +1,291 @@
+"""GitHub deliveries: verify, parse, filter and normalise them into build requests.
+
+Pure: a function of the delivery's headers, its raw body, the configuration and the
+time it was received; no Starlette, no httpx, no I/O. The signature is checked over
+the raw bytes before anything is parsed. Payload models hold only the fields used.
+
+Events (https://docs.github.com/webhooks/webhook-events-and-payloads):
+
+- `push` to a configured branch builds `head_commit.id`; a tag matching
+  `release_tags` builds `head_commit.id` too, because `after` is the tag object's SHA
+  for annotated tags. Deletions are ignored.
+- `pull_request` `opened`, `synchronize`, `reopened` build `pull_request.head.sha`;
+  when the head repository differs from the base (or is gone) the request is a fork's
+  and untrusted. Its payload carries no commit time, so `pull_request.updated_at`
+  (the moment the head last moved, for these actions) stands in for it.
+- `ping` and every other event are answered and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Final, TypeVar
+from urllib.parse import parse_qs
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from webhooks.build import BuildRequest, Forge, RefKind
+from webhooks.config import Ignored, Outcome, WebhookConfig
+from webhooks.exceptions import (
+    ForgeNotConfigured,
+    MalformedPayload,
+    UnsupportedEvent,
+    UnsupportedMediaType,
+)
+from webhooks.verify import verify_github
+
+JSON: Final = "application/json"
+FORM: Final = "application/x-www-form-urlencoded"
+PR_BUILD_ACTIONS: Final = frozenset({"opened", "synchronize", "reopened"})
+_MAX_ID_LENGTH: Final = 200
+_MAX_EVENT_NAME: Final = 64
+
+
+def _aware(value: datetime) -> datetime:
+    # GitHub sends offsets (`Z` or the committer's `-07:00`); a bare time is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")]
+Timestamp = Annotated[datetime, AfterValidator(_aware)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _Account(_Model):
+    login: str = ""
+
+
+class _Repository(_Model):
+    full_name: Annotated[str, StringConstraints(min_length=1)]
+    html_url: str = ""
+
+
+class _HeadCommit(_Model):
+    id: Sha
+    timestamp: Timestamp
+    message: str = ""
+
+
+class PushPayload(_Model):
+    """The fields of a `push` delivery that isorunner uses."""
+
+    ref: str
+    deleted: bool = False
+    head_commit: _HeadCommit | None = None
+    repository: _Repository
+    sender: _Account | None = None
+
+
+class _HeadRef(_Model):
+    ref: str
+    sha: Sha
+    repo: _Repository | None = None  # null once the fork is deleted
+
+
+class _BaseRef(_Model):
+    ref: str
+    repo: _Repository
+
+
+class _PullRequest(_Model):
+    number: int
+    title: str = ""
+    updated_at: Timestamp
+    head: _HeadRef
+    base: _BaseRef
+
+
+class PullRequestPayload(_Model):
+    """The fields of a `pull_request` delivery that isorunner uses."""
+
+    action: str
+    pull_request: _PullRequest
+    sender: _Account | None = None
+
+
+_M = TypeVar("_M", bound=_Model)
+
+
+def _validate(model: type[_M], data: bytes, what: str) -> _M:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise MalformedPayload(
+            f"GitHub {what} payload is not valid at {where}: {first['msg']}"
+        ) from exc
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    content_type = headers.get("content-type", "")
+    media = content_type.partition(";")[0].strip().lower()
+    if media not in (JSON, FORM):
+        raise UnsupportedMediaType(
+            f"GitHub deliveries must be {JSON} or {FORM}; set the webhook's "
+            "content type to application/json"
+        )
+    return media
+
+
+def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
+    """Refuse what the headers alone show, before the body is read.
+
+    Args:
+        headers: The delivery's headers (any case).
+        config: The intake configuration.
+
+    Raises:
+        ForgeNotConfigured: No GitHub secret is configured.
+        UnsupportedMediaType: Neither JSON nor form-encoded.
+    """
+    if config.github_secret is None:
+        raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
+    _media_type(_lower(headers))
+
+
+def _json_bytes(body: bytes, media: str) -> bytes:
+    if media == JSON:
+        return body
+    # Form deliveries carry the JSON in one `payload=` field; the signature covered
+    # the form bytes, which were verified before this decoding.
+    try:
+        fields = parse_qs(body.decode("ascii"), strict_parsing=True, errors="strict")
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise MalformedPayload("form-encoded GitHub body is not valid") from exc
+    payloads = fields.get("payload", [])
+    if len(payloads) != 1:
+        raise MalformedPayload("form-encoded GitHub body must have one `payload` field")
+    return payloads[0].encode()
+
+
+def _delivery_id(headers: Mapping[str, str]) -> str:
+    # X-GitHub-Delivery is per event and shared by all hooks; the hook id makes it
+    # per delivery, and a redelivery keeps both.
+    delivery = headers.get("x-github-delivery", "").strip()
+    hook = headers.get("x-github-hook-id", "").strip()
+    if not delivery:
+        raise MalformedPayload("missing X-GitHub-Delivery header")
+    delivery_id = f"{hook}:{delivery}" if hook else delivery
+    if len(delivery_id) > _MAX_ID_LENGTH:
+        raise MalformedPayload("X-GitHub-Delivery or X-GitHub-Hook-ID is too long")
+    return delivery_id
+
+
+def _title(message: str) -> str:
+    return message.strip().partition("\n")[0]
+
+
+def receive(
+    headers: Mapping[str, str], body: bytes, config: WebhookConfig, *, received_at: datetime
+) -> Outcome:
+    """Verify a GitHub delivery and turn it into a build request or a reason to ignore it.
+
+    Args:
+        headers: The delivery's headers (any case).
+        body: The raw body, exactly as received.
+        config: The intake configuration (secret and repository rules).
+        received_at: When the delivery arrived; unused by GitHub events, whose
+            payloads all carry a time, and kept for symmetry with GitLab.
+
+    Returns:
+        A `BuildRequest` to store, or `Ignored` with the reason.
+
+    Raises:
+        ForgeNotConfigured: No GitHub secret is configured.
+        UnsupportedMediaType: Neither JSON nor form-encoded.
+        SignatureMismatch: `X-Hub-Signature-256` missing or wrong.
+        UnsupportedEvent: No `X-GitHub-Event` header.
+        MalformedPayload: The body or a required header cannot be read.
+    """
+    del received_at
+    headers = _lower(headers)
+    secret = config.github_secret
+    if secret is None:
+        raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
+    media = _media_type(headers)
+    verify_github(body, headers.get("x-hub-signature-256"), secret)
+
+    event = headers.get("x-github-event", "").strip()
+    if not event:
+        raise UnsupportedEvent("missing X-GitHub-Event header: is this a GitHub webhook?")
+    if event == "ping":
+        return Ignored("ping: the webhook reaches isorunner")
+    if event not in ("push", "pull_request"):
+        return Ignored(f"{event[:_MAX_EVENT_NAME]!r} events do not start builds")
+    data = _json_bytes(body, media)
+    delivery_id = _delivery_id(headers)
+    if event == "push":
+        return _push(_validate(PushPayload, data, "push"), config, delivery_id)
+    return _pull_request(_validate(PullRequestPayload, data, "pull_request"), config, delivery_id)
+
+
+def _push(payload: PushPayload, config: WebhookConfig, delivery_id: str) -> Outcome:
+    ref = payload.ref
+    if payload.deleted:
+        return Ignored(f"{ref} was deleted")
+    repo = payload.repository.full_name
+    rule = config.rule_for(Forge.GITHUB, repo)
+    if rule is None:
+        return Ignored(f"repository {repo} is not configured")
+    kind = rule.classify_push(ref)
+    if isinstance(kind, Ignored):
+        return kind
+    commit = payload.head_commit
+    if commit is None:
+        return Ignored(f"push to {ref} names no head commit")
+    return BuildRequest(
+        forge=Forge.GITHUB,
+        repo=repo,
+        commit_sha=commit.id,
+        ref=ref,
+        kind=kind,
+        pr_number=None,
+        trusted=True,
+        commit_time=commit.timestamp,
+        delivery_id=delivery_id,
+        source_repo=repo,
+        web_url=payload.repository.html_url,
+        title=_title(commit.message),
+        sender=payload.sender.login if payload.sender else "",
+    )
+
+
+def _pull_request(payload: PullRequestPayload, config: WebhookConfig, delivery_id: str) -> Outcome:
+    if payload.action not in PR_BUILD_ACTIONS:
+        return Ignored(f"pull_request action {payload.action[:_MAX_EVENT_NAME]!r} does not build")
+    pr = payload.pull_request
+    base = pr.base.repo
+    rule = config.rule_for(Forge.GITHUB, base.full_name)
+    if rule is None:
+        return Ignored(f"repository {base.full_name} is not configured")
+    if not rule.pull_requests:
+        return Ignored(f"pull requests are not built for {base.full_name}")
+    head = pr.head.repo
+    # A fork is a head repository other than the base, not `head.repo.fork` (true for
+    # any branch of a forked repository). A vanished head repository is a fork's; its
+    # commit stays reachable from the base as refs/pull/<n>/head.
+    trusted = head is not None and head.full_name.casefold() == base.full_name.casefold()
+    return BuildRequest(
+        forge=Forge.GITHUB,
+        repo=base.full_name,
+        commit_sha=pr.head.sha,
+        ref=f"refs/heads/{pr.head.ref}",
+        kind=RefKind.PULL_REQUEST,
+        pr_number=pr.number,
+        trusted=trusted,
+        commit_time=pr.updated_at,
+        delivery_id=delivery_id,
+        source_repo=head.full_name if head is not None else base.full_name,
+        web_url=base.html_url,
+        title=pr.title,
+        sender=payload.sender.login if payload.sender else "",
+    )
