@@ -1,0 +1,504 @@
+"""`BuildSandbox`: runs one build in a fresh, limited container; the only process spawner.
+
+The I/O shell of the package. It creates the build's file systems (`overlay`) and
+cgroups (`cgroups`), starts `systemd-nspawn` with the argv from `nspawn` (through
+`cgexec.py`, so the container starts inside its cgroups), streams the output line by
+line to the caller's sink, enforces the warning, timeout, disk and cancellation rules,
+and always tears the container down: no process, mount, overlay or cgroup survives.
+
+Who deletes what: on success `run` leaves only `builds/<id>/output/` (the ISO the caller
+collects) and the caller calls `discard(build_id)` afterwards; on any failure, timeout or
+cancellation everything is removed before the error propagates. `cleanup_stale()` is
+called once at start-up, before any build, to remove what a crashed process left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from sandbox import overlay
+from sandbox.cgroups import BuildCgroup, parent_dirs, parse_proc_cgroup, plan_cgroups, remove_tree
+from sandbox.config import SandboxConfig, format_size
+from sandbox.exceptions import (
+    BaseMissing,
+    BuildFailed,
+    Cancelled,
+    DiskLimit,
+    OutOfMemory,
+    ProcessLimit,
+    SandboxError,
+    SetupError,
+    TimedOut,
+)
+from sandbox.host import HostInfo, detect_host
+from sandbox.nspawn import mkarchiso_command, nspawn_argv
+from sandbox.output import OutputFile, check_output
+from sandbox.profile import check_profile
+from sandbox.streams import pump_lines
+
+LogSink = Callable[[str], Awaitable[None]]
+WarningHook = Callable[[], Awaitable[None]]
+
+_CGEXEC = Path(__file__).with_name("cgexec.py")
+# The environment of nspawn itself: nothing of isorunner's (which may hold secrets).
+_SPAWN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+_BASE_MOUNT_POINTS = ("build/profile", "build/work", "build/output")
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """A finished, accepted build.
+
+    Attributes:
+        build_id: The build.
+        exit_code: The build command's exit status (0).
+        duration_seconds: Wall time from container start to exit.
+        output_dir: Where the files are until `BuildSandbox.discard(build_id)`.
+        isos: The ISO files produced.
+        files: Every output file, checked (see `sandbox.output`).
+    """
+
+    build_id: str
+    exit_code: int
+    duration_seconds: float
+    output_dir: Path
+    isos: tuple[Path, ...]
+    files: tuple[OutputFile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What happened to a command run by `BuildSandbox.run_command`.
+
+    Attributes:
+        exit_code: The command's exit status (nspawn passes it through).
+        duration_seconds: Wall time from container start to exit.
+        cpu_seconds: CPU time the container used (None where no cgroup was ours).
+        oom_killed: The memory limit made the kernel kill a process.
+        pids_limited: A fork was refused at the pids limit.
+    """
+
+    exit_code: int
+    duration_seconds: float
+    cpu_seconds: float | None
+    oom_killed: bool
+    pids_limited: bool
+
+
+@dataclass(slots=True)
+class _Run:
+    """A running container and why it is being stopped, if it is."""
+
+    build_id: str
+    proc: asyncio.subprocess.Process | None = None
+    cgroup: BuildCgroup | None = None
+    stop_reason: SandboxError | None = None
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class BuildSandbox:
+    """Runs builds in hardened systemd-nspawn containers (see the module docstring)."""
+
+    def __init__(self, config: SandboxConfig, *, host: HostInfo | None = None) -> None:
+        self.config = config
+        self.host = host if host is not None else detect_host()
+        self._runs: dict[str, _Run] = {}
+
+    async def run(
+        self,
+        build_id: str,
+        profile_dir: Path,
+        *,
+        source_date_epoch: int,
+        log_sink: LogSink,
+        on_warning: WarningHook | None = None,
+    ) -> BuildResult:
+        """Build `profile_dir` into an ISO with mkarchiso.
+
+        Args:
+            build_id: Unique id of the build (a-z, 0-9, '-').
+            profile_dir: The checked-out profile on the host (bound read-only).
+            source_date_epoch: Passed as SOURCE_DATE_EPOCH (e.g. the commit time).
+            log_sink: Receives each output line (without newline), in order.
+            on_warning: Awaited once when the build has run `warning_seconds`.
+
+        Returns:
+            The result; its output dir lives until `discard(build_id)`.
+
+        Raises:
+            SandboxError: a subclass saying what went wrong (see `sandbox.exceptions`).
+        """
+        check_profile(profile_dir, max_file_bytes=self.config.max_profile_file_bytes)
+        execution = await self._execute(
+            build_id,
+            profile_dir=profile_dir,
+            command=mkarchiso_command(),
+            source_date_epoch=source_date_epoch,
+            log_sink=log_sink,
+            on_warning=on_warning,
+        )
+        try:
+            if execution.exit_code != 0:
+                raise self._failure(execution)
+            files = check_output(
+                overlay.BuildDirs.of(self.config, build_id).output,
+                max_bytes=self.config.max_output_bytes,
+            )
+        except SandboxError as exc:
+            exc.build_id = build_id
+            await self.discard(build_id)
+            raise
+        return BuildResult(
+            build_id=build_id,
+            exit_code=0,
+            duration_seconds=execution.duration_seconds,
+            output_dir=overlay.BuildDirs.of(self.config, build_id).output,
+            isos=tuple(f.path for f in files if f.path.suffix == ".iso"),
+            files=tuple(files),
+        )
+
+    async def run_command(
+        self,
+        build_id: str,
+        profile_dir: Path,
+        command: Sequence[str],
+        *,
+        source_date_epoch: int,
+        log_sink: LogSink,
+        on_warning: WarningHook | None = None,
+    ) -> CommandResult:
+        """Run any command in the same container set-up as a build, then remove everything.
+
+        For tests and benchmarks. A non-zero exit is returned, not raised.
+
+        Raises:
+            SandboxError: Set-up failed, or the run timed out, was cancelled or hit the
+                disk limit.
+        """
+        result = await self._execute(
+            build_id,
+            profile_dir=profile_dir,
+            command=command,
+            source_date_epoch=source_date_epoch,
+            log_sink=log_sink,
+            on_warning=on_warning,
+        )
+        await self.discard(build_id)
+        return result
+
+    async def cancel(self, build_id: str) -> bool:
+        """Stop a running build; its `run` raises `Cancelled`.
+
+        Returns:
+            False if no such build is running.
+        """
+        run = self._runs.get(build_id)
+        if run is None:
+            return False
+        await self._stop(run, Cancelled("cancelled", build_id=build_id))
+        return True
+
+    async def discard(self, build_id: str) -> None:
+        """Remove everything left of a build, its output included."""
+        await asyncio.to_thread(
+            overlay.discard_build_dirs, overlay.BuildDirs.of(self.config, build_id)
+        )
+
+    def _failure(self, execution: CommandResult) -> SandboxError:
+        code = execution.exit_code
+        if execution.oom_killed:
+            limit = format_size(self.config.memory_limit)
+            return OutOfMemory(
+                f"out of memory (limit {limit}); reduce the build's memory use or ask the "
+                "operator to raise memory_limit",
+                exit_code=code,
+            )
+        if execution.pids_limited:
+            return ProcessLimit(
+                f"too many processes (limit {self.config.pids_limit}); the build was "
+                "refused new processes",
+                exit_code=code,
+            )
+        return BuildFailed(
+            f"the build command exited with status {code}; see the build log", exit_code=code
+        )
+
+    def _check_base(self) -> None:
+        base = self.config.base_dir
+        missing = [p for p in _BASE_MOUNT_POINTS if not (base / p).is_dir()]
+        if not base.is_dir() or missing:
+            raise BaseMissing(
+                f"the sandbox base {base} is missing or not prepared "
+                f"({', '.join(missing) or 'no directory'}); run scripts/setup-sandbox.sh"
+            )
+
+    def _cgroup_parents(self) -> dict[str, Path]:
+        own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text(encoding="ascii"))
+        return parent_dirs(self.host, own, self.config.machine_prefix)
+
+    def _make_cgroup(self, machine: str) -> BuildCgroup | None:
+        if self.host.systemd_pid1:
+            return None  # systemd-run's transient scope carries the limits
+        parents = self._cgroup_parents()
+        cgroup = BuildCgroup(plan_cgroups(self.config, self.host.cgroup_mode, parents, machine))
+        cgroup.create()
+        return cgroup
+
+    async def _execute(
+        self,
+        build_id: str,
+        *,
+        profile_dir: Path,
+        command: Sequence[str],
+        source_date_epoch: int,
+        log_sink: LogSink,
+        on_warning: WarningHook | None,
+    ) -> CommandResult:
+        if not profile_dir.is_absolute():
+            raise ValueError(f"profile_dir must be absolute: {profile_dir}")
+        self._check_base()
+        machine = self.config.machine_name(build_id)
+        if build_id in self._runs:
+            raise SetupError("a build with this id is already running", build_id=build_id)
+        run = _Run(build_id)
+        self._runs[build_id] = run
+        try:
+            dirs = await asyncio.to_thread(overlay.create_build_dirs, self.config, build_id)
+        except FileExistsError as exc:
+            del self._runs[build_id]
+            raise SetupError(
+                "the build's directory already exists; discard it or run cleanup_stale",
+                build_id=build_id,
+            ) from exc
+        except OSError as exc:
+            del self._runs[build_id]
+            raise SetupError(f"cannot create the build's file systems: {exc}") from exc
+        ok = False
+        try:
+            run.cgroup = self._make_cgroup(machine)
+            argv = nspawn_argv(
+                self.config,
+                machine=machine,
+                root=dirs.merged,
+                profile_dir=profile_dir,
+                work_dir=dirs.build_work,
+                output_dir=dirs.output,
+                source_date_epoch=source_date_epoch,
+                command=command,
+                host=self.host,
+            )
+            if run.cgroup is not None:
+                procs = [str(p) for p in run.cgroup.procs_files]
+                argv = [sys.executable, "-I", "-S", str(_CGEXEC), *procs, "--", *argv]
+            result = await self._supervise(run, argv, dirs, log_sink, on_warning)
+            ok = True
+            return result
+        finally:
+            # Shielded: a second cancellation must not leave the container half torn down.
+            await asyncio.shield(self._teardown(run, dirs, keep_output=ok))
+
+    async def _supervise(
+        self,
+        run: _Run,
+        argv: list[str],
+        dirs: overlay.BuildDirs,
+        log_sink: LogSink,
+        on_warning: WarningHook | None,
+    ) -> CommandResult:
+        started = time.monotonic()
+        run.proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=dirs.top,
+            env=_SPAWN_ENV,
+            start_new_session=True,
+        )
+        assert run.proc.stdout is not None
+        pump = asyncio.create_task(
+            pump_lines(run.proc.stdout, log_sink, max_line_bytes=self.config.max_line_bytes)
+        )
+        helpers = [asyncio.create_task(self._watch_disk(run, dirs))]
+        if on_warning is not None:
+            helpers.append(asyncio.create_task(self._warn_later(on_warning)))
+        try:
+            try:
+                await asyncio.wait_for(run.proc.wait(), timeout=self.config.timeout_seconds)
+            except TimeoutError:
+                await self._stop(
+                    run,
+                    TimedOut(
+                        f"timed out after {self.config.timeout_seconds:g} s; the container "
+                        "was stopped",
+                        build_id=run.build_id,
+                    ),
+                )
+                await run.proc.wait()
+            duration = time.monotonic() - started
+            # Whatever the payload left behind goes now, before the pipe is drained.
+            await self._kill_all(run)
+            await asyncio.wait_for(pump, timeout=self.config.kill_wait_seconds)
+        except BaseException:
+            await asyncio.shield(self._kill_all(run))
+            pump.cancel()
+            raise
+        finally:
+            for task in helpers:
+                task.cancel()
+        if run.stop_reason is not None:
+            raise run.stop_reason
+        cgroup = run.cgroup
+        return CommandResult(
+            exit_code=run.proc.returncode if run.proc.returncode is not None else -1,
+            duration_seconds=duration,
+            cpu_seconds=cgroup.cpu_usage_seconds() if cgroup else None,
+            oom_killed=cgroup.oom_killed() if cgroup else False,
+            pids_limited=cgroup.pids_limited() if cgroup else False,
+        )
+
+    async def _warn_later(self, on_warning: WarningHook) -> None:
+        await asyncio.sleep(self.config.warning_seconds)
+        await on_warning()
+
+    async def _watch_disk(self, run: _Run, dirs: overlay.BuildDirs) -> None:
+        config = self.config
+        while True:
+            await asyncio.sleep(config.disk_check_seconds)
+            used = await asyncio.to_thread(_disk_usage, dirs.output, config.max_output_bytes)
+            if used > config.max_output_bytes:
+                reason = f"the output exceeded {format_size(config.max_output_bytes)}"
+            else:
+                st = await asyncio.to_thread(os.statvfs, config.sandbox_root)
+                if st.f_bavail * st.f_frsize >= config.min_free_bytes:
+                    continue
+                reason = f"the sandbox disk has less than {format_size(config.min_free_bytes)} free"
+            await self._stop(
+                run, DiskLimit(f"{reason}; the build was stopped", build_id=run.build_id)
+            )
+            return
+
+    async def _stop(self, run: _Run, reason: SandboxError) -> None:
+        if run.stop_reason is None:
+            run.stop_reason = reason
+            log.warning("sandbox.stop", build_id=run.build_id, reason=reason.message)
+        await self._kill_all(run)
+
+    async def _kill_all(self, run: _Run) -> None:
+        """Kill every process of the container: its cgroup, else nspawn's process group."""
+        if run.cgroup is not None:
+            if not await run.cgroup.kill(self.config.kill_wait_seconds):
+                log.error("sandbox.kill_incomplete", build_id=run.build_id, pids=run.cgroup.pids())
+            return
+        proc = run.proc
+        if proc is not None and proc.returncode is None:
+            # systemd host: stopping the scope kills everything in it.
+            scope = f"{self.config.machine_name(run.build_id)}.scope"
+            await self._spawn_quietly(["systemctl", "kill", "--signal=KILL", scope])
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+
+    async def _spawn_quietly(self, argv: list[str]) -> int:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            cwd="/",
+            env=_SPAWN_ENV,
+        )
+        return await proc.wait()
+
+    async def _teardown(self, run: _Run, dirs: overlay.BuildDirs, *, keep_output: bool) -> None:
+        try:
+            await self._kill_all(run)
+            if run.cgroup is not None:
+                await asyncio.to_thread(run.cgroup.remove)
+            machine = self.config.machine_name(run.build_id)
+            _remove_propagate_dir(machine)
+            if keep_output:
+                await asyncio.to_thread(overlay.release_build_dirs, dirs)
+            else:
+                await asyncio.to_thread(overlay.discard_build_dirs, dirs)
+        finally:
+            self._runs.pop(run.build_id, None)
+
+    async def cleanup_stale(self) -> list[str]:
+        """Remove containers left by a crashed process: processes, cgroups, mounts, dirs.
+
+        Call once at start-up, before any build starts (it removes every build under
+        `sandbox_root`, which must belong to this isorunner only).
+
+        Returns:
+            The build ids (or machine names) cleaned up.
+        """
+        cleaned: list[str] = []
+        prefix = self.config.machine_prefix
+        if self.host.systemd_pid1:
+            await self._spawn_quietly(["systemctl", "kill", "--signal=KILL", f"{prefix}-*.scope"])
+        else:
+            parents = self._cgroup_parents()
+            for parent in set(parents.values()):
+                if not parent.is_dir():
+                    continue
+                for child in sorted(p for p in parent.iterdir() if p.is_dir()):
+                    plan = plan_cgroups(self.config, self.host.cgroup_mode, parents, child.name)
+                    await BuildCgroup(plan).kill(self.config.kill_wait_seconds)
+                    remove_tree(child)
+                    cleaned.append(child.name)
+        for build_id in overlay.stale_build_ids(self.config):
+            dirs = overlay.BuildDirs.of(self.config, build_id)
+            for mount_point in _mounts_under(dirs.top):
+                overlay.unmount(mount_point)
+            await asyncio.to_thread(overlay.discard_build_dirs, dirs)
+            _remove_propagate_dir(self.config.machine_name(build_id))
+            cleaned.append(build_id)
+        if cleaned:
+            log.warning("sandbox.cleanup_stale", cleaned=cleaned)
+        return cleaned
+
+
+def _disk_usage(directory: Path, stop_above: int) -> int:
+    """Allocated bytes under `directory` (links not followed); stops counting past `stop_above`."""
+    total = 0
+    pending = [directory]
+    while pending and total <= stop_above:
+        with contextlib.suppress(FileNotFoundError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                total += max(st.st_size, st.st_blocks * 512)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+    return total
+
+
+def _mounts_under(top: Path) -> list[Path]:
+    """Mount points at or below `top`, deepest first (from /proc/self/mountinfo)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines():
+        point = line.split(" ")[4].replace("\\040", " ")
+        if point == str(top) or point.startswith(f"{top}/"):
+            found.append(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_propagate_dir(machine: str) -> None:
+    # nspawn may leave /run/systemd/nspawn/propagate/<machine> behind.
+    path = Path("/run/systemd/nspawn/propagate") / machine
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("sandbox.propagate_dir_left", path=str(path), error=exc.strerror)
