@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# Prepare isorunner's sandbox base: a read-only root file system that every build's
+# overlay container starts from (contract: tests/standin/CONTRACT.md).
+#
+#   1. root file system: `pacstrap` on an Arch host; elsewhere the signed
+#      archlinux-bootstrap tarball (gpg-verified) with archiso installed into it; or an
+#      existing tree adopted with --from-rootfs (the test stand-in does this);
+#   2. the local package mirror /srv/isorunner/repo (repo `isorunner`): packages from
+#      `pacman -Sw` of a package list (optionally pinned to an Arch Linux Archive date),
+#      or the *.pkg.tar.* files of --repo-from, indexed with repo-add;
+#   3. /usr/local/sbin/{mount,umount} wrappers that let real pacstrap run in a user
+#      namespace, the bind-mount targets /build/{profile,work,output}, the offline
+#      /etc/isorunner/pacman.conf and /etc/isorunner/manifest.json;
+#   4. ownership of the whole tree shifted once to the range uid_base..uid_base+65535,
+#      keeping setuid/setgid bits and file capabilities (chown clears both).
+#
+# Everything is assembled in <base>.new and renamed to <base> at the end, so a base is
+# either complete or absent. A second run finds the manifest and changes nothing;
+# --refresh rebuilds only the mirror (and the manifest) of an existing base.
+# --dry-run prints the plan and changes nothing.
+set -euo pipefail
+
+readonly PROG=setup-sandbox.sh
+readonly DEFAULT_BASE=/var/lib/isorunner/sandbox/base
+readonly DEFAULT_UID_BASE=2147352576
+readonly UID_COUNT=65536
+readonly REPO_NAME=isorunner
+readonly REPO_DIR=/srv/isorunner/repo
+readonly CONF_DIR=/etc/isorunner
+readonly MOUNT_POINTS=(/build/profile /build/work /build/output)
+# What the base needs to run mkarchiso (archiso pulls arch-install-scripts, squashfs-tools,
+# libisoburn, dosfstools, mtools); grub provides grub-mkstandalone for uefi.grub profiles.
+readonly BASE_PACKAGES=(base archiso grub)
+readonly ARCH_MIRROR=https://geo.mirror.pkgbuild.com
+readonly ARCHIVE_MIRROR=https://archive.archlinux.org
+# Arch Linux release signing key (Pierre Schmitz), as published on archlinux.org/download.
+readonly RELEASE_KEY_FPR=3E80CA1A8B89F69CBA57D98A76A5EF9054449A5C
+readonly RELEASE_KEY_UID=pierre@archlinux.org
+# pacman expands $repo and $arch in Server lines itself.
+# shellcheck disable=SC2016
+readonly SERVER_PATH='$repo/os/$arch'
+
+usage() {
+    cat <<EOF
+usage: ${PROG} [options]
+
+Prepare the read-only base of isorunner's build sandbox.
+
+  --base DIR              where the base lives (default: ${DEFAULT_BASE})
+  --packages FILE         package list for the local mirror (one name a line, '#' comments;
+                          e.g. your profile's packages.x86_64); downloaded with pacman -Sw
+  --archive-date Y/M/D    download from the Arch Linux Archive of that day (YYYY/MM/DD)
+  --uid-base N            first host UID of the container's range (default: ${DEFAULT_UID_BASE};
+                          a multiple of 65536)
+  --refresh               rebuild the mirror and the manifest of an existing base only
+  --from-rootfs DIR       adopt a copy of an existing root file system instead of bootstrapping
+  --repo-from DIR         fill the mirror with the *.pkg.tar.* files of DIR instead of pacman -Sw
+  --wrappers-only DIR     write only the mount/umount wrappers under DIR/usr/local/sbin
+  --dry-run               print the plan and change nothing
+  -h, --help              this text
+EOF
+}
+
+die() {
+    printf '%s: error: %s\n' "${PROG}" "$*" >&2
+    exit 1
+}
+
+usage_error() {
+    printf '%s: error: %s\n' "${PROG}" "$*" >&2
+    printf "Try '%s --help'.\n" "${PROG}" >&2
+    exit 2
+}
+
+log() {
+    printf '%s: %s\n' "${PROG}" "$*"
+}
+
+# ---------------------------------------------------------------------------------------
+# Arguments
+
+base="${DEFAULT_BASE}"
+packages_file=""
+archive_date=""
+uid_base="${DEFAULT_UID_BASE}"
+refresh=0
+from_rootfs=""
+repo_from=""
+wrappers_only=""
+dry_run=0
+
+parse_args() {
+    while (($#)); do
+        case "$1" in
+            --base | --packages | --archive-date | --uid-base | --from-rootfs | --repo-from | --wrappers-only)
+                if (($# < 2)) || [[ -z "$2" ]]; then
+                    usage_error "$1 needs a value"
+                fi
+                case "$1" in
+                    --base) base="$2" ;;
+                    --packages) packages_file="$2" ;;
+                    --archive-date) archive_date="$2" ;;
+                    --uid-base) uid_base="$2" ;;
+                    --from-rootfs) from_rootfs="$2" ;;
+                    --repo-from) repo_from="$2" ;;
+                    --wrappers-only) wrappers_only="$2" ;;
+                esac
+                shift 2
+                ;;
+            --refresh) refresh=1 && shift ;;
+            --dry-run) dry_run=1 && shift ;;
+            -h | --help) usage && exit 0 ;;
+            *) usage_error "unknown argument '$1'" ;;
+        esac
+    done
+}
+
+validate_args() {
+    [[ "${uid_base}" =~ ^[0-9]+$ ]] || usage_error "--uid-base must be a number, not '${uid_base}'"
+    ((uid_base >= UID_COUNT && uid_base % UID_COUNT == 0)) ||
+        usage_error "--uid-base must be a non-zero multiple of ${UID_COUNT}, not ${uid_base}"
+    ((uid_base + UID_COUNT - 1 < 4294967295)) ||
+        usage_error "--uid-base ${uid_base} leaves no room for ${UID_COUNT} UIDs below 2^32-1"
+    if [[ -n "${archive_date}" ]]; then
+        if [[ ! "${archive_date}" =~ ^[0-9]{4}/[0-9]{2}/[0-9]{2}$ ]] ||
+            [[ "$(date -d "${archive_date//\//-}" +%Y/%m/%d 2>/dev/null)" != "${archive_date}" ]]; then
+            usage_error "--archive-date must be a real date written YYYY/MM/DD, not '${archive_date}'"
+        fi
+        [[ -z "${repo_from}" ]] ||
+            usage_error "--archive-date pins downloads; it makes no sense with --repo-from"
+    fi
+    if [[ -n "${packages_file}" && -n "${repo_from}" ]]; then
+        usage_error "--packages and --repo-from both fill the mirror; give one of them"
+    fi
+    if [[ -n "${packages_file}" && ! -f "${packages_file}" ]]; then
+        usage_error "--packages: '${packages_file}' is not a file"
+    fi
+    if [[ -n "${repo_from}" ]]; then
+        [[ -d "${repo_from}" ]] || usage_error "--repo-from: '${repo_from}' is not a directory"
+        compgen -G "${repo_from}/*.pkg.tar.*" >/dev/null ||
+            usage_error "--repo-from: '${repo_from}' holds no *.pkg.tar.* file"
+    fi
+    if [[ -z "${wrappers_only}" && -z "${packages_file}" && -z "${repo_from}" ]]; then
+        usage_error "the mirror needs packages: give --packages FILE (e.g. a profile's packages.x86_64) or --repo-from DIR"
+    fi
+    if [[ -n "${from_rootfs}" ]]; then
+        ((!refresh)) || usage_error "--refresh updates an existing base; it cannot be combined with --from-rootfs"
+        [[ -d "${from_rootfs}/usr" ]] ||
+            usage_error "--from-rootfs: '${from_rootfs}' does not look like a root file system (no usr/)"
+    fi
+    base="$(realpath -m -- "${base}")"
+    [[ "${base}" != "/" ]] || usage_error "--base must not be /"
+    if [[ -n "${from_rootfs}" ]]; then
+        from_rootfs="$(realpath -- "${from_rootfs}")"
+        [[ "${from_rootfs}" != "${base}" ]] || usage_error "--from-rootfs and --base are the same directory"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------
+# Plan: which steps run is decided here, from the arguments and the state of the disk.
+
+host_kind() {
+    # ISORUNNER_SETUP_HOST=arch|other overrides the detection (tests of the plan).
+    if [[ -n "${ISORUNNER_SETUP_HOST:-}" ]]; then
+        printf '%s\n' "${ISORUNNER_SETUP_HOST}"
+    elif [[ -e /etc/arch-release ]] && command -v pacstrap >/dev/null; then
+        printf 'arch\n'
+    else
+        printf 'other\n'
+    fi
+}
+
+# Prints the steps, one a line: `<function> <argument description>`.
+make_plan() {
+    local manifest="${base}${CONF_DIR}/manifest.json"
+    if ((refresh)); then
+        [[ -f "${manifest}" ]] || die "--refresh: no base at ${base} (no ${CONF_DIR}/manifest.json); run without --refresh first"
+        check_manifest_uid_base "${manifest}"
+        echo "step_mirror ${base}"
+        echo "step_manifest ${base}"
+        echo "step_shift_mirror ${base}"
+        return
+    fi
+    if [[ -f "${manifest}" ]]; then
+        check_manifest_uid_base "${manifest}"
+        echo "step_nothing ${base}"
+        return
+    fi
+    [[ ! -e "${base}" ]] ||
+        die "${base} exists but has no ${CONF_DIR}/manifest.json (not a finished base); remove it or choose another --base"
+    local staging="${base}.new"
+    [[ ! -e "${staging}" ]] || echo "step_remove_stale ${staging}"
+    if [[ -n "${from_rootfs}" ]]; then
+        echo "step_copy_rootfs ${staging}"
+    elif [[ "$(host_kind)" == arch ]]; then
+        echo "step_pacstrap ${staging}"
+    else
+        echo "step_bootstrap ${staging}"
+    fi
+    echo "step_wrappers ${staging}"
+    echo "step_mount_points ${staging}"
+    echo "step_mirror ${staging}"
+    echo "step_pacman_conf ${staging}"
+    echo "step_manifest ${staging}"
+    echo "step_shift ${staging}"
+    echo "step_publish ${staging}"
+}
+
+check_manifest_uid_base() {
+    local recorded
+    recorded="$(sed -n 's/.*"uid_base": *\([0-9]*\).*/\1/p' "$1")"
+    [[ -n "${recorded}" ]] || die "$1 has no uid_base; the base is damaged: remove ${base} and run again"
+    [[ "${recorded}" == "${uid_base}" ]] ||
+        die "${base} is shifted to uid_base ${recorded}, not ${uid_base}; pass --uid-base ${recorded} or remove the base"
+}
+
+# ---------------------------------------------------------------------------------------
+# Steps
+
+step_nothing() {
+    log "base $1 is already set up (manifest present); nothing to do (use --refresh to update the mirror)"
+}
+
+step_remove_stale() {
+    log "removing the unfinished staging directory $1"
+    rm -rf --one-file-system -- "$1"
+}
+
+step_copy_rootfs() {
+    log "copying ${from_rootfs} to $1"
+    mkdir -p -- "$1"
+    # -a keeps owners, modes, links and xattrs (file capabilities).
+    cp -a --reflink=auto -- "${from_rootfs}/." "$1/"
+}
+
+step_pacstrap() {
+    log "pacstrap ${BASE_PACKAGES[*]} into $1"
+    mkdir -p -- "$1"
+    local conf=/etc/pacman.conf
+    if [[ -n "${archive_date}" ]]; then
+        conf="$(archive_pacman_conf)"
+    fi
+    pacstrap -C "${conf}" -c "$1" "${BASE_PACKAGES[@]}"
+}
+
+# A copy of the host's pacman.conf whose repositories all point at the archive date.
+archive_pacman_conf() {
+    local conf
+    conf="$(mktemp --tmpdir isorunner-pacman.XXXXXX.conf)"
+    sed -e '/^[[:space:]]*\(Include\|Server\)[[:space:]]*=/d' \
+        -e "/^\[\(core\|extra\|multilib\)\]/a Server = ${ARCHIVE_MIRROR}/repos/${archive_date}/${SERVER_PATH}" \
+        /etc/pacman.conf >"${conf}"
+    printf '%s\n' "${conf}"
+}
+
+bootstrap_url() {
+    if [[ -n "${archive_date}" ]]; then
+        # The archive keeps monthly ISO releases, dated on the 1st.
+        local month="${archive_date%/*}"
+        local release="${month//\//.}.01"
+        printf '%s/iso/%s/archlinux-bootstrap-%s-x86_64.tar.zst\n' "${ARCHIVE_MIRROR}" "${release}" "${release}"
+    else
+        printf '%s/iso/latest/archlinux-bootstrap-x86_64.tar.zst\n' "${ARCH_MIRROR}"
+    fi
+}
+
+step_bootstrap() {
+    local url tmp
+    url="$(bootstrap_url)"
+    tmp="$(mktemp -d --tmpdir isorunner-bootstrap.XXXXXX)"
+    log "downloading ${url} and its signature"
+    curl -fsSL --retry 3 -o "${tmp}/bootstrap.tar.zst" "${url}"
+    curl -fsSL --retry 3 -o "${tmp}/bootstrap.tar.zst.sig" "${url}.sig"
+    verify_release_signature "${tmp}/bootstrap.tar.zst" "${tmp}"
+    mkdir -p -- "$1"
+    tar --numeric-owner --xattrs --xattrs-include='*' -xpf "${tmp}/bootstrap.tar.zst" \
+        -C "$1" --strip-components=1
+    rm -rf -- "${tmp}"
+    if [[ -n "${archive_date}" ]]; then
+        printf 'Server = %s/repos/%s/%s\n' "${ARCHIVE_MIRROR}" "${archive_date}" "${SERVER_PATH}" \
+            >"$1/etc/pacman.d/mirrorlist"
+    else
+        printf 'Server = %s/%s\n' "${ARCH_MIRROR}" "${SERVER_PATH}" >"$1/etc/pacman.d/mirrorlist"
+    fi
+    log "installing ${BASE_PACKAGES[*]} in the bootstrap root"
+    in_root "$1" pacman-key --init
+    in_root "$1" pacman-key --populate archlinux
+    in_root "$1" pacman -Syu --noconfirm --needed "${BASE_PACKAGES[@]}"
+}
+
+# The signature must be a good one by the pinned release key, not merely by some key.
+verify_release_signature() {
+    local file="$1" tmp="$2" status
+    local -x GNUPGHOME="${tmp}/gnupg"
+    install -d -m 0700 -- "${GNUPGHOME}"
+    gpg --batch --quiet --auto-key-locate clear,wkd --locate-external-keys "${RELEASE_KEY_UID}" >/dev/null
+    status="$(gpg --batch --status-fd 1 --verify "${file}.sig" "${file}" 2>/dev/null)" ||
+        die "the signature of $(basename -- "${file}") does not verify; refusing to use it"
+    grep -q "^\[GNUPG:\] VALIDSIG ${RELEASE_KEY_FPR} " <<<"${status}" ||
+        grep -q "^\[GNUPG:\] VALIDSIG .* ${RELEASE_KEY_FPR}\$" <<<"${status}" ||
+        die "$(basename -- "${file}") is not signed by the Arch Linux release key ${RELEASE_KEY_FPR}"
+}
+
+# Run a command inside a root tree (setup time only: network allowed, real root).
+in_root() {
+    local root="$1"
+    shift
+    systemd-nspawn --quiet --register=no --keep-unit --pipe -D "${root}" -- "$@"
+}
+
+step_wrappers() {
+    local dir="$1/usr/local/sbin"
+    log "writing mount/umount wrappers in ${dir}"
+    install -d -m 0755 -- "${dir}"
+    write_mount_wrapper >"${dir}/mount"
+    write_umount_wrapper >"${dir}/umount"
+    chmod 0755 -- "${dir}/mount" "${dir}/umount"
+}
+
+# pacstrap mounts devtmpfs on <target>/dev, which a user namespace refuses. The wrapper
+# turns exactly that call into a recursive bind of the container's /dev (a plain --bind
+# is refused there too) and passes every other call to the real mount unchanged.
+write_mount_wrapper() {
+    cat <<'EOF'
+#!/bin/sh
+# isorunner: let pacstrap's devtmpfs mount work in a user namespace (setup-sandbox.sh).
+real="${ISORUNNER_REAL_MOUNT:-/usr/bin/mount}"
+type="" target="" count=0 prev=""
+for arg in "$@"; do
+    case "$prev" in
+        -t | --types) type="$arg" prev="" && continue ;;
+        -o | --options) prev="" && continue ;;
+    esac
+    case "$arg" in
+        -t | --types | -o | --options) prev="$arg" ;;
+        --types=*) type="${arg#--types=}" ;;
+        -t?*) type="${arg#-t}" ;;
+        -*) ;;
+        *) count=$((count + 1)) && target="$arg" ;;
+    esac
+done
+if [ "$type" = devtmpfs ] && [ "$count" -eq 2 ]; then
+    "$real" --rbind /dev "$target" || exit
+    exec "$real" --make-rslave "$target"
+fi
+exec "$real" "$@"
+EOF
+}
+
+# pacstrap unmounts <target>/dev after its own sub-mounts, but the recursive bind also
+# copied the container's /dev sub-mounts, and in a user namespace those are locked to
+# their parent: `umount -R` fails on them ("not mounted"). A lazy unmount of <target>/dev
+# detaches the whole copied tree at once, which the kernel allows.
+write_umount_wrapper() {
+    cat <<'EOF'
+#!/bin/sh
+# isorunner: detach the recursive /dev bind made by the mount wrapper (setup-sandbox.sh).
+real="${ISORUNNER_REAL_UMOUNT:-/usr/bin/umount}"
+for arg in "$@"; do
+    case "$arg" in -*) exec "$real" "$@" ;; esac
+done
+status=0
+for target in "$@"; do
+    case "$target" in
+        /dev | /dev/) "$real" "$target" || status=$? ;;
+        */dev | */dev/) "$real" --lazy "$target" || status=$? ;;
+        *) "$real" "$target" || status=$? ;;
+    esac
+done
+exit "$status"
+EOF
+}
+
+step_mount_points() {
+    log "creating the bind-mount targets ${MOUNT_POINTS[*]}"
+    local point
+    for point in "${MOUNT_POINTS[@]}"; do
+        install -d -m 0755 -- "$1${point}"
+    done
+}
+
+# Package list: names only, comments and blank lines dropped, sorted, unique.
+normalised_package_list() {
+    sed 's/#.*//;s/[[:space:]]//g;/^$/d' "$1" | LC_ALL=C sort -u
+}
+
+# Fills <root>/srv/isorunner/repo.new, then swaps it in place of the repo.
+step_mirror() {
+    local root="$1" new="$1${REPO_DIR}.new" old="$1${REPO_DIR}.old"
+    command -v repo-add >/dev/null || die "repo-add not found: install pacman (Debian: pacman-package-manager)"
+    rm -rf -- "${new}" "${old}"
+    install -d -m 0755 -- "${new}"
+    if [[ -n "${repo_from}" ]]; then
+        log "taking the packages of ${repo_from}"
+        local file
+        for file in "${repo_from}"/*.pkg.tar.*; do
+            cp -- "${file}" "${new}/"
+        done
+    else
+        download_packages "${root}" "${new}"
+    fi
+    local pkgs=()
+    mapfile -t pkgs < <(find "${new}" -maxdepth 1 -type f -name '*.pkg.tar.*' ! -name '*.sig' | LC_ALL=C sort)
+    ((${#pkgs[@]})) || die "no package ended up in the mirror"
+    log "indexing ${#pkgs[@]} packages into repository '${REPO_NAME}'"
+    repo-add --quiet "${new}/${REPO_NAME}.db.tar.gz" "${pkgs[@]}" >/dev/null
+    if [[ -d "${root}${REPO_DIR}" ]]; then
+        mv -- "${root}${REPO_DIR}" "${old}"
+    fi
+    mv -- "${new}" "${root}${REPO_DIR}"
+    rm -rf -- "${old}"
+}
+
+# pacman -Sw inside the root (it has pacman and a keyring), with an empty database so
+# every dependency is downloaded too; signatures are checked by that pacman.
+download_packages() {
+    local root="$1" dest="$2" list=()
+    mapfile -t list < <(normalised_package_list "${packages_file}")
+    ((${#list[@]})) || die "--packages: ${packages_file} names no package"
+    log "downloading ${#list[@]} packages and their dependencies with pacman -Sw"
+    if [[ -n "${archive_date}" ]]; then
+        printf 'Server = %s/repos/%s/%s\n' "${ARCHIVE_MIRROR}" "${archive_date}" "${SERVER_PATH}" \
+            >"${root}/etc/pacman.d/mirrorlist"
+    fi
+    local db="/var/tmp/isorunner-download-db" cache="${REPO_DIR}.new"
+    rm -rf -- "${root}${db}"
+    install -d -- "${root}${db}"
+    in_root "${root}" pacman -Syw --noconfirm --dbpath "${db}" --cachedir "${cache}" "${list[@]}"
+    rm -rf -- "${root}${db}"
+    [[ "${root}${cache}" == "${dest}" ]] || die "internal: download cache ${cache} is not ${dest}"
+}
+
+step_pacman_conf() {
+    local conf="$1${CONF_DIR}/pacman.conf"
+    log "writing ${CONF_DIR}/pacman.conf"
+    install -d -m 0755 -- "$1${CONF_DIR}"
+    cat >"${conf}" <<EOF
+# Written by setup-sandbox.sh. Builds are offline: every package comes from the local
+# mirror inside the read-only base, whatever the profile's own pacman.conf says.
+[options]
+Architecture = auto
+# The root is read-only; the work dir is the writable place in the container.
+CacheDir = /build/work/pacman-cache/
+# The packages were verified when they were downloaded (pacman -Sw checks signatures)
+# or come from a trusted directory (--repo-from); the mirror itself is read-only.
+SigLevel = Never
+
+[${REPO_NAME}]
+Server = file://${REPO_DIR}
+EOF
+}
+
+json_string() {
+    local value="$1"
+    [[ "${value}" =~ ^[][A-Za-z0-9@._+:~/\ -]*$ ]] || die "unexpected character in '${value}' for the manifest"
+    printf '"%s"' "${value}"
+}
+
+step_manifest() {
+    local root="$1" source_kind packages_json="" first=1 file info name version list_sha db_sha
+    log "writing ${CONF_DIR}/manifest.json"
+    if ((refresh)); then
+        source_kind="$(sed -n 's/.*"source": *"\([a-z]*\)".*/\1/p' "${root}${CONF_DIR}/manifest.json")"
+    elif [[ -n "${from_rootfs}" ]]; then
+        source_kind=rootfs
+    elif [[ "$(host_kind)" == arch ]]; then
+        source_kind=pacstrap
+    else
+        source_kind=bootstrap
+    fi
+    for file in "${root}${REPO_DIR}"/*.pkg.tar.*; do
+        [[ "${file}" != *.sig ]] || continue
+        info="$(bsdtar -xOf "${file}" .PKGINFO)"
+        name="$(sed -n 's/^pkgname = //p' <<<"${info}")"
+        version="$(sed -n 's/^pkgver = //p' <<<"${info}")"
+        [[ -n "${name}" && -n "${version}" ]] || die "${file} has no pkgname/pkgver in .PKGINFO"
+        ((first)) || packages_json+=", "
+        first=0
+        packages_json+="$(json_string "${name}"): $(json_string "${version}")"
+    done
+    if [[ -n "${packages_file}" ]]; then
+        list_sha="$(normalised_package_list "${packages_file}" | sha256sum | cut -d' ' -f1)"
+    else
+        list_sha="$(find "${root}${REPO_DIR}" -maxdepth 1 -name '*.pkg.tar.*' ! -name '*.sig' -printf '%f\n' |
+            LC_ALL=C sort | sha256sum | cut -d' ' -f1)"
+    fi
+    db_sha="$(sha256sum "${root}${REPO_DIR}/${REPO_NAME}.db.tar.gz" | cut -d' ' -f1)"
+    install -d -m 0755 -- "${root}${CONF_DIR}"
+    local archive_json=null
+    [[ -z "${archive_date}" ]] || archive_json="$(json_string "${archive_date}")"
+    cat >"${root}${CONF_DIR}/manifest.json.tmp" <<EOF
+{
+  "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
+  "source": "${source_kind}",
+  "uid_base": ${uid_base},
+  "uid_count": ${UID_COUNT},
+  "archive_date": ${archive_json},
+  "package_list_sha256": "${list_sha}",
+  "packages": {${packages_json}},
+  "repo_db_sha256": "${db_sha}"
+}
+EOF
+    mv -- "${root}${CONF_DIR}/manifest.json.tmp" "${root}${CONF_DIR}/manifest.json"
+}
+
+# Shift every owner of the tree by uid_base (container root = uid_base). chown clears
+# setuid/setgid bits and file capabilities, so both are recorded first and restored.
+shift_ownership() {
+    local root="$1" owner pairs=() pair u g specials=() caps=() entry mode path cap
+    owner="$(stat -c %u -- "${root}")"
+    if ((owner == uid_base)); then
+        log "$root is already shifted to ${uid_base}"
+        return 0
+    fi
+    ((owner == 0)) || die "${root} is owned by UID ${owner}, neither 0 nor ${uid_base}: shifted to another range?"
+    mapfile -t pairs < <(find "${root}" -xdev -printf '%U:%G\n' | LC_ALL=C sort -u)
+    for pair in "${pairs[@]}"; do
+        u="${pair%:*}" g="${pair#*:}"
+        ((u < UID_COUNT && g < UID_COUNT)) ||
+            die "${root} holds files owned by ${pair}, outside 0..$((UID_COUNT - 1)): mixed or already shifted tree"
+    done
+    mapfile -d '' -t specials < <(find "${root}" -xdev -type f -perm /6000 -printf '%m %p\0')
+    mapfile -t caps < <(find "${root}" -xdev -type f -exec getcap {} + 2>/dev/null)
+    log "shifting ownership of ${root} by ${uid_base} (${#pairs[@]} owner pairs, ${#specials[@]} setuid/setgid files, ${#caps[@]} file capabilities)"
+    for pair in "${pairs[@]}"; do
+        u="${pair%:*}" g="${pair#*:}"
+        chown -hR --from="${u}:${g}" "$((uid_base + u)):$((uid_base + g))" -- "${root}"
+    done
+    for entry in "${specials[@]}"; do
+        mode="${entry%% *}" path="${entry#* }"
+        chmod -- "${mode}" "${path}"
+    done
+    for entry in "${caps[@]}"; do
+        # getcap prints "<path> <capabilities>"; the capability text has no spaces.
+        path="${entry% *}" cap="${entry##* }"
+        setcap -- "${cap}" "${path}"
+    done
+}
+
+step_shift() {
+    shift_ownership "$1"
+}
+
+step_shift_mirror() {
+    log "giving the new mirror and manifest to the container's root (${uid_base})"
+    chown -hR "${uid_base}:${uid_base}" -- "$1${REPO_DIR}" "$1${CONF_DIR}/manifest.json"
+}
+
+step_publish() {
+    log "publishing $1 as ${base}"
+    mv -T -- "$1" "${base}"
+}
+
+# ---------------------------------------------------------------------------------------
+
+main() {
+    parse_args "$@"
+    if [[ -n "${wrappers_only}" ]]; then
+        ((dry_run)) && log "would write wrappers under ${wrappers_only}/usr/local/sbin" && return 0
+        step_wrappers "${wrappers_only}"
+        return 0
+    fi
+    validate_args
+    local plan_text plan=() line
+    # make_plan runs in a subshell: its refusal (exit 1) must stop us here.
+    plan_text="$(make_plan)" || exit
+    mapfile -t plan <<<"${plan_text}"
+    if ((dry_run)); then
+        for line in "${plan[@]}"; do
+            printf 'plan: %s\n' "${line}"
+        done
+        return 0
+    fi
+    ((EUID == 0)) || die "must run as root (it chowns the base to the container's UID range)"
+    for line in "${plan[@]}"; do
+        "${line%% *}" "${line#* }"
+    done
+}
+
+main "$@"
