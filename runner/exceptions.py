@@ -83,3 +83,21 @@ class NotificationNotFound(StoreError):
             f"no pending notification with id {notification_id} in the job store"
             " (already marked done, or never enqueued)"
         )
+
+
+class ArchiveRejected(RunnerError):
+    """The profile archive breaks a safety rule or is not a valid `.tar.gz` (runner.archive).
+
+    The build ends with an error status quoting the message; the fix is in the profile
+    repository (or, for a corrupt download, a retry).
+
+    Attributes:
+        entry: The offending member's path as written in the archive, or None when the
+            archive as a whole is at fault (corrupt, empty, several top-level entries).
+        rule: What is wrong, in words a profile maintainer can act on.
+    """
+
+    def __init__(self, rule: str, *, entry: str | None = None) -> None:
+        self.entry = entry
+        self.rule = rule
+        super().__init__(rule if entry is None else f"archive entry {entry!r} {rule}")
