@@ -1,0 +1,44 @@
+"""A finished build's files: its ISOs and the `sha256sums`/`b2sums` that list them.
+
+Does file I/O, off the event loop. Used by the pipeline (artifacts kept per build and
+published for tags) and by `isorunner build` (artifacts written to `--out`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from runner.checksums import compute_checksums_async, format_sums_file
+
+SUMS_FILES = ("sha256sums", "b2sums")
+
+
+async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
+    """Move `isos` into `target` and write their checksum files beside them.
+
+    Args:
+        isos: The ISO files, checked by the sandbox.
+        target: The directory to put them in; created if missing. Files of the same
+            names are replaced; other files are left alone.
+
+    Returns:
+        The ISOs in `target`, then `sha256sums` and `b2sums`.
+    """
+    await anyio.to_thread.run_sync(lambda: target.mkdir(parents=True, exist_ok=True))
+    moved = []
+    for iso in isos:
+        dest = target / iso.name
+        await anyio.to_thread.run_sync(shutil.move, iso, dest)
+        moved.append(dest)
+    sha256, b2 = [], []
+    for iso in moved:
+        sums = await compute_checksums_async(iso)  # one read for both sums
+        sha256.append((sums.sha256, iso.name))
+        b2.append((sums.b2, iso.name))
+    (target / "sha256sums").write_text(format_sums_file(sha256))
+    (target / "b2sums").write_text(format_sums_file(b2))
+    return [*moved, *(target / name for name in SUMS_FILES)]

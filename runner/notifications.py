@@ -1,0 +1,171 @@
+"""Commit status notifications: what to tell the forge about a build, and telling it.
+
+`status_payload` and `status_notifier` are pure: they turn a build record into the
+outbox payload that the job store enqueues in the same transaction as the state
+change, so a status can never be lost between the change and the forge call.
+`Notifier` is the thin I/O shell that drains the outbox through the forge clients,
+retrying with backoff while a forge is down, in order per build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import structlog
+
+from runner.forges.exceptions import ForgeError, TransitionRefused
+from runner.forges.protocol import CommitState, ForgeClient
+from runner.jobs import Notification, NotifyFn, Outgoing
+from runner.store import JobStore
+from webhooks.build import BuildRecord, BuildState, Forge
+
+STATUS = "status"
+_log = structlog.get_logger()
+
+
+_STATE_TO_STATUS: Mapping[BuildState, CommitState] = {
+    BuildState.QUEUED: CommitState.QUEUED,
+    BuildState.RUNNING: CommitState.RUNNING,
+    BuildState.SUCCEEDED: CommitState.SUCCESS,
+    BuildState.FAILED: CommitState.FAILURE,
+    BuildState.ERRORED: CommitState.ERROR,
+    BuildState.CANCELLED: CommitState.CANCELLED,
+}
+
+_DEFAULT_TEXT: Mapping[BuildState, str] = {
+    BuildState.QUEUED: "Queued",
+    BuildState.RUNNING: "Building the ISO",
+    BuildState.SUCCEEDED: "ISO built",
+    BuildState.FAILED: "Build failed",
+    BuildState.ERRORED: "Build errored",
+    BuildState.CANCELLED: "Build cancelled",
+}
+
+
+def status_payload(record: BuildRecord, base_url: str, *, note: str = "") -> dict[str, object]:
+    """The outbox payload for a commit status reflecting `record`.
+
+    Args:
+        record: The build, in its new state.
+        base_url: The public base URL; the status links to the build's page.
+        note: Replaces the description (e.g. the long-running warning).
+
+    Returns:
+        JSON-compatible data: `state` (a `CommitState` value), `description`,
+        `target_url`.
+    """
+    description = note or record.detail or _DEFAULT_TEXT[record.state]
+    return {
+        "state": _STATE_TO_STATUS[record.state].value,
+        "description": description,
+        "target_url": f"{base_url}/builds/{record.id}",
+    }
+
+
+def status_notifier(base_url: str) -> NotifyFn:
+    """A `NotifyFn` that enqueues one commit status for every state change."""
+
+    def notify(record: BuildRecord) -> Iterable[Outgoing]:
+        return [(STATUS, status_payload(record, base_url))]
+
+    return notify
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff after `attempts` failed deliveries: 2 s doubling, capped at 10 minutes."""
+    return timedelta(seconds=min(600, 2 ** min(attempts + 1, 10)))
+
+
+class Notifier:
+    """Delivers due outbox notifications through the forge clients.
+
+    Args:
+        store: The job store holding the outbox.
+        clients: The forge client for each configured forge.
+        clock: Returns the current UTC time (injected in tests).
+        poll_seconds: How often the outbox is checked without a wake-up.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        clients: Mapping[Forge, ForgeClient],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._clients = clients
+        self._clock = clock
+        self._poll = poll_seconds
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """Ask for a delivery round now (something was just enqueued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver notifications until cancelled."""
+        while True:
+            await self.deliver_due()
+            with anyio.move_on_after(self._poll):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
+    async def deliver_due(self, limit: int = 50) -> int:
+        """Deliver what is due now; return how many were delivered."""
+        delivered = 0
+        for notification in await self._store.due_notifications(self._clock(), limit):
+            if await self._deliver(notification):
+                delivered += 1
+        return delivered
+
+    async def _deliver(self, notification: Notification) -> bool:
+        record = await self._store.get(notification.build_id)
+        if record is None or notification.kind != STATUS:
+            _log.error(
+                "notification dropped",
+                notification_id=notification.id,
+                build_id=notification.build_id,
+                kind=notification.kind,
+                reason="unknown build" if record is None else "unknown kind",
+            )
+            await self._store.notification_done(notification.id)
+            return False
+        client = self._clients.get(record.request.forge)
+        if client is None:
+            await self._store.notification_failed(
+                notification.id,
+                self._clock() + retry_delay(notification.attempts),
+                f"{record.request.forge} is not configured: add its token to the config",
+            )
+            return False
+        payload = notification.payload
+        try:
+            await client.set_status(
+                record.request.repo,
+                record.request.commit_sha,
+                CommitState(str(payload["state"])),
+                description=str(payload["description"]),
+                target_url=str(payload["target_url"]),
+                ref=record.request.ref_name,
+            )
+        except TransitionRefused as exc:
+            # GitLab refuses a transition it considers done (e.g. running → running):
+            # the forge already shows this state, which is what we wanted.
+            _log.info("status already set", build_id=record.id, reason=str(exc))
+        except ForgeError as exc:
+            retry_at = self._clock() + retry_delay(notification.attempts)
+            _log.warning(
+                "status not delivered; will retry",
+                build_id=record.id,
+                attempts=notification.attempts + 1,
+                retry_at=retry_at.isoformat(),
+                error=str(exc),
+            )
+            await self._store.notification_failed(notification.id, retry_at, str(exc))
+            return False
+        await self._store.notification_done(notification.id)
+        return True

@@ -1,0 +1,254 @@
+"""One build from start to end: fetch the profile, build it, sum it, publish it.
+
+The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
+core: it maps whatever ended a build to the lifecycle event and the one-line detail
+that the commit status shows. Every path out of `Pipeline.run` returns an `Outcome`;
+the temporary workspace and the sandbox's per-build directories are always removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import anyio
+import structlog
+
+from runner.archive import ExtractLimits, extract_profile_async
+from runner.artifacts import collect_artifacts
+from runner.buildlogs import BuildLogs
+from runner.exceptions import ArchiveRejected
+from runner.forges.exceptions import ForgeError
+from runner.forges.protocol import ForgeClient
+from runner.jobs import Event
+from sandbox.exceptions import (
+    BuildFailed,
+    Cancelled,
+    DiskLimit,
+    OutputRejected,
+    ProfileInvalid,
+    SandboxError,
+    TimedOut,
+)
+from sandbox.sandbox import BuildResult, LogSink, WarningHook
+from webhooks.build import BuildRecord, Forge, RefKind
+
+_log = structlog.get_logger()
+
+
+class Sandbox(Protocol):
+    """What the pipeline needs of `sandbox.BuildSandbox`."""
+
+    async def run(
+        self,
+        build_id: str,
+        profile_dir: Path,
+        *,
+        source_date_epoch: int,
+        log_sink: LogSink,
+        on_warning: WarningHook | None = None,
+    ) -> BuildResult:
+        """Build the profile into an ISO (see `sandbox.BuildSandbox.run`)."""
+        ...
+
+    async def discard(self, build_id: str) -> None:
+        """Remove everything left of a build."""
+        ...
+
+
+class Outcome(NamedTuple):
+    """How a build ended: the lifecycle event to apply and the status detail."""
+
+    event: Event
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Where the pipeline works and what it accepts.
+
+    Attributes:
+        work_root: Temporary per-build workspaces (archive, extracted profile).
+        artifacts_root: Finished builds' ISOs and checksum files, `<root>/<build id>/`.
+        max_archive_bytes: The most a profile archive download may be.
+        extract_limits: Caps on the extracted profile.
+    """
+
+    work_root: Path
+    artifacts_root: Path
+    max_archive_bytes: int = 256 * 1024 * 1024
+    extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+
+
+def sandbox_id(build_id: int) -> str:
+    """The sandbox's name for a build (its ids are `[a-z0-9-]`, starting alphanumeric)."""
+    return f"build-{build_id}"
+
+
+# What ended a build → (lifecycle event, detail prefix). First match wins, so the
+# more specific sandbox errors stand before their SandboxError root.
+_CLASSIFICATION: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], Event, str], ...
+] = (
+    (ArchiveRejected, Event.FAIL, "profile archive rejected: "),
+    ((ProfileInvalid, OutputRejected, DiskLimit, BuildFailed), Event.FAIL, ""),
+    (TimedOut, Event.ERROR, ""),
+    (Cancelled, Event.CANCEL, ""),
+    (SandboxError, Event.ERROR, "sandbox error: "),
+    (ForgeError, Event.ERROR, "forge error: "),
+)
+
+
+def classify(exc: BaseException) -> Outcome:
+    """Map what ended a build to its lifecycle event and a one-line detail.
+
+    A failure is the profile's doing (the user must change something); an error is
+    ours or the infrastructure's (retrying may help).
+    """
+    for types, event, prefix in _CLASSIFICATION:
+        if isinstance(exc, types):
+            return Outcome(event, f"{prefix}{exc}")
+    return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Pipeline:
+    """Runs one build end to end.
+
+    Args:
+        config: Where to work and what to accept.
+        clients: The forge client of each configured forge.
+        sandbox: The build sandbox.
+        logs: Where build logs are written.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        clients: Mapping[Forge, ForgeClient],
+        sandbox: Sandbox,
+        logs: BuildLogs,
+    ) -> None:
+        self._config = config
+        self._clients = clients
+        self._sandbox = sandbox
+        self._logs = logs
+
+    def artifacts_dir(self, build_id: int) -> Path:
+        """Where a build's published files are kept."""
+        return self._config.artifacts_root / str(int(build_id))
+
+    async def run(self, record: BuildRecord, *, on_warning: WarningHook | None = None) -> Outcome:
+        """Build `record` and return how it ended; never raises for a build's failure.
+
+        Args:
+            record: The build, claimed by the caller.
+            on_warning: Awaited once if the build runs past the sandbox's warning time.
+
+        Cancellation (of the calling task) propagates after clean-up.
+        """
+        workspace = self._config.work_root / str(record.id)
+        with self._logs.writer(record.id) as log:
+            request = record.request
+            log.write_line(
+                f"[isorunner] build {record.id}: {request.forge} {request.repo} "
+                f"{request.ref} at {request.commit_sha}"
+            )
+            try:
+                outcome = await self._run(record, workspace, log, on_warning)
+            except anyio.get_cancelled_exc_class():
+                log.write_line("[isorunner] build cancelled")
+                raise
+            except Exception as exc:  # noqa: BLE001 - every build must end; see classify
+                outcome = classify(exc)
+                if outcome.detail.startswith("internal error"):
+                    _log.exception("build crashed", build_id=record.id)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._sandbox.discard(sandbox_id(record.id))
+                    await anyio.to_thread.run_sync(_remove_tree, workspace)
+            log.write_line(f"[isorunner] {outcome.event.value}: {outcome.detail}")
+        return outcome
+
+    async def _run(
+        self,
+        record: BuildRecord,
+        workspace: Path,
+        log: LogSinkWriter,
+        on_warning: WarningHook | None,
+    ) -> Outcome:
+        request = record.request
+        client = self._clients.get(request.forge)
+        if client is None:
+            return Outcome(
+                Event.ERROR, f"{request.forge} has no API token configured; add one and retry"
+            )
+        await anyio.to_thread.run_sync(_fresh_dir, workspace)
+        archive = workspace / "profile.tar.gz"
+        log.write_line(f"[isorunner] fetching {request.source_repo} at {request.commit_sha}")
+        size = await client.download_archive(
+            request.source_repo,
+            request.commit_sha,
+            archive,
+            max_bytes=self._config.max_archive_bytes,
+        )
+        profile = workspace / "profile"
+        report = await extract_profile_async(archive, profile, limits=self._config.extract_limits)
+        archive.unlink()
+        log.write_line(f"[isorunner] profile: {size} bytes fetched, {report.files} files")
+
+        result = await self._sandbox.run(
+            sandbox_id(record.id),
+            profile,
+            source_date_epoch=int(request.commit_time.timestamp()),
+            log_sink=log,
+            on_warning=on_warning,
+        )
+        if not result.isos:
+            return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
+        files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
+        detail = f"ISO built in {_duration(result.duration_seconds)}"
+        if request.kind is RefKind.TAG and request.trusted:
+            log.write_line(f"[isorunner] publishing release {request.ref_name}")
+            url = await client.publish_release(
+                request.repo,
+                request.ref_name,
+                files,
+                name=request.ref_name,
+                body=f"Built by isorunner from {request.commit_sha}.",
+            )
+            log.write_line(f"[isorunner] release published: {url}")
+            detail += "; release published"
+        return Outcome(Event.SUCCEED, detail)
+
+
+class LogSinkWriter(Protocol):
+    """The build log as the pipeline uses it: plain writes and the async sink."""
+
+    def write_line(self, line: str) -> None:
+        """Append one line."""
+        ...
+
+    async def __call__(self, line: str) -> None:
+        """Append one line (async form, for the sandbox)."""
+        ...
+
+
+def _fresh_dir(path: Path) -> None:
+    _remove_tree(path)
+    path.mkdir(parents=True, mode=0o750)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)

@@ -1,0 +1,203 @@
+"""The worker: claims queued builds, runs them, and keeps the forge told.
+
+The I/O shell around the job store, the pipeline and the notifier. At start-up it
+recovers builds that were running when the process died (re-queued, or ended as
+errored) and removes the sandboxes a crash left. Then `max_concurrent` slots each
+claim the oldest queued build and run it; a state change and its commit status are
+stored together (the store's `notify` hook), and the notifier delivers statuses.
+
+`WorkerSink` is the `webhooks.build.BuildSink` the web app gets: it stores a request,
+supersedes older builds of the same branch or pull request (stopping them if they
+run), and wakes the worker and the notifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+import structlog
+
+from runner.exceptions import IllegalTransition
+from runner.jobs import Event, NotifyFn
+from runner.notifications import STATUS, Notifier, status_payload
+from runner.pipeline import Outcome, Pipeline
+from runner.store import JobStore
+from webhooks.build import BuildRecord, BuildRequest, RefKind, Submission
+
+_log = structlog.get_logger()
+
+
+class Worker:
+    """Runs queued builds, at most `max_concurrent` at once.
+
+    Args:
+        store: The job store.
+        pipeline: Runs one build.
+        notifier: Delivers commit statuses from the store's outbox.
+        notify: The hook that turns state changes into status notifications.
+        base_url: The public base URL (links in statuses).
+        max_concurrent: How many builds may run at once.
+        requeue_on_recovery: Re-run builds that a dead process left running (else
+            end them as errored).
+        cleanup_stale: Removes sandboxes a crashed process left (at start-up).
+        warning_seconds: When the sandbox warns that a build runs long (for the text).
+        poll_seconds: How often the queue is checked without a wake-up.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        pipeline: Pipeline,
+        notifier: Notifier,
+        *,
+        notify: NotifyFn,
+        base_url: str,
+        max_concurrent: int = 1,
+        requeue_on_recovery: bool = True,
+        cleanup_stale: Callable[[], Awaitable[object]] | None = None,
+        warning_seconds: float = 900,
+        poll_seconds: float = 5.0,
+    ) -> None:
+        self._store = store
+        self._pipeline = pipeline
+        self._notifier = notifier
+        self._notify = notify
+        self._base_url = base_url
+        self._max_concurrent = max_concurrent
+        self._requeue = requeue_on_recovery
+        self._cleanup_stale = cleanup_stale
+        self._poll = poll_seconds
+        self._warning_seconds = warning_seconds
+        self._wake = anyio.Event()
+        self._running: dict[int, anyio.CancelScope] = {}
+
+    def wake(self) -> None:
+        """Ask the slots to look at the queue now."""
+        self._wake.set()
+        self._notifier.wake()
+
+    @property
+    def running(self) -> frozenset[int]:
+        """The ids of the builds running now."""
+        return frozenset(self._running)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Recover, then run builds and deliver statuses until cancelled."""
+        if self._cleanup_stale is not None:
+            await self._cleanup_stale()
+        recovered = await self._store.recover_running(self._requeue, notify=self._notify)
+        for record in recovered:
+            _log.warning(
+                "build interrupted by a restart",
+                build_id=record.id,
+                action="re-queued" if self._requeue else "ended as errored",
+            )
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._notifier.run)
+            for _ in range(self._max_concurrent):
+                group.start_soon(self._slot)
+            task_status.started()
+
+    async def stop_build(self, build_id: int) -> bool:
+        """Stop a running build's task (after the store has cancelled it).
+
+        Returns:
+            False if the build is not running here.
+        """
+        scope = self._running.get(build_id)
+        if scope is None:
+            return False
+        scope.cancel()
+        return True
+
+    async def cancel(self, build_id: int, detail: str) -> BuildRecord:
+        """Cancel a queued or running build and tell the forge.
+
+        Raises:
+            IllegalTransition: The build has already finished.
+            BuildNotFound: No such build.
+        """
+        record = await self._store.cancel(build_id, detail, notify=self._notify)
+        await self.stop_build(build_id)
+        self._notifier.wake()
+        return record
+
+    async def _slot(self) -> None:
+        while True:
+            record = await self._store.claim_next(notify=self._notify)
+            if record is None:
+                with anyio.move_on_after(self._poll):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            self._notifier.wake()
+            await self._build(record)
+
+    async def _build(self, record: BuildRecord) -> None:
+        log = _log.bind(build_id=record.id, repo=record.request.repo)
+        log.info("build started", sha=record.request.commit_sha, ref=record.request.ref)
+        outcome: Outcome | None = None
+        with anyio.CancelScope() as scope:
+            self._running[record.id] = scope
+            try:
+                outcome = await self._pipeline.run(record, on_warning=lambda: self.warn(record))
+            finally:
+                del self._running[record.id]
+        if outcome is None:
+            # Cancelled: by `cancel`/supersede (the store already says so) or because
+            # the worker is shutting down (the build stays running and is recovered at
+            # the next start-up).
+            log.info("build stopped")
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._store.finish(
+                    record.id, outcome.event, outcome.detail, notify=self._notify
+                )
+            except IllegalTransition:
+                log.info("build ended after it was cancelled", outcome=outcome.event.value)
+                return
+            self._notifier.wake()
+        log.info("build finished", outcome=outcome.event.value, detail=outcome.detail)
+
+    async def warn(self, record: BuildRecord) -> None:
+        """Tell the forge that a build is running long (the sandbox's warning)."""
+        minutes = round(self._warning_seconds / 60)
+        note = f"Still building after {minutes} min; stops at the time limit"
+        await self._store.set_detail(record.id, note)
+        current = await self._store.get(record.id)
+        if current is not None:
+            payload = status_payload(current, self._base_url, note=note)
+            await self._store.enqueue_notification(record.id, STATUS, payload)
+            self._notifier.wake()
+
+
+class WorkerSink:
+    """The `BuildSink` given to the web app: store, supersede, wake.
+
+    Args:
+        store: The job store.
+        worker: The worker to wake and whose superseded builds to stop.
+        notify: The status hook applied to superseded builds.
+    """
+
+    def __init__(self, store: JobStore, worker: Worker, *, notify: NotifyFn) -> None:
+        self._store = store
+        self._worker = worker
+        self._notify = notify
+
+    async def submit(self, request: BuildRequest) -> Submission:
+        """Store `request` durably; supersede older builds of its branch or PR."""
+        submission = await self._store.submit(request)
+        if submission.created and request.kind is not RefKind.TAG:
+            for build_id in await self._store.supersede(request, notify=self._notify):
+                if build_id != submission.build_id:
+                    await self._worker.stop_build(build_id)
+        self._worker.wake()
+        return submission
+
+
+__all__ = ["Event", "Worker", "WorkerSink"]
