@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from runner.forges.request import ForgeRequest
+
 SPEC = Path(__file__).parents[2] / "samples" / "forges" / "github-rest-trimmed.openapi.json"
 API_VERSION = "2022-11-28"
 
@@ -183,3 +185,13 @@ def validate_github_request(
         _check_body(op, lowered, body)
         return op.operation_id
     raise OpenAPIViolation(f"no operation {method} {path} in GitHub's description")
+
+
+def validate_forge_request(request: ForgeRequest, *, bases: tuple[str, ...]) -> str:
+    """Validate a built `ForgeRequest` as it would go on the wire; return the operation id."""
+    headers = dict(request.headers)
+    body = b""
+    if request.json is not None:
+        body = json.dumps(request.json).encode()
+        headers["Content-Type"] = "application/json"
+    return validate_github_request(request.method, request.url, headers, body, bases=bases)

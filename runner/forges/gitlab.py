@@ -1,0 +1,412 @@
+"""GitLab REST requests and answers: builders that return `ForgeRequest`s, decoders.
+
+Pure: no I/O. Every builder takes the API base URL from the caller (`https://gitlab.com/api/v4`
+or a self-managed instance), the token (sent as `PRIVATE-TOKEN`) and the call's values.
+`GitLabClient` in `gitlab_client.py` strings them together over `ForgeTransport`.
+
+Projects are addressed by numeric id or by their full path URL-encoded exactly once
+(`group%2Fsub%2Fproject`; a raw `/` or `%252F` answers 404, forge-apis.md §9.16).
+
+Commit statuses follow GitLab's state machine (forge-apis.md §3.3): GitLab looks for an
+existing *pending or running* status of the same name, ref and user and moves it on;
+posting `pending` over `pending`, `running` over `running` or `pending` over `running`
+answers 400 "Cannot transition status". `transition_allowed` encodes that table so the
+client never posts such a transition, and `decode_commit_status` reads the 400 as
+"already there" for the case where the previous post came from an earlier process.
+
+Builders: `build_commit_status`, `build_archive`, `build_package_upload`,
+`build_create_release`, `build_update_release`, `build_list_links`, `build_create_link`,
+`build_update_link`. Decoders: `decode_commit_status`, `decode_package_file`,
+`decode_release`, `decode_links`. Checks: `check_package_names`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runner.forges.exceptions import MalformedResponse, Rejected
+from runner.forges.request import ForgeRequest, ForgeResponse, JSONValue
+from runner.forges.response import check, decode_json
+
+#: GitLab's limits on a commit status's `description` and `target_url` (§3.3).
+DESCRIPTION_LIMIT = 255
+TARGET_URL_LIMIT = 255
+#: Package and file names allowed in the generic package registry (§6.2).
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+#: `package_version` must match `\A(\.?[\w\+-]+\.?)+\z` (§6.2), ASCII word characters.
+PACKAGE_VERSION = re.compile(r"(\.?[\w+-]+\.?)+", re.ASCII)
+
+
+class GitLabState(enum.StrEnum):
+    """The commit status states isorunner posts to GitLab."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLink:
+    """A release asset link to create: where the file lives and how it is listed.
+
+    Attributes:
+        name: The link's title (unique within the release).
+        url: Where the file is downloaded from (unique within the release).
+        direct_asset_path: The permanent `/-/releases/<tag>/downloads/...` path.
+        link_type: `other`, `runbook`, `image` or `package`.
+    """
+
+    name: str
+    url: str
+    direct_asset_path: str
+    link_type: str = "package"
+
+    def as_json(self) -> dict[str, JSONValue]:
+        """The link as GitLab's API takes it."""
+        return {
+            "name": self.name,
+            "url": self.url,
+            "direct_asset_path": self.direct_asset_path,
+            "link_type": self.link_type,
+        }
+
+
+class PackageFile(BaseModel):
+    """The fields of an uploaded generic package file (`select=package_file`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int
+    file_name: str
+    size: int
+
+
+class ExistingLink(BaseModel):
+    """The fields of an existing release link."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int
+    name: str
+    url: str
+
+
+class ReleaseWebLinks(BaseModel):
+    """A release's `_links`: its web page."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    self_url: str = Field(alias="self")
+
+
+class GitLabRelease(BaseModel):
+    """The fields of a GitLab release that isorunner reads."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tag_name: str
+    links: ReleaseWebLinks = Field(alias="_links")
+
+
+def headers(token: str) -> dict[str, str]:
+    """Return the headers every GitLab API request carries, the token included."""
+    return {"PRIVATE-TOKEN": token, "Accept": "application/json"}
+
+
+def project_ref(project: str | int) -> str:
+    """Return the `:id` path segment for a numeric id or a full project path.
+
+    Raises:
+        ValueError: The path is empty or has empty segments.
+    """
+    text = str(project).strip("/")
+    if text.isdigit():
+        return text
+    if not text or "" in text.split("/"):
+        raise ValueError(f"a GitLab project is a numeric id or group/project, not {project!r}")
+    return quote(text, safe="")
+
+
+def _project_url(api_url: str, project: str | int) -> str:
+    return f"{api_url.rstrip('/')}/projects/{project_ref(project)}"
+
+
+def transition_allowed(previous: GitLabState | None, new: GitLabState) -> bool:
+    """Whether GitLab accepts `new` after `previous` (our last post for that status).
+
+    After a final state (or nothing) GitLab starts a new status, so anything goes.
+    From `pending` only `pending` is refused; from `running`, `pending` and `running`.
+    """
+    if previous is GitLabState.PENDING:
+        return new is not GitLabState.PENDING
+    if previous is GitLabState.RUNNING:
+        return new not in (GitLabState.PENDING, GitLabState.RUNNING)
+    return True
+
+
+def _cut(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def build_commit_status(
+    api_url: str,
+    token: str,
+    project: str | int,
+    sha: str,
+    *,
+    state: GitLabState,
+    name: str,
+    description: str,
+    target_url: str | None,
+    ref: str | None,
+) -> ForgeRequest:
+    """Build `POST /projects/:id/statuses/:sha`.
+
+    A 409 (another update holds the commit's lock) is marked retryable. A target URL
+    longer than GitLab's 255 characters is left out rather than cut into a broken link.
+
+    Args:
+        api_url: The API base URL.
+        token: The token to send.
+        project: Numeric id or full path.
+        sha: The commit.
+        state: The GitLab state.
+        name: The status name (GitLab's `name`/`context`).
+        description: Free text, cut to 255 characters.
+        target_url: The build page, or None.
+        ref: The branch or tag; without it GitLab may answer 404 for fork MR commits.
+
+    Returns:
+        The request.
+    """
+    body: dict[str, JSONValue] = {
+        "state": state.value,
+        "name": name,
+        "description": _cut(description, DESCRIPTION_LIMIT),
+    }
+    if target_url is not None and len(target_url) <= TARGET_URL_LIMIT:
+        body["target_url"] = target_url
+    if ref is not None:
+        body["ref"] = ref
+    return ForgeRequest(
+        "POST",
+        f"{_project_url(api_url, project)}/statuses/{quote(sha, safe='')}",
+        headers=headers(token),
+        json=body,
+        action=f"post the {state.value} commit status for {project}@{sha[:7]}",
+        retry_statuses=frozenset({409}),
+    )
+
+
+def decode_commit_status(response: ForgeResponse) -> bool:
+    """Return True if the status was posted, False if GitLab already had it.
+
+    Raises:
+        ForgeError: Any other refusal.
+    """
+    if response.status == 400 and b"cannot transition status" in response.body.lower():
+        return False
+    check(response)
+    return True
+
+
+def build_archive(api_url: str, token: str, project: str | int, sha: str) -> ForgeRequest:
+    """Build `GET /projects/:id/repository/archive.tar.gz?sha=<sha>`."""
+    return ForgeRequest(
+        "GET",
+        f"{_project_url(api_url, project)}/repository/archive.tar.gz?{urlencode({'sha': sha})}",
+        headers=headers(token),
+        action=f"download the archive of {project}@{sha[:7]}",
+    )
+
+
+def check_package_names(package: str, version: str, file_names: Sequence[str]) -> None:
+    """Refuse names the generic package registry would refuse, before any upload.
+
+    Raises:
+        Rejected: A name or the version has characters GitLab does not allow.
+    """
+    if not PACKAGE_VERSION.fullmatch(version):
+        raise Rejected(
+            f"could not publish to GitLab: {version!r} is not a valid generic package "
+            "version (letters, digits, '.', '_', '+', '-'); use such a tag name"
+        )
+    for name in (package, *file_names):
+        if not PACKAGE_NAME.fullmatch(name):
+            raise Rejected(
+                f"could not publish to GitLab: {name!r} is not a valid generic package or "
+                "file name (only letters, digits, '.', '_' and '-'); rename it"
+            )
+
+
+def package_file_url(
+    api_url: str, project: str | int, *, package: str, version: str, file_name: str
+) -> str:
+    """The API URL of a generic package file (upload with PUT, download with GET)."""
+    segments = "/".join(quote(s, safe="") for s in (package, version, file_name))
+    return f"{_project_url(api_url, project)}/packages/generic/{segments}"
+
+
+def build_package_upload(
+    api_url: str,
+    token: str,
+    project: str | int,
+    *,
+    package: str,
+    version: str,
+    file_name: str,
+    size: int,
+) -> ForgeRequest:
+    """Build `PUT /projects/:id/packages/generic/:package/:version/:file?select=package_file`.
+
+    The body is streamed by `ForgeTransport.upload_file`; the request fixes its length.
+    """
+    url = package_file_url(api_url, project, package=package, version=version, file_name=file_name)
+    return ForgeRequest(
+        "PUT",
+        f"{url}?{urlencode({'select': 'package_file'})}",
+        headers={
+            **headers(token),
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        },
+        action=f"upload {file_name} to package {package} {version} of {project}",
+    )
+
+
+def _release_url(api_url: str, project: str | int, tag: str) -> str:
+    return f"{_project_url(api_url, project)}/releases/{quote(tag, safe='')}"
+
+
+def build_create_release(
+    api_url: str,
+    token: str,
+    project: str | int,
+    tag: str,
+    *,
+    name: str,
+    description: str,
+    links: Sequence[ReleaseLink],
+) -> ForgeRequest:
+    """Build `POST /projects/:id/releases` for an existing tag, with asset links."""
+    body: dict[str, JSONValue] = {
+        "tag_name": tag,
+        "name": name,
+        "description": description,
+        "assets": {"links": [link.as_json() for link in links]},
+    }
+    return ForgeRequest(
+        "POST",
+        f"{_project_url(api_url, project)}/releases",
+        headers=headers(token),
+        json=body,
+        action=f"create the release for tag {tag} of {project}",
+    )
+
+
+def build_update_release(
+    api_url: str, token: str, project: str | int, tag: str, *, name: str, description: str
+) -> ForgeRequest:
+    """Build `PUT /projects/:id/releases/:tag_name` (name and description)."""
+    return ForgeRequest(
+        "PUT",
+        _release_url(api_url, project, tag),
+        headers=headers(token),
+        json={"name": name, "description": description},
+        action=f"update the release for tag {tag} of {project}",
+    )
+
+
+def build_list_links(api_url: str, token: str, project: str | int, tag: str) -> ForgeRequest:
+    """Build `GET /projects/:id/releases/:tag_name/assets/links`."""
+    return ForgeRequest(
+        "GET",
+        f"{_release_url(api_url, project, tag)}/assets/links?{urlencode({'per_page': 100})}",
+        headers=headers(token),
+        action=f"list the asset links of release {tag} of {project}",
+    )
+
+
+def build_create_link(
+    api_url: str, token: str, project: str | int, tag: str, link: ReleaseLink
+) -> ForgeRequest:
+    """Build `POST /projects/:id/releases/:tag_name/assets/links`."""
+    return ForgeRequest(
+        "POST",
+        f"{_release_url(api_url, project, tag)}/assets/links",
+        headers=headers(token),
+        json=link.as_json(),
+        action=f"add the link {link.name} to release {tag} of {project}",
+    )
+
+
+def build_update_link(
+    api_url: str,
+    token: str,
+    project: str | int,
+    tag: str,
+    *,
+    link_id: int,
+    link: ReleaseLink,
+) -> ForgeRequest:
+    """Build `PUT /projects/:id/releases/:tag_name/assets/links/:link_id`."""
+    return ForgeRequest(
+        "PUT",
+        f"{_release_url(api_url, project, tag)}/assets/links/{link_id}",
+        headers=headers(token),
+        json=link.as_json(),
+        action=f"update the link {link.name} of release {tag} of {project}",
+    )
+
+
+def _malformed(response: ForgeResponse, exc: Exception) -> MalformedResponse:
+    return MalformedResponse(
+        f"could not {response.action}: GitLab's answer is not what its API documents "
+        f"({type(exc).__name__}); check the API base URL (it ends in /api/v4)",
+        status_code=response.status,
+        headers=response.headers,
+    )
+
+
+def decode_package_file(response: ForgeResponse) -> PackageFile:
+    """Decode the answer to an upload made with `select=package_file`."""
+    try:
+        return PackageFile.model_validate(decode_json(response))
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
+
+
+def decode_release(response: ForgeResponse) -> GitLabRelease:
+    """Decode a release (from create or update)."""
+    try:
+        return GitLabRelease.model_validate(decode_json(response))
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
+
+
+def decode_links(response: ForgeResponse) -> list[ExistingLink]:
+    """Decode a release's asset links."""
+    data = decode_json(response)
+    if not isinstance(data, list):
+        raise _malformed(response, TypeError("not a list"))
+    try:
+        return [ExistingLink.model_validate(item) for item in data]
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
+
+
+def decode_link(response: ForgeResponse) -> ExistingLink:
+    """Decode one release link (from create or update)."""
+    try:
+        return ExistingLink.model_validate(decode_json(response))
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
