@@ -533,7 +533,7 @@ shift_ownership() {
     for entry in "${caps[@]}"; do
         # getcap prints "<path> <capabilities>"; the capability text has no spaces.
         path="${entry% *}" cap="${entry##* }"
-        setcap -- "${cap}" "${path}"
+        setcap "${cap}" "${path}"
     done
 }
 

@@ -37,9 +37,9 @@ inputs_hash() {
     (
         cd "${repo_root}"
         printf '%s\n' "${SUITE} ${MIRROR} ${DEB_PACKAGES[*]} ${UID_BASE}"
-        find tests/standin scripts/setup-sandbox.sh \( -name __pycache__ -prune \) -o \
+        find tests/standin scripts/setup-sandbox.sh \( -name __pycache__ -o -name '*.md' \) -prune -o \
             \( -type f -o -type l \) -printf '%p %m %l\n' | LC_ALL=C sort
-        find tests/standin scripts/setup-sandbox.sh -name __pycache__ -prune -o -type f -print0 |
+        find tests/standin scripts/setup-sandbox.sh \( -name __pycache__ -o -name '*.md' \) -prune -o -type f -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }

@@ -1,0 +1,582 @@
+"""Tests of scripts/setup-sandbox.sh and of the stand-in builder (tests/standin).
+
+The script's logic is tested without root through `--dry-run` (the plan it would carry
+out), its refusals, and its mount/umount wrappers run against fake real tools given by
+`ISORUNNER_REAL_MOUNT`/`ISORUNNER_REAL_UMOUNT`. Integration tests (root) run it for real
+on small trees: manifest, mirror, ownership shift keeping setuid bits and file
+capabilities, idempotency and `--refresh`; and check that a second stand-in build is a
+no-op. This module does I/O (subprocesses, temporary trees).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require, require_root, require_tool
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "scripts" / "setup-sandbox.sh"
+BUILD_STANDIN = REPO_ROOT / "tests" / "standin" / "build-standin.sh"
+UID_BASE = 2147352576
+SMALL_UID_BASE = 65536 * 7
+
+
+def run_script(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run setup-sandbox.sh with `args` and return its completed process."""
+    full_env = {"PATH": os.environ["PATH"], "LC_ALL": "C"}
+    full_env.update(env or {})
+    return subprocess.run(
+        ["bash", str(SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=False,
+        timeout=120,
+    )
+
+
+def plan_of(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """Return the step names of a `--dry-run` output."""
+    assert result.returncode == 0, result.stderr
+    return [line.split()[1] for line in result.stdout.splitlines() if line.startswith("plan: ")]
+
+
+def make_package(directory: Path, name: str, version: str) -> Path:
+    """Write a minimal pacman package (a .PKGINFO and one file) and return its path."""
+    path = directory / f"{name}-{version}-any.pkg.tar.gz"
+    pkginfo = f"pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = any\nsize = 3\n"
+    with tarfile.open(path, "w:gz") as archive:
+        for member_name, data in ((".PKGINFO", pkginfo.encode()), (f"usr/share/{name}", b"hi\n")):
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            info.mtime = 1700000000
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Path:
+    """A directory holding two small packages, as --repo-from takes it."""
+    directory = tmp_path / "pkgs"
+    directory.mkdir()
+    make_package(directory, "alpha", "1.0-1")
+    make_package(directory, "beta", "2.5-3")
+    return directory
+
+
+@pytest.fixture
+def rootfs(tmp_path: Path) -> Path:
+    """A tiny root file system (owner 0 everywhere) that --from-rootfs accepts."""
+    root = tmp_path / "rootfs"
+    (root / "usr" / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    return root
+
+
+# --- arguments -----------------------------------------------------------------------
+
+
+def test_setup_sandbox_help_lists_every_option() -> None:
+    """--help exits 0 and documents each option."""
+    result = run_script("--help")
+    assert result.returncode == 0
+    for option in (
+        "--base",
+        "--packages",
+        "--archive-date",
+        "--uid-base",
+        "--refresh",
+        "--from-rootfs",
+        "--repo-from",
+        "--dry-run",
+        "--help",
+    ):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown argument '--bogus'"),
+        (["--base"], "--base needs a value"),
+        (["--uid-base", "abc"], "--uid-base must be a number"),
+        (["--uid-base", "1000"], "non-zero multiple of 65536"),
+        (["--uid-base", "0"], "non-zero multiple of 65536"),
+        (["--uid-base", str(65536 * 65536)], "leaves no room"),
+        (["--archive-date", "2024-01-05"], "YYYY/MM/DD"),
+        (["--archive-date", "2024/02/30"], "real date"),
+        (["--refresh", "--from-rootfs", "/"], "cannot be combined with --from-rootfs"),
+        (["--base", "/"], "--base must not be /"),
+    ],
+)
+def test_setup_sandbox_refuses_bad_arguments(args: list[str], message: str, repo_dir: Path) -> None:
+    """Each bad argument is refused with exit status 2 and a message naming the fault."""
+    result = run_script("--repo-from", repo_dir, "--dry-run", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+def test_setup_sandbox_refuses_two_package_sources(tmp_path: Path, repo_dir: Path) -> None:
+    """--packages and --repo-from together are refused: the mirror has one source."""
+    packages = tmp_path / "packages.x86_64"
+    packages.write_text("base\n")
+    result = run_script("--packages", packages, "--repo-from", repo_dir, "--dry-run")
+    assert result.returncode == 2
+    assert "give one of them" in result.stderr
+
+
+def test_setup_sandbox_refuses_archive_date_with_repo_from(repo_dir: Path) -> None:
+    """An archive date pins downloads, so it is refused with --repo-from."""
+    result = run_script("--archive-date", "2024/01/05", "--repo-from", repo_dir, "--dry-run")
+    assert result.returncode == 2
+    assert "makes no sense with --repo-from" in result.stderr
+
+
+def test_setup_sandbox_requires_a_package_source(tmp_path: Path) -> None:
+    """Without --packages or --repo-from the script says how to name the packages."""
+    result = run_script("--base", tmp_path / "base", "--dry-run")
+    assert result.returncode == 2
+    assert "--packages FILE" in result.stderr
+
+
+def test_setup_sandbox_refuses_repo_without_packages(tmp_path: Path) -> None:
+    """A --repo-from directory without package files is refused."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_script("--repo-from", empty, "--dry-run")
+    assert result.returncode == 2
+    assert "holds no *.pkg.tar.* file" in result.stderr
+
+
+def test_setup_sandbox_refuses_rootfs_without_usr(tmp_path: Path, repo_dir: Path) -> None:
+    """--from-rootfs refuses a directory that is not a root file system."""
+    result = run_script("--from-rootfs", tmp_path, "--repo-from", repo_dir, "--dry-run")
+    assert result.returncode == 2
+    assert "does not look like a root file system" in result.stderr
+
+
+# --- the plan ------------------------------------------------------------------------
+
+FRESH_TAIL = [
+    "step_wrappers",
+    "step_mount_points",
+    "step_mirror",
+    "step_pacman_conf",
+    "step_manifest",
+    "step_shift",
+    "step_publish",
+]
+
+
+def test_setup_sandbox_plan_adopts_a_rootfs(tmp_path: Path, rootfs: Path, repo_dir: Path) -> None:
+    """With --from-rootfs the plan copies the tree, then prepares, shifts and publishes it."""
+    result = run_script(
+        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir, "--dry-run"
+    )
+    assert plan_of(result) == ["step_copy_rootfs", *FRESH_TAIL]
+    assert f"step_copy_rootfs {tmp_path / 'base'}.new" in result.stdout
+    assert not (tmp_path / "base").exists()
+    assert not (tmp_path / "base.new").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "first"), [("arch", "step_pacstrap"), ("other", "step_bootstrap")]
+)
+def test_setup_sandbox_plan_bootstraps_by_host(
+    tmp_path: Path, repo_dir: Path, host: str, first: str
+) -> None:
+    """An Arch host pacstraps the base; any other host uses the bootstrap tarball."""
+    result = run_script(
+        "--base",
+        tmp_path / "base",
+        "--repo-from",
+        repo_dir,
+        "--dry-run",
+        env={"ISORUNNER_SETUP_HOST": host},
+    )
+    assert plan_of(result) == [first, *FRESH_TAIL]
+
+
+def test_setup_sandbox_plan_removes_a_stale_staging_dir(tmp_path: Path, repo_dir: Path) -> None:
+    """A staging directory left by an interrupted run is removed first."""
+    (tmp_path / "base.new").mkdir()
+    result = run_script(
+        "--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run",
+        env={"ISORUNNER_SETUP_HOST": "other"},
+    )  # fmt: skip
+    assert plan_of(result) == ["step_remove_stale", "step_bootstrap", *FRESH_TAIL]
+
+
+def write_manifest(base: Path, uid_base: int) -> None:
+    """Write a manifest as a finished base has one."""
+    (base / "etc" / "isorunner").mkdir(parents=True)
+    manifest = {"source": "rootfs", "uid_base": uid_base, "uid_count": 65536}
+    (base / "etc" / "isorunner" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def test_setup_sandbox_plan_does_nothing_for_a_finished_base(
+    tmp_path: Path, rootfs: Path, repo_dir: Path
+) -> None:
+    """A base with a manifest for the same UID range is left alone."""
+    write_manifest(tmp_path / "base", UID_BASE)
+    result = run_script(
+        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir, "--dry-run"
+    )
+    assert plan_of(result) == ["step_nothing"]
+
+
+def test_setup_sandbox_refuses_a_base_of_another_range(tmp_path: Path, repo_dir: Path) -> None:
+    """A base shifted to another UID range is refused, naming the recorded range."""
+    write_manifest(tmp_path / "base", SMALL_UID_BASE)
+    result = run_script("--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run")
+    assert result.returncode == 1
+    assert f"shifted to uid_base {SMALL_UID_BASE}, not {UID_BASE}" in result.stderr
+
+
+def test_setup_sandbox_refuses_an_unfinished_base(tmp_path: Path, repo_dir: Path) -> None:
+    """An existing base directory without a manifest is refused, not overwritten."""
+    (tmp_path / "base").mkdir()
+    result = run_script("--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run")
+    assert result.returncode == 1
+    assert "has no /etc/isorunner/manifest.json" in result.stderr
+
+
+def test_setup_sandbox_plan_refresh_touches_only_the_mirror(tmp_path: Path, repo_dir: Path) -> None:
+    """--refresh rebuilds the mirror and the manifest of an existing base, nothing else."""
+    write_manifest(tmp_path / "base", UID_BASE)
+    result = run_script(
+        "--base", tmp_path / "base", "--repo-from", repo_dir, "--refresh", "--dry-run"
+    )
+    assert plan_of(result) == ["step_mirror", "step_manifest", "step_shift_mirror"]
+
+
+def test_setup_sandbox_refresh_needs_a_base(tmp_path: Path, repo_dir: Path) -> None:
+    """--refresh without an existing base says to run without it first."""
+    result = run_script(
+        "--base", tmp_path / "base", "--repo-from", repo_dir, "--refresh", "--dry-run"
+    )
+    assert result.returncode == 1
+    assert "run without --refresh first" in result.stderr
+
+
+# --- the mount and umount wrappers ---------------------------------------------------
+
+
+@pytest.fixture
+def wrappers(tmp_path: Path) -> Path:
+    """The wrappers written by --wrappers-only, in <tmp>/usr/local/sbin."""
+    result = run_script("--wrappers-only", tmp_path / "w")
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "w" / "usr" / "local" / "sbin"
+
+
+@pytest.fixture
+def fake_tool(tmp_path: Path) -> tuple[Path, Path]:
+    """A fake real mount/umount that logs its arguments; fails when an argument is 'fail'."""
+    log = tmp_path / "calls.log"
+    tool = tmp_path / "fake-tool"
+    tool.write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$*" >>"$FAKE_LOG"\n'
+        'for a in "$@"; do [ "$a" = fail ] && exit 32; done\nexit 0\n'
+    )
+    tool.chmod(0o755)
+    return tool, log
+
+
+def run_wrapper(wrapper: Path, tool: Path, log: Path, *args: str) -> tuple[int, list[str]]:
+    """Run a wrapper against the fake tool; return its status and the calls it made."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "ISORUNNER_REAL_MOUNT": str(tool),
+        "ISORUNNER_REAL_UMOUNT": str(tool),
+        "FAKE_LOG": str(log),
+    }
+    log.unlink(missing_ok=True)
+    result = subprocess.run([str(wrapper), *args], env=env, check=False, timeout=10)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result.returncode, calls
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["udev", "/t/dev", "-t", "devtmpfs", "-o", "mode=0755,nosuid"],
+        ["-t", "devtmpfs", "udev", "/t/dev"],
+        ["--types=devtmpfs", "-o", "mode=0755", "udev", "/t/dev"],
+        ["-tdevtmpfs", "udev", "/t/dev"],
+    ],
+)
+def test_mount_wrapper_turns_devtmpfs_into_rbind(
+    wrappers: Path, fake_tool: tuple[Path, Path], args: list[str]
+) -> None:
+    """The devtmpfs mount of pacstrap becomes a recursive, slave bind of /dev."""
+    status, calls = run_wrapper(wrappers / "mount", *fake_tool, *args)
+    assert status == 0
+    assert calls == ["--rbind /dev /t/dev", "--make-rslave /t/dev"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["proc", "/t/proc", "-t", "proc", "-o", "nosuid,noexec,nodev"],
+        ["/run", "/t/run", "--bind", "--make-private"],
+        ["shm", "/t/dev/shm", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev"],
+        ["-t", "devtmpfs", "udev"],
+    ],
+)
+def test_mount_wrapper_passes_other_mounts_unchanged(
+    wrappers: Path, fake_tool: tuple[Path, Path], args: list[str]
+) -> None:
+    """Every mount that is not a devtmpfs on a target reaches the real mount as given."""
+    status, calls = run_wrapper(wrappers / "mount", *fake_tool, *args)
+    assert status == 0
+    assert calls == [" ".join(args)]
+
+
+def test_mount_wrapper_reports_a_failed_rbind(wrappers: Path, fake_tool: tuple[Path, Path]) -> None:
+    """When the real bind fails the wrapper fails with its status and goes no further."""
+    status, calls = run_wrapper(wrappers / "mount", *fake_tool, "-t", "devtmpfs", "x", "fail")
+    assert status == 32
+    assert calls == ["--rbind /dev fail"]
+
+
+def test_umount_wrapper_detaches_target_dev_lazily(
+    wrappers: Path, fake_tool: tuple[Path, Path]
+) -> None:
+    """The teardown list of pacstrap is unmounted in order, <target>/dev lazily, others plainly."""
+    status, calls = run_wrapper(
+        wrappers / "umount", *fake_tool, "/t/tmp", "/t/dev/pts", "/t/dev", "/t/proc"
+    )
+    assert status == 0
+    assert calls == ["/t/tmp", "/t/dev/pts", "--lazy /t/dev", "/t/proc"]
+
+
+def test_umount_wrapper_passes_options_through(
+    wrappers: Path, fake_tool: tuple[Path, Path]
+) -> None:
+    """A call with options is handed to the real umount unchanged."""
+    status, calls = run_wrapper(wrappers / "umount", *fake_tool, "-R", "/t/dev")
+    assert status == 0
+    assert calls == ["-R /t/dev"]
+
+
+def test_umount_wrapper_keeps_going_and_reports_failure(
+    wrappers: Path, fake_tool: tuple[Path, Path]
+) -> None:
+    """A failing unmount does not stop the others, and its status is returned."""
+    status, calls = run_wrapper(wrappers / "umount", *fake_tool, "fail", "/t/proc")
+    assert status == 32
+    assert calls == ["fail", "/t/proc"]
+
+
+# --- real runs (root) ----------------------------------------------------------------
+
+
+def require_setup_tools() -> None:
+    """Require what a real setup-sandbox.sh run needs on this host."""
+    require_root()
+    for tool in ("repo-add", "bsdtar", "getcap", "setcap"):
+        require_tool(tool)
+
+
+@pytest.fixture
+def special_rootfs(rootfs: Path) -> Path:
+    """The tiny rootfs plus a setuid file, a file capability and a user-owned file."""
+    require_setup_tools()
+    suid = rootfs / "usr" / "bin" / "suid"
+    suid.write_text("#!/bin/sh\n")
+    suid.chmod(0o4755)
+    capped = rootfs / "usr" / "bin" / "capped"
+    capped.write_text("#!/bin/sh\n")
+    capped.chmod(0o755)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(capped)], check=True)
+    owned = rootfs / "etc" / "owned"
+    owned.write_text("mine\n")
+    os.chown(owned, 1000, 100)
+    (rootfs / "etc" / "link").symlink_to("/usr/bin/suid")
+    return rootfs
+
+
+def getcap(path: Path) -> str:
+    """Return getcap's capability text for `path` ('' when none)."""
+    out = subprocess.run(["getcap", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.strip().rpartition(" ")[2] if out.stdout.strip() else ""
+
+
+@pytest.mark.integration
+def test_setup_sandbox_builds_a_base_from_a_rootfs(
+    tmp_path: Path, special_rootfs: Path, repo_dir: Path
+) -> None:
+    """A real run writes wrappers, mount points, mirror, config and a truthful manifest."""
+    base = tmp_path / "base"
+    result = run_script(
+        "--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir,
+        "--uid-base", str(SMALL_UID_BASE),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "base.new").exists()
+    for point in ("build/profile", "build/work", "build/output"):
+        assert (base / point).is_dir()
+    for wrapper in ("mount", "umount"):
+        assert os.access(base / "usr" / "local" / "sbin" / wrapper, os.X_OK)
+    conf = (base / "etc" / "isorunner" / "pacman.conf").read_text()
+    assert "[isorunner]\nServer = file:///srv/isorunner/repo" in conf
+    assert "CacheDir = /build/work/pacman-cache/" in conf
+    assert "[local]" not in conf
+    repo = base / "srv" / "isorunner" / "repo"
+    db = repo / "isorunner.db.tar.gz"
+    listing = subprocess.run(["bsdtar", "-tf", str(db)], capture_output=True, text=True, check=True)
+    assert {"alpha-1.0-1/desc", "beta-2.5-3/desc"} <= set(listing.stdout.split())
+
+    manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
+    names = sorted(p.name for p in repo_dir.iterdir())
+    assert manifest["source"] == "rootfs"
+    assert manifest["uid_base"] == SMALL_UID_BASE
+    assert manifest["uid_count"] == 65536
+    assert manifest["archive_date"] is None
+    assert manifest["packages"] == {"alpha": "1.0-1", "beta": "2.5-3"}
+    assert manifest["repo_db_sha256"] == hashlib.sha256(db.read_bytes()).hexdigest()
+    expected_list = hashlib.sha256("".join(f"{n}\n" for n in names).encode()).hexdigest()
+    assert manifest["package_list_sha256"] == expected_list
+    time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.integration
+def test_setup_sandbox_shift_keeps_setuid_and_capabilities(
+    tmp_path: Path, special_rootfs: Path, repo_dir: Path
+) -> None:
+    """Every owner moves by uid_base while setuid bits and file capabilities survive."""
+    base = tmp_path / "base"
+    result = run_script(
+        "--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir,
+        "--uid-base", str(SMALL_UID_BASE),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for path in (base, base / "usr" / "bin" / "suid", base / "srv" / "isorunner" / "repo"):
+        st = path.lstat()
+        assert (st.st_uid, st.st_gid) == (SMALL_UID_BASE, SMALL_UID_BASE), path
+    owned = (base / "etc" / "owned").lstat()
+    assert (owned.st_uid, owned.st_gid) == (SMALL_UID_BASE + 1000, SMALL_UID_BASE + 100)
+    assert (base / "etc" / "link").lstat().st_uid == SMALL_UID_BASE
+    assert stat.S_IMODE((base / "usr" / "bin" / "suid").stat().st_mode) == 0o4755
+    assert getcap(base / "usr" / "bin" / "capped") == "cap_net_raw=ep"
+    # The source tree is copied, never shifted in place.
+    assert (special_rootfs / "etc" / "owned").lstat().st_uid == 1000
+
+
+@pytest.mark.integration
+def test_setup_sandbox_second_run_changes_nothing(
+    tmp_path: Path, special_rootfs: Path, repo_dir: Path
+) -> None:
+    """A second run on a finished base reports it and leaves every file as it was."""
+    base = tmp_path / "base"
+    args = ("--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir)
+    assert run_script(*args).returncode == 0
+
+    def snapshot() -> dict[str, tuple[int, int, int, int]]:
+        return {
+            str(p.relative_to(base)): (st.st_mode, st.st_uid, st.st_mtime_ns, st.st_size)
+            for p in [base, *base.rglob("*")]
+            for st in [p.lstat()]
+        }
+
+    before = snapshot()
+    second = run_script(*args)
+    assert second.returncode == 0, second.stderr
+    assert "nothing to do" in second.stdout
+    assert snapshot() == before
+
+
+@pytest.mark.integration
+def test_setup_sandbox_refresh_replaces_the_mirror(
+    tmp_path: Path, special_rootfs: Path, repo_dir: Path
+) -> None:
+    """--refresh swaps in the new packages, owned by the container's root, and re-records them."""
+    base = tmp_path / "base"
+    first = run_script("--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir)
+    assert first.returncode == 0, first.stderr
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    make_package(newer, "alpha", "1.1-1")
+    make_package(newer, "gamma", "0.1-1")
+    suid_before = (base / "usr" / "bin" / "suid").lstat()
+
+    result = run_script("--base", base, "--repo-from", newer, "--refresh")
+    assert result.returncode == 0, result.stderr
+    repo = base / "srv" / "isorunner" / "repo"
+    assert sorted(p.name for p in repo.glob("*.pkg.tar.*")) == [
+        "alpha-1.1-1-any.pkg.tar.gz",
+        "gamma-0.1-1-any.pkg.tar.gz",
+    ]
+    assert all(p.lstat().st_uid == UID_BASE for p in [repo, *repo.iterdir()])
+    manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
+    assert manifest["packages"] == {"alpha": "1.1-1", "gamma": "0.1-1"}
+    assert manifest["source"] == "rootfs"
+    assert (base / "etc" / "isorunner" / "manifest.json").lstat().st_uid == UID_BASE
+    assert (base / "usr" / "bin" / "suid").lstat().st_mtime_ns == suid_before.st_mtime_ns
+
+
+@pytest.mark.integration
+def test_setup_sandbox_refuses_a_tree_of_another_range(
+    tmp_path: Path, rootfs: Path, repo_dir: Path
+) -> None:
+    """A rootfs with owners beyond 65535 is refused and no base is published."""
+    require_setup_tools()
+    stray = rootfs / "etc" / "stray"
+    stray.write_text("x\n")
+    os.chown(stray, 70000, 70000)
+    result = run_script(
+        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir
+    )
+    assert result.returncode == 1
+    assert "outside 0..65535" in result.stderr
+    assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.integration
+def test_build_standin_second_run_is_a_no_op() -> None:
+    """With a matching stamp, build-standin.sh prints one line and touches nothing."""
+    require_root()
+    standin = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
+    require((standin / "stamp").is_file(), f"the stand-in built at {standin} (scripts/install)")
+    first = subprocess.run(
+        [str(BUILD_STANDIN)], check=False, capture_output=True, text=True, timeout=900
+    )
+    assert first.returncode == 0, first.stderr
+    base_mtime = (standin / "base").stat().st_mtime_ns
+    stamp = (standin / "stamp").read_text()
+
+    started = time.monotonic()
+    second = subprocess.run(
+        [str(BUILD_STANDIN)], check=False, capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.monotonic() - started
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("\n") == 1
+    assert "up to date" in second.stdout
+    assert second.stderr == ""
+    assert elapsed < 5
+    assert (standin / "base").stat().st_mtime_ns == base_mtime
+    assert (standin / "stamp").read_text() == stamp
+
+
+def test_standin_sources_are_executable_scripts() -> None:
+    """The stand-in's builder and mkarchiso are executable bash scripts with strict mode."""
+    for script in (BUILD_STANDIN, REPO_ROOT / "tests" / "standin" / "mkarchiso", SCRIPT):
+        assert os.access(script, os.X_OK), script
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in text or "set -e -u" in text
