@@ -355,3 +355,12 @@ def test_receive_refuses_overlong_delivery_id() -> None:
     headers, body = gitlab_signed("push", timestamp=NOW, key=None)
     with pytest.raises(MalformedPayload, match="too long"):
         _receive({**headers, "idempotency-key": "k" * 500}, body, TOKEN_ONLY)
+
+
+def test_receive_titles_commit_by_message_first_line_without_title() -> None:
+    """Without a commit title, the first line of the commit message is the title."""
+    payload = json.loads(load("gitlab", "push")[1])
+    head = {**payload["commits"][-1], "message": "first line\n\nbody"}
+    del head["title"]
+    changed = edited(load("gitlab", "push")[1], commits=[head])
+    assert _build("push", changed).title == "first line"

@@ -185,6 +185,25 @@ def test_oversized_body_with_content_length_is_413_unread(client: TestClient) ->
     assert body.pulled == 0
 
 
+def _asgi_scope(store: MemoryStore, headers: dict[str, str]) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/github",
+        "raw_path": b"/webhooks/github",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(name.encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 40000),
+        "server": ("testserver", 80),
+        # What the lifespan would have put there.
+        "state": AppState(config=CONFIG, sink=store, catalog=store, clock=lambda: RECEIVED),
+    }
+
+
 @pytest.mark.anyio
 async def test_oversized_chunked_body_is_413_early(store: MemoryStore) -> None:
     """A body without Content-Length is refused at the first chunk past the cap.
@@ -206,26 +225,33 @@ async def test_oversized_chunked_body_is_413_early(store: MemoryStore) -> None:
         sent.append(message)
 
     headers, _ = github_signed("push_branch")
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/webhooks/github",
-        "raw_path": b"/webhooks/github",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(name.encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 80),
-        # What the lifespan would have put there.
-        "state": AppState(config=CONFIG, sink=store, catalog=store, clock=lambda: RECEIVED),
-    }
-    await app(scope, receive, send)
+    await app(_asgi_scope(store, headers), receive, send)
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 413
     assert pulled == 5  # 4 x 16 KiB fill the 64 KiB cap; the 5th passes it
+    assert store.records == {}
+
+
+@pytest.mark.anyio
+async def test_client_disconnect_mid_body_is_400_and_stores_nothing(store: MemoryStore) -> None:
+    """A client that disconnects before its body is complete gets 400, not 500."""
+    app = create_app(CONFIG, sink=store, catalog=store, clock=lambda: RECEIVED)
+    headers, body = github_signed("push_branch")
+    messages: list[Message] = [
+        {"type": "http.request", "body": body[:100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(_asgi_scope(store, headers), receive, send)
+    assert sent[0]["status"] == 400
     assert store.records == {}
 
 
