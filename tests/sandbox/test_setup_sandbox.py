@@ -580,3 +580,144 @@ def test_standin_sources_are_executable_scripts() -> None:
         text = script.read_text()
         assert text.startswith("#!/usr/bin/env bash\n")
         assert "set -euo pipefail" in text or "set -e -u" in text
+
+
+# --- the stand-in mkarchiso ----------------------------------------------------------
+
+STANDIN_MKARCHISO = REPO_ROOT / "tests" / "standin" / "mkarchiso"
+STANDIN_DIR = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
+EPOCH = 1700000000
+
+
+def test_standin_mkarchiso_refuses_non_root(tmp_path: Path) -> None:
+    """Like the real one, the stand-in mkarchiso refuses to run unless EUID is 0."""
+    argv = [str(STANDIN_MKARCHISO), "-w", str(tmp_path / "w"), str(tmp_path)]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == "[mkarchiso] ERROR: mkarchiso must be run as root.\n"
+    assert not (tmp_path / "w").exists()
+
+
+def test_standin_mkarchiso_help_lists_real_options() -> None:
+    """-h prints the real mkarchiso's usage line and options, and exits 0."""
+    result = subprocess.run(
+        [str(STANDIN_MKARCHISO), "-h"], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: mkarchiso [options] <profile_dir>\n")
+    for option in (
+        "-A",
+        "-C",
+        "-D",
+        "-L",
+        "-P",
+        "-c",
+        "-g",
+        "-G",
+        "-m",
+        "-o",
+        "-p",
+        "-r",
+        "-v",
+        "-w",
+    ):
+        assert f"     {option} " in result.stdout
+
+
+def run_standin_build(
+    tmp_path: Path, *extra: str, binds: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the stand-in mkarchiso on the minimal profile in an overlay container."""
+    require_root()
+    require_tool("systemd-nspawn")
+    require((STANDIN_DIR / "stamp").is_file(), f"the stand-in built at {STANDIN_DIR}")
+    dirs = {name: tmp_path / name for name in ("upper", "ovl", "root", "work", "out")}
+    for path in dirs.values():
+        path.mkdir()
+    for name in ("work", "out"):
+        os.chown(dirs[name], UID_BASE, UID_BASE)
+    subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={STANDIN_DIR / 'base'},upperdir={dirs['upper']},workdir={dirs['ovl']}",
+         str(dirs["root"])],
+        check=True,
+    )  # fmt: skip
+    try:
+        result = subprocess.run(
+            ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
+             f"--private-users={UID_BASE}:65536", "--private-users-ownership=off",
+             "-D", str(dirs["root"]), "--read-only", "--private-network", "--tmpfs=/tmp",
+             f"--setenv=SOURCE_DATE_EPOCH={EPOCH}",
+             f"--bind-ro={STANDIN_DIR / 'profiles' / 'minimal'}:/build/profile:idmap",
+             f"--bind={dirs['work']}:/build/work", f"--bind={dirs['out']}:/build/output",
+             *binds,
+             "mkarchiso", "-v", "-r", *extra, "-w", "/build/work/w", "-o", "/build/output",
+             "-C", "/etc/isorunner/pacman.conf", "/build/profile"],
+            capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(dirs["root"])], check=True)
+    return result, dirs["out"]
+
+
+@pytest.mark.integration
+def test_standin_build_keeps_owners_setuid_capabilities_and_date(tmp_path: Path) -> None:
+    """The ISO's squashfs keeps setuid, file capability, system-user owner, links; dates = SDE."""
+    result, out = run_standin_build(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[mkarchiso] INFO: Done! Packages installed successfully." in result.stdout
+    iso = out / "isorunner-minimal-1.0-x86_64.iso"
+    assert [p.name for p in out.iterdir()] == [iso.name]
+    assert not (tmp_path / "work" / "w").exists()
+    pvd = subprocess.run(
+        ["xorriso", "-indev", str(iso), "-pvd_info"], capture_output=True, text=True, check=True
+    ).stdout
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(EPOCH))
+    assert f"Creation Time: {stamp}00" in pvd
+    assert f"Modif. Time  : {stamp}00" in pvd
+    sfs = tmp_path / "airootfs.sfs"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso),
+         "-extract", "/arch/x86_64/airootfs.sfs", str(sfs)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    tree = tmp_path / "tree"
+    subprocess.run(["unsquashfs", "-q", "-d", str(tree), str(sfs)], capture_output=True, check=True)
+    assert stat.S_IMODE((tree / "usr/bin/isorunner-suid").stat().st_mode) == 0o4755
+    assert (tree / "usr/bin/isorunner-suid").stat().st_uid == 0
+    assert getcap(tree / "usr/bin/isorunner-fcap") == "cap_net_raw=ep"
+    svc = (tree / "var/lib/isorunner-svc").stat()
+    assert (svc.st_uid, svc.st_gid) == (970, 970)
+    assert os.readlink(tree / "etc/localtime") == "/usr/share/zoneinfo/UTC"
+    assert stat.S_IMODE((tree / "etc/shadow").stat().st_mode) == 0o400
+    assert (tree / "usr/share/isorunner/scriptlet-ran").read_text() == (
+        "isorunner-base 1.0-1 installed\n"
+    )
+
+
+@pytest.mark.integration
+def test_standin_build_names_a_missing_package(tmp_path: Path) -> None:
+    """A package the mirror lacks fails the build with pacman's own message."""
+    result, out = run_standin_build(tmp_path, "-p", "no-such-package")
+    assert result.returncode != 0
+    assert "error: target not found: no-such-package" in result.stdout + result.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.integration
+def test_standin_build_fails_without_the_mount_wrapper(tmp_path: Path) -> None:
+    """Without the wrapper, real pacstrap's devtmpfs mount is refused in the user namespace."""
+    real = STANDIN_DIR / "base" / "usr" / "bin"
+    result, out = run_standin_build(
+        tmp_path,
+        binds=(
+            f"--bind-ro={real / 'mount'}:/usr/local/sbin/mount",
+            f"--bind-ro={real / 'umount'}:/usr/local/sbin/umount",
+        ),
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "mount: /build/work/w/x86_64/airootfs/dev: permission denied" in output, output
+    assert list(out.iterdir()) == []
