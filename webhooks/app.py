@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 
-from webhooks.build import BuildCatalog, BuildSink
+from webhooks.build import BuildCatalog, BuildLogSource, BuildSink
 from webhooks.config import WebhookConfig
 from webhooks.routes import EXCEPTION_HANDLERS, ROUTES, AppState
 
@@ -32,6 +32,7 @@ def create_app(
     *,
     sink: BuildSink,
     catalog: BuildCatalog,
+    logs: BuildLogSource | None = None,
     lifespan_hooks: Sequence[LifespanHook] = (),
     clock: Callable[[], datetime] = utc_now,
 ) -> Starlette:
@@ -41,6 +42,7 @@ def create_app(
         config: Secrets, repository rules and limits.
         sink: Stores accepted build requests durably (the job store).
         catalog: Reads stored builds (the job store).
+        logs: Finds build log files (the runner's log store); None serves empty logs.
         lifespan_hooks: Entered in order when the app starts, exited in reverse
             order when it stops (after uvicorn has drained in-flight requests).
         clock: The current time, timezone-aware: the replay window's clock and the
@@ -56,7 +58,7 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             for hook in lifespan_hooks:
                 await stack.enter_async_context(hook())
-            yield AppState(config=config, sink=sink, catalog=catalog, clock=clock)
+            yield AppState(config=config, sink=sink, catalog=catalog, logs=logs, clock=clock)
 
     return Starlette(
         routes=list(ROUTES),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 
@@ -145,4 +146,12 @@ class BuildCatalog(Protocol):
 
     async def get(self, build_id: int) -> BuildRecord | None:
         """Return the build with this id, or None."""
+        ...
+
+
+class BuildLogSource(Protocol):
+    """Finds build logs on disk. Implemented by the runner's log store."""
+
+    def existing(self, build_id: int) -> Path | None:
+        """Return the build's log file if it has one yet, else None."""
         ...

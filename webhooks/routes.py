@@ -13,6 +13,8 @@ Routes:
   `WebhookError` statuses for refusals (401, 400, 404, 413, 415) and 503 when the
   store fails.
 - `GET /api/builds/{id}`: the stored build as JSON, 404 when unknown.
+- `GET /builds/{id}/log`: the build log as text/plain, streamed from its file (empty
+  while the build has not written any), 404 when the build is unknown.
 
 Add routes to `ROUTES`; every error must go through `EXCEPTION_HANDLERS`.
 """
@@ -27,12 +29,19 @@ from typing import Any, Final, Protocol, TypedDict
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ExceptionHandler
 
 from webhooks import github, gitlab
-from webhooks.build import BuildCatalog, BuildRecord, BuildRequest, BuildSink, Forge
+from webhooks.build import (
+    BuildCatalog,
+    BuildLogSource,
+    BuildRecord,
+    BuildRequest,
+    BuildSink,
+    Forge,
+)
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import (
     BuildNotFound,
@@ -53,6 +62,7 @@ class AppState(TypedDict):
     config: WebhookConfig
     sink: BuildSink
     catalog: BuildCatalog
+    logs: BuildLogSource | None
     clock: Callable[[], datetime]
 
 
@@ -189,8 +199,8 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
     }
 
 
-async def build_detail(request: Request[AppState]) -> Response:
-    """Answer `GET /api/builds/{id}` with the stored build."""
+async def _record(request: Request[AppState]) -> BuildRecord:
+    """The build named by the `build_id` path parameter, or a 404."""
     build_id: int = request.path_params["build_id"]
     record = None
     if build_id <= _MAX_BUILD_ID:
@@ -203,7 +213,26 @@ async def build_detail(request: Request[AppState]) -> Response:
             ) from exc
     if record is None:
         raise BuildNotFound(f"no build with id {build_id}")
-    return JSONResponse(record_json(record))
+    return record
+
+
+async def build_detail(request: Request[AppState]) -> Response:
+    """Answer `GET /api/builds/{id}` with the stored build."""
+    return JSONResponse(record_json(await _record(request)))
+
+
+async def build_log(request: Request[AppState]) -> Response:
+    """Answer `GET /builds/{id}/log` with the log file, streamed, as plain text."""
+    record = await _record(request)
+    logs = request.state["logs"]
+    path = logs.existing(record.id) if logs is not None else None
+    if path is None:
+        return PlainTextResponse("", headers={"Cache-Control": "no-store"})
+    return FileResponse(
+        path,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def _webhook_error(request: Request, exc: Exception) -> Response:
@@ -227,6 +256,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/webhooks/github", github_webhook, methods=["POST"]),
     Route("/webhooks/gitlab", gitlab_webhook, methods=["POST"]),
     Route("/api/builds/{build_id:int}", build_detail, methods=["GET"]),
+    Route("/builds/{build_id:int}/log", build_log, methods=["GET"]),
 )
 """The app's routes; later pages and API routes are appended here."""
 

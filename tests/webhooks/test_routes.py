@@ -200,7 +200,9 @@ def _asgi_scope(store: MemoryStore, headers: dict[str, str]) -> Scope:
         "client": ("127.0.0.1", 40000),
         "server": ("testserver", 80),
         # What the lifespan would have put there.
-        "state": AppState(config=CONFIG, sink=store, catalog=store, clock=lambda: RECEIVED),
+        "state": AppState(
+            config=CONFIG, sink=store, catalog=store, logs=None, clock=lambda: RECEIVED
+        ),
     }
 
 
