@@ -7,7 +7,9 @@ parameter has its type, every required query parameter is present and no undecla
 one is, and the body has the declared content type, the required fields, only declared
 properties, the declared types and enum values. It also enforces the house headers
 (pinned API version, Bearer token). The spec is a copy of
-`shared/reference/github-rest-trimmed.openapi.json` in `tests/samples/forges/`.
+`shared/reference/github-rest-trimmed.openapi.json` in `tests/samples/forges/`, plus a
+small hand-written supplement in the same format for the two GitHub App operations
+(installation look-up, installation token) that the trimmed copy leaves out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from runner.forges.request import ForgeRequest
 
-SPEC = Path(__file__).parents[2] / "samples" / "forges" / "github-rest-trimmed.openapi.json"
+SAMPLES = Path(__file__).parents[2] / "samples" / "forges"
+#: The trimmed REST description, and the two GitHub App operations it lacks.
+SPECS = (
+    SAMPLES / "github-rest-trimmed.openapi.json",
+    SAMPLES / "github-app-supplement.openapi.json",
+)
 API_VERSION = "2022-11-28"
 
 
@@ -62,8 +69,14 @@ def _segment(name: str, path_params: Mapping[str, Mapping[str, Any]]) -> str:
 
 @functools.cache
 def operations() -> tuple[Operation, ...]:
-    """Load every operation of the spec file."""
-    spec: dict[str, Any] = json.loads(SPEC.read_text())
+    """Load every operation of the spec files."""
+    found = []
+    for spec_path in SPECS:
+        found.extend(_load(json.loads(spec_path.read_text())))
+    return tuple(found)
+
+
+def _load(spec: Mapping[str, Any]) -> list[Operation]:
     found = []
     for template, item in spec["paths"].items():
         for method, op in item.items():
@@ -84,7 +97,7 @@ def operations() -> tuple[Operation, ...]:
                     body=op.get("requestBody"),
                 )
             )
-    return tuple(found)
+    return found
 
 
 def _check_type(where: str, value: object, schema: Mapping[str, Any]) -> None:
