@@ -27,7 +27,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -39,9 +39,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.e2e import fakeforge_github, fakeforge_gitlab
-from tests.e2e.fakeforge_openapi import DEFAULT_SPEC, OpenApiCheck
+from tests.e2e.fakeforge_openapi import DEFAULT_SPECS, OpenApiCheck
 from tests.e2e.fakeforge_state import (
     SECRET_HEADERS,
+    App,
     Fault,
     Forge,
     ForgeState,
@@ -256,6 +257,32 @@ class FakeForge:
         self._state.seed(Repo("gitlab", path, token, dict(commits), dict(refs or {}), number))
         return number
 
+    def seed_github_app(
+        self,
+        app_id: str,
+        *,
+        public_key_pem: bytes,
+        installation_id: int,
+        repos: Sequence[str],
+        client_id: str | None = None,
+    ) -> None:
+        """Install a GitHub App on seeded repositories.
+
+        Its JWTs (RS256, `iss` = `app_id` or `client_id`, `exp` at most 10 minutes ahead)
+        are checked against `public_key_pem`; the installation tokens it mints are
+        accepted by `repos` besides their seeded token.
+        """
+        issuers = frozenset({app_id} | ({client_id} if client_id else set()))
+        names = frozenset(name.lower() for name in repos)
+        app = App(issuers, public_key_pem, installation_id, names)
+        with self._state.locked():
+            self._state.apps[installation_id] = app
+
+    def minted_tokens(self, installation_id: int) -> list[str]:
+        """Return the installation tokens minted so far for an installation."""
+        with self._state.locked():
+            return list(self._state.apps[installation_id].minted)
+
     @property
     def max_asset_size(self) -> int:
         """Largest GitHub release asset accepted, in bytes (default: just under 2 GiB)."""
@@ -362,11 +389,13 @@ def _listen() -> socket.socket:
     return sock
 
 
-def _prepare(workdir: Path, spec: Path) -> tuple[FakeForge, uvicorn.Server, socket.socket]:
+def _prepare(
+    workdir: Path, specs: Sequence[Path]
+) -> tuple[FakeForge, uvicorn.Server, socket.socket]:
     sock = _listen()
     port = int(sock.getsockname()[1])
     state = ForgeState(workdir, f"http://127.0.0.1:{port}", f"http://localhost:{port}")
-    app = create_app(state, OpenApiCheck(spec))
+    app = create_app(state, OpenApiCheck(specs))
     config = uvicorn.Config(
         app,
         http="h11",
@@ -381,20 +410,20 @@ def _prepare(workdir: Path, spec: Path) -> tuple[FakeForge, uvicorn.Server, sock
 
 @contextlib.contextmanager
 def run_fake_forge(
-    workdir: Path | None = None, *, spec: Path = DEFAULT_SPEC
+    workdir: Path | None = None, *, specs: Sequence[Path] = DEFAULT_SPECS
 ) -> Iterator[FakeForge]:
     """Serve a fake forge from a background thread for the duration of the block.
 
     Args:
         workdir: Where uploads and archives are written; a temporary directory if None.
-        spec: The GitHub OpenAPI description requests are checked against.
+        specs: The GitHub OpenAPI descriptions requests are checked against.
 
     Raises:
         RuntimeError: the server did not start within STARTUP_TIMEOUT seconds.
     """
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        forge, server, sock = _prepare(root, spec)
+        forge, server, sock = _prepare(root, specs)
         thread = threading.Thread(
             target=lambda: asyncio.run(server.serve(sockets=[sock])), name="fakeforge", daemon=True
         )
@@ -414,20 +443,20 @@ def run_fake_forge(
 
 @contextlib.asynccontextmanager
 async def arun_fake_forge(
-    workdir: Path | None = None, *, spec: Path = DEFAULT_SPEC
+    workdir: Path | None = None, *, specs: Sequence[Path] = DEFAULT_SPECS
 ) -> AsyncIterator[FakeForge]:
     """Serve a fake forge as a task on the running event loop for the duration of the block.
 
     Args:
         workdir: Where uploads and archives are written; a temporary directory if None.
-        spec: The GitHub OpenAPI description requests are checked against.
+        specs: The GitHub OpenAPI descriptions requests are checked against.
 
     Raises:
         RuntimeError: the server did not start within STARTUP_TIMEOUT seconds.
     """
     with contextlib.ExitStack() as stack:
         root = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        forge, server, sock = _prepare(root, spec)
+        forge, server, sock = _prepare(root, specs)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not server.started:

@@ -8,8 +8,10 @@ the recorded responses in tests/samples/forges/github/.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -17,11 +19,15 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 import anyio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from tests.e2e.fakeforge_openapi import OpenApiCheck
 from tests.e2e.fakeforge_state import (
+    App,
     ForgeState,
     Release,
     Repo,
@@ -405,6 +411,75 @@ async def upload_asset(call: Call) -> Response:
         return answer(_asset_json(call, release, asset), 201)
 
 
+# -- GitHub App authentication (forge-apis.md §4.1) ----------------------------------------
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def jwt_problem(app: App, jwt: str, now: float) -> str | None:
+    """Return why GitHub would refuse `jwt` for `app`, or None when it is valid."""
+    try:
+        head, claims_part, signature = jwt.split(".")
+        header, claims = json.loads(_b64decode(head)), json.loads(_b64decode(claims_part))
+        key = serialization.load_pem_public_key(app.public_key_pem)
+        if not isinstance(key, rsa.RSAPublicKey) or header.get("alg") != "RS256":
+            return "the JWT must be signed with RS256"
+        signed = f"{head}.{claims_part}".encode()
+        key.verify(_b64decode(signature), signed, padding.PKCS1v15(), hashes.SHA256())
+    except (ValueError, InvalidSignature) as exc:
+        return f"A JSON web token could not be decoded ({type(exc).__name__})"
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int) or not isinstance(iat, int):
+        return "'exp' and 'iat' claims must be integers"
+    checks = (
+        (str(claims.get("iss")) in app.issuers, "'Issuer' claim ('iss') must be the app's ID"),
+        (exp > now, "'Expiration time' claim ('exp') must be a numeric value in the future"),
+        (exp <= now + 600, "'Expiration time' claim ('exp') is too far in the future"),
+        (iat <= now + 60, "'Issued at' claim ('iat') must be a time in the past"),
+    )
+    return next((message for ok, message in checks if not ok), None)
+
+
+def _jwt_refusal(request: Request, app: App) -> Response | None:
+    scheme, _, jwt = request.headers.get("authorization", "").partition(" ")
+    problem = "JWTs must use the Bearer scheme" if scheme.lower() != "bearer" else None
+    problem = problem or jwt_problem(app, jwt, time.time())
+    return None if problem is None else answer({"message": problem, "documentation_url": DOCS}, 401)
+
+
+async def app_dispatch(state: ForgeState, request: Request, path: str) -> Response | None:
+    """Answer the two GitHub App calls, or return None for any other path."""
+    installation = re.fullmatch(r"/repos/([^/]+)/([^/]+)/installation", path)
+    if installation and request.method == "GET":
+        full_name = f"{unquote(installation[1])}/{unquote(installation[2])}".lower()
+        app = next((a for a in state.apps.values() if full_name in a.repos), None)
+        if app is None:
+            return not_found()
+        data = {"id": app.installation_id, "account": {"login": unquote(installation[1])}}
+        return _jwt_refusal(request, app) or answer(data)
+    token = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
+    if not token or request.method != "POST":
+        return None
+    app = state.apps.get(int(token[1]))
+    if app is None:
+        return not_found()
+    refusal = _jwt_refusal(request, app)
+    if refusal is not None:
+        return refusal
+    minted = f"ghs_{secrets.token_urlsafe(27)}"
+    with state.locked():
+        app.minted.append(minted)
+        for name in app.repos:
+            repo = state.repo("github", name)
+            if repo is not None:
+                repo.app_tokens.add(minted)
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    data = {"token": minted, "expires_at": expires, "repository_selection": "selected"}
+    return answer(data | {"permissions": {"contents": "write", "statuses": "write"}}, 201)
+
+
 # Stands for a request body that is not JSON.
 _BAD_JSON = object()
 _NAME = r"(?P<owner>[^/]+)/(?P<repo>[^/]+)"
@@ -431,7 +506,8 @@ _ROUTES: tuple[tuple[str, str, re.Pattern[str], Handler], ...] = tuple(
 def _authorised(request: Request, repo: Repo) -> bool:
     # GitHub takes both schemes; JWTs must use Bearer (forge-apis.md §4.1).
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() in ("bearer", "token") and token == repo.token
+    known = token == repo.token or token in repo.app_tokens
+    return scheme.lower() in ("bearer", "token") and known
 
 
 async def dispatch(
@@ -459,6 +535,14 @@ async def dispatch(
             else f"API version {version!r} is not supported."
         )
         return answer({"message": message, "documentation_url": DOCS}, 400)
+    app_answer = await app_dispatch(state, request, path) if area == "api" else None
+    return app_answer or await _route(state, request, area, path, body)
+
+
+async def _route(
+    state: ForgeState, request: Request, area: GitHubArea, path: str, body: object | None
+) -> Response:
+    """Find the handler for a repository path, check the token and call it."""
     for route_area, method, pattern, handler in _ROUTES:
         match = pattern.fullmatch(path)
         if route_area != area or method != request.method or match is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
@@ -20,8 +20,10 @@ Area = Literal["api", "uploads"]
 JsonObject = dict[str, object]
 
 # The copy kept beside the recorded GitHub responses; see tests/samples/forges/README.md.
-DEFAULT_SPEC = (
-    Path(__file__).resolve().parents[1] / "samples" / "forges" / "github-rest-trimmed.openapi.json"
+_SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "forges"
+DEFAULT_SPECS = (
+    _SAMPLES / "github-rest-trimmed.openapi.json",
+    _SAMPLES / "github-app-supplement.openapi.json",
 )
 
 _JSON_TYPES: Mapping[str, tuple[type, ...]] = {
@@ -52,13 +54,17 @@ def _as_object(value: object) -> JsonObject:
 class OpenApiCheck:
     """The operations of an OpenAPI description, ready to check requests against."""
 
-    def __init__(self, spec_path: Path = DEFAULT_SPEC) -> None:
-        spec = _as_object(json.loads(spec_path.read_text(encoding="utf-8")))
-        self._components = _as_object(spec.get("components"))
+    def __init__(self, spec_paths: Sequence[Path] = DEFAULT_SPECS) -> None:
         self._operations: list[_Operation] = []
-        for template, item in _as_object(spec.get("paths")).items():
-            for method, raw_op in _as_object(item).items():
-                self._operations.append(self._operation(method, template, _as_object(raw_op)))
+        self._components: dict[str, JsonObject] = {}
+        for spec_path in spec_paths:
+            spec = _as_object(json.loads(spec_path.read_text(encoding="utf-8")))
+            for section, entries in _as_object(spec.get("components")).items():
+                self._components.setdefault(section, {}).update(_as_object(entries))
+            for template, item in _as_object(spec.get("paths")).items():
+                for method, raw_op in _as_object(item).items():
+                    op = self._operation(method, template, _as_object(raw_op))
+                    self._operations.append(op)
 
     def _resolve(self, node: JsonObject) -> JsonObject:
         ref = node.get("$ref")

@@ -132,6 +132,17 @@ class Release:
 
 
 @dataclass(slots=True)
+class App:
+    """A seeded GitHub App: who may sign its JWTs, and one installation's repositories."""
+
+    issuers: frozenset[str]
+    public_key_pem: bytes
+    installation_id: int
+    repos: frozenset[str]
+    minted: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Repo:
     """A seeded repository (GitHub) or project (GitLab) and what was posted to it."""
 
@@ -141,6 +152,8 @@ class Repo:
     commits: dict[str, Path]
     refs: dict[str, str]
     project_id: int | None = None
+    # Installation tokens minted for this repository by a seeded GitHub App.
+    app_tokens: set[str] = field(default_factory=set)
     statuses: dict[str, list[StatusRecord]] = field(default_factory=dict)
     releases: list[Release] = field(default_factory=list)
     packages: list[StoredFile] = field(default_factory=list)
@@ -181,6 +194,7 @@ class ForgeState:
         self.max_asset_size = 2**31 - 1
         self._lock = threading.RLock()
         self._repos: dict[tuple[Forge, str], Repo] = {}
+        self.apps: dict[int, App] = {}
         self._requests: list[RecordedRequest] = []
         self._faults: list[tuple[Fault, int]] = []
         self._violations: list[str] = []

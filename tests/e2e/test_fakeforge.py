@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import os
 import tarfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.e2e.fakeforge import FakeForge, arun_fake_forge, run_fake_forge
 from tests.e2e.fakeforge_gitlab import IllegalTransition, transition
@@ -468,3 +473,69 @@ async def test_async_fake_forge_serves_on_the_running_loop(tmp_path: Path, profi
             )
         assert response.status_code == 201
         assert [s.state for s in forge.statuses("github", "acme/profile", SHA)] == ["success"]
+
+
+# -- GitHub App ----------------------------------------------------------------------------
+
+
+def _jwt(key: rsa.RSAPrivateKey, claims: Mapping[str, object]) -> str:
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    body = part(json.dumps(claims).encode())
+    signature = key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{head}.{body}.{part(signature)}"
+
+
+def test_github_app_mints_installation_tokens_the_repo_accepts(forge: FakeForge) -> None:
+    """A valid app JWT finds the installation and mints a token that posts statuses."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forge.seed_github_app("123", public_key_pem=pem, installation_id=77, repos=["acme/profile"])
+    now = int(time.time())
+    jwt = _jwt(key, {"iat": now - 60, "exp": now + 540, "iss": "123"})
+    with httpx.Client(
+        base_url=forge.github_api_url, headers={"Authorization": f"Bearer {jwt}"}
+    ) as app:
+        assert app.get("/repos/acme/profile/installation").json()["id"] == 77
+        minted = app.post("/app/installations/77/access_tokens")
+    assert minted.status_code == 201
+    token = minted.json()["token"]
+    assert forge.minted_tokens(77) == [token]
+    url = f"{forge.github_api_url}/repos/acme/profile/statuses/{SHA}"
+    posted = httpx.post(
+        url, json={"state": "pending"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert posted.status_code == 201
+    assert forge.violations() == []
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"iat": -60, "exp": 540, "iss": "999"}, "Issuer"),
+        ({"iat": -60, "exp": 900, "iss": "123"}, "too far in the future"),
+        ({"iat": -700, "exp": -100, "iss": "123"}, "value in the future"),
+    ],
+)
+def test_github_app_refuses_bad_jwts(
+    forge: FakeForge, claims: dict[str, int | str], message: str
+) -> None:
+    """JWTs with a wrong issuer, an exp too far ahead or an expired exp get 401."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    forge.seed_github_app("123", public_key_pem=pem, installation_id=77, repos=["acme/profile"])
+    now = int(time.time())
+    shifted = {k: now + v if isinstance(v, int) else v for k, v in claims.items()}
+    headers = {"Authorization": f"Bearer {_jwt(key, shifted)}"}
+    response = httpx.post(
+        f"{forge.github_api_url}/app/installations/77/access_tokens", headers=headers
+    )
+    assert response.status_code == 401
+    assert message in response.json()["message"]
+    assert forge.minted_tokens(77) == []
