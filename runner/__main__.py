@@ -1,0 +1,88 @@
+"""The `isorunner` command: `serve`, `build` and `check`.
+
+I/O shell: parses arguments, loads the configuration once (`--config`, else
+`$ISORUNNER_CONFIG`, else `./isorunner.toml`), and hands over to `runner.service` or
+`runner.localbuild`. Errors a user can fix are printed as one message, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from runner.check import run_checks
+from runner.exceptions import RunnerError
+from runner.localbuild import build_locally
+from runner.service import serve
+from runner.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+
+
+def config_path(given: Path | None) -> Path:
+    """The configuration file to read: `--config`, `$ISORUNNER_CONFIG`, or the default."""
+    if given is not None:
+        return given
+    from_env = os.environ.get("ISORUNNER_CONFIG")
+    return Path(from_env) if from_env else DEFAULT_CONFIG_PATH
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    top = argparse.ArgumentParser(
+        prog="isorunner",
+        description="Self-hosted CI runner that builds archiso profiles into ISOs.",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "receive webhooks, run builds and serve the build pages"),
+        ("check", "validate the configuration, sandbox base, database and forge tokens"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", type=Path, help="the TOML file (see README)")
+    build = commands.add_parser(
+        "build",
+        help="build a local profile directory in the sandbox, without a forge",
+        description="Build PROFILE_DIR into an ISO in the sandbox; the log goes to the "
+        "terminal, the ISO and its checksums to --out.",
+    )
+    build.add_argument("profile", type=Path, metavar="PROFILE_DIR")
+    build.add_argument("--out", type=Path, required=True, metavar="DIR")
+    build.add_argument(
+        "--config", type=Path, help="the TOML file for [sandbox] (defaults apply if absent)"
+    )
+    build.add_argument(
+        "--source-date-epoch",
+        type=int,
+        help="SOURCE_DATE_EPOCH for the build (default: the newest file time in the profile)",
+    )
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            path = config_path(args.config)
+            settings = load_settings(path) if args.config or path.exists() else Settings()
+            return anyio.run(
+                build_locally, settings, args.profile, args.out, args.source_date_epoch
+            )
+        settings = load_settings(config_path(args.config))
+        if args.command == "check":
+            return anyio.run(run_checks, settings)
+        anyio.run(serve, settings)
+    except RunnerError as exc:
+        print(f"isorunner: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The composition root: builds every long-lived object from `Settings` and serves.
+
+I/O shell. This is the only place that turns the configuration into objects: the job
+store, the HTTP client and forge clients, the sandbox, the pipeline, the worker and
+the web app. Everything below it receives what it needs in its constructor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import anyio
+import httpx
+import structlog
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+
+from runner.buildlogs import BuildLogs
+from runner.exceptions import ConfigError
+from runner.forges.client import ForgeTransport
+from runner.forges.github_app import GitHubAppAuth, load_private_key
+from runner.forges.github_client import GitHubClient
+from runner.forges.gitlab_client import GitLabClient
+from runner.forges.protocol import ForgeClient
+from runner.forges.tokens import StaticToken, TokenProvider
+from runner.logs import configure_logging
+from runner.notifications import Notifier, status_notifier
+from runner.pipeline import Pipeline, PipelineConfig
+from runner.settings import Settings
+from runner.store import JobStore, open_store
+from runner.worker import Worker, WorkerSink
+from sandbox.config import SandboxConfig, parse_size
+from sandbox.sandbox import BuildSandbox
+from webhooks.app import create_app
+from webhooks.build import Forge
+from webhooks.config import RepoRule, WebhookConfig
+
+_log = structlog.get_logger()
+USER_AGENT = "isorunner/0.1"
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    """The sandbox's configuration from the `[sandbox]` section."""
+    section = settings.sandbox
+    return SandboxConfig(
+        base_dir=section.base,
+        sandbox_root=section.sandbox_root,
+        memory_limit=parse_size(section.memory_limit),
+        cpus=section.cpus,
+        pids_limit=section.pids_limit,
+        timeout_seconds=section.timeout_seconds,
+        warning_seconds=section.warning_seconds,
+        max_output_bytes=parse_size(section.max_output_bytes),
+        uid_base=section.uid_base,
+        isolation=section.isolation,
+    )
+
+
+def webhook_config(settings: Settings) -> WebhookConfig:
+    """The web app's configuration: secrets, repository rules and limits."""
+    return WebhookConfig(
+        public_url=settings.server.base_url,
+        repos=tuple(
+            RepoRule(
+                forge=repo.forge,
+                name=repo.name,
+                branches=repo.branches,
+                release_tags=repo.release_tags,
+                pull_requests=repo.pull_requests,
+            )
+            for repo in settings.repos
+        ),
+        github_secret=settings.github.webhook_secret,
+        gitlab_token=settings.gitlab.webhook_secret,
+        gitlab_signing_token=settings.gitlab.signing_token,
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+
+
+def forge_clients(settings: Settings, transport: ForgeTransport) -> dict[Forge, ForgeClient]:
+    """A client for each forge that has API credentials configured."""
+    clients: dict[Forge, ForgeClient] = {}
+    github = settings.github
+    github_tokens: TokenProvider | None = None
+    if github.token is not None:
+        github_tokens = StaticToken(github.token.get_secret_value())
+    elif github.app_id is not None and github.private_key_file is not None:
+        github_tokens = GitHubAppAuth(
+            transport,
+            app_id=str(github.app_id),
+            private_key=read_private_key(github.private_key_file),
+            api_url=str(github.api_url),
+        )
+    if github_tokens is not None:
+        clients[Forge.GITHUB] = GitHubClient(
+            transport,
+            github_tokens,
+            api_url=str(github.api_url),
+            upload_url=str(github.upload_url),
+            context=github.status_context,
+        )
+    gitlab = settings.gitlab
+    if gitlab.token is not None:
+        clients[Forge.GITLAB] = GitLabClient(
+            transport,
+            StaticToken(gitlab.token.get_secret_value()),
+            api_url=f"{str(gitlab.url).rstrip('/')}/api/v4",
+            status_name=gitlab.status_name,
+        )
+    return clients
+
+
+def read_private_key(path: Path) -> rsa.RSAPrivateKey:
+    """Load the GitHub App's private key (PEM) from `path`.
+
+    Raises:
+        ConfigError: The file cannot be read or is not an RSA private key; the
+            message names the file, never its contents.
+    """
+    try:
+        return load_private_key(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"github.private_key_file: cannot read {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"github.private_key_file: {path} is not a PEM RSA private key; "
+            "download a new key from the GitHub App's settings"
+        ) from None
+
+
+def secrets_of(settings: Settings) -> list[SecretStr | None]:
+    """Every secret value in the settings, for log redaction."""
+    return [
+        settings.server.admin_token,
+        settings.github.webhook_secret,
+        settings.github.token,
+        settings.gitlab.webhook_secret,
+        settings.gitlab.signing_token,
+        settings.gitlab.token,
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    settings: Settings, *, http_transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[tuple[JobStore, Worker, Mapping[Forge, ForgeClient]]]:
+    """Open the store and clients and build the worker; close them all on exit.
+
+    Args:
+        settings: The configuration.
+        http_transport: Replaces the network transport of the forge HTTP client
+            (tests); None uses the real network.
+    """
+    base_url = settings.server.base_url
+    notify = status_notifier(base_url)
+    timeout = httpx.Timeout(30.0, connect=10.0)
+    async with (
+        open_store(settings.storage.database, on_created=notify) as store,
+        httpx.AsyncClient(
+            transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
+        ) as http,
+    ):
+        clients = forge_clients(settings, ForgeTransport(http))
+        sandbox = BuildSandbox(sandbox_config(settings))
+        pipeline = Pipeline(
+            PipelineConfig(
+                work_root=settings.sandbox.sandbox_root / "fetch",
+                artifacts_root=settings.sandbox.iso_output_root,
+            ),
+            clients=clients,
+            sandbox=sandbox,
+            logs=BuildLogs(settings.storage.logs_dir),
+        )
+        worker = Worker(
+            store,
+            pipeline,
+            Notifier(store, clients),
+            notify=notify,
+            base_url=base_url,
+            max_concurrent=settings.sandbox.max_concurrent_builds,
+            cleanup_stale=sandbox.cleanup_stale,
+            warning_seconds=settings.sandbox.warning_seconds,
+        )
+        yield store, worker, clients
+
+
+async def serve(settings: Settings) -> None:
+    """Serve webhooks and pages and run the worker until SIGINT/SIGTERM."""
+    configure_logging(log_format=settings.server.log_format, secrets=secrets_of(settings))
+    async with running_service(settings) as (store, worker, clients):
+        for forge in {repo.forge for repo in settings.repos} - set(clients):
+            _log.warning(
+                "no API token for a configured forge: builds run but statuses wait",
+                forge=forge.value,
+            )
+
+        @contextlib.asynccontextmanager
+        async def run_worker() -> AsyncIterator[None]:
+            async with anyio.create_task_group() as group:
+                await group.start(worker.run)
+                yield
+                group.cancel_scope.cancel()
+
+        app = create_app(
+            webhook_config(settings),
+            sink=WorkerSink(store, worker, notify=status_notifier(settings.server.base_url)),
+            catalog=store,
+            logs=BuildLogs(settings.storage.logs_dir),
+            lifespan_hooks=[run_worker],
+        )
+        config = uvicorn.Config(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+        )
+        await uvicorn.Server(config).serve()

@@ -1,0 +1,307 @@
+"""Tests for the `isorunner` command and the composition root in runner.service."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from runner.__main__ import config_path, main
+from runner.exceptions import ConfigError
+from runner.forges.client import ForgeTransport
+from runner.forges.github_client import GitHubClient
+from runner.forges.gitlab_client import GitLabClient
+from runner.service import forge_clients, read_private_key, sandbox_config, webhook_config
+from runner.settings import Settings
+from webhooks.build import Forge
+
+SECRET = "cli-test-webhook-secret"
+
+
+def config_text(tmp_path: Path, port: int = 8000) -> str:
+    """A config using only `tmp_path` for state, with one GitHub repo."""
+    return f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+
+[storage]
+database = "sqlite:///{tmp_path}/db/isorunner.db"
+logs_dir = "{tmp_path}/logs"
+
+[sandbox]
+sandbox_root = "{tmp_path}/sandbox"
+iso_output_root = "{tmp_path}/artifacts"
+
+[github]
+webhook_secret = "{SECRET}"
+
+[[repos]]
+forge = "github"
+name = "octo/archlive"
+"""
+
+
+def test_config_path_prefers_flag_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config` beats `$ISORUNNER_CONFIG`, which beats ./isorunner.toml."""
+    monkeypatch.setenv("ISORUNNER_CONFIG", "/etc/isorunner/from-env.toml")
+    assert config_path(Path("/x.toml")) == Path("/x.toml")
+    assert config_path(None) == Path("/etc/isorunner/from-env.toml")
+    monkeypatch.delenv("ISORUNNER_CONFIG")
+    assert config_path(None) == Path("isorunner.toml")
+
+
+def test_main_bad_config_exits_2_with_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong config file is one message naming the key, exit code 2."""
+    path = tmp_path / "c.toml"
+    path.write_text("[server]\nport = 'eighty'\n")
+    assert main(["check", "--config", str(path)]) == 2
+    assert "server.port" in capsys.readouterr().err
+
+
+def test_main_check_reports_missing_base(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` says what is wrong (no sandbox base) and exits 1; the database is fine."""
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(tmp_path))
+    assert main(["check", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL sandbox base" in out
+    assert "run scripts/setup-sandbox.sh" in out
+    assert "ok   database: 0 builds stored" in out
+
+
+def test_main_build_refuses_a_missing_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`build` of a path that is not a directory fails with a clear message."""
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(tmp_path))
+    code = main(
+        ["build", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), "--config", str(path)]
+    )
+    assert code == 1
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_sandbox_config_maps_the_section(tmp_path: Path) -> None:
+    """The [sandbox] section becomes the sandbox's frozen config, sizes parsed."""
+    settings = Settings(
+        sandbox={"sandbox_root": tmp_path, "memory_limit": "2G", "max_output_bytes": "3G"}  # type: ignore[arg-type]
+    )
+    config = sandbox_config(settings)
+    assert config.base_dir == tmp_path / "base"
+    assert config.memory_limit == 2 << 30
+    assert config.max_output_bytes == 3 << 30
+    assert config.uid_base == settings.sandbox.uid_base
+
+
+def test_webhook_config_carries_rules_and_secrets() -> None:
+    """Repos, secrets and the body cap reach the web app's config."""
+    settings = Settings(
+        github={"webhook_secret": SECRET},  # type: ignore[arg-type]
+        repos=({"forge": "github", "name": "a/b", "branches": ["main", "release/*"]},),  # type: ignore[arg-type]
+    )
+    config = webhook_config(settings)
+    assert config.github_secret is not None
+    assert config.github_secret.get_secret_value() == SECRET
+    assert config.repos[0].branches == ("main", "release/*")
+    assert config.gitlab_token is None
+
+
+@pytest.mark.anyio
+async def test_forge_clients_only_for_configured_tokens(tmp_path: Path) -> None:
+    """A forge gets a client only when its API credentials are configured."""
+    async with httpx.AsyncClient() as http:
+        transport = ForgeTransport(http)
+        assert forge_clients(Settings(), transport) == {}
+        clients = forge_clients(
+            Settings(github={"token": "ghp_x"}, gitlab={"token": "glpat-x"}),  # type: ignore[arg-type]
+            transport,
+        )
+        assert isinstance(clients[Forge.GITHUB], GitHubClient)
+        assert isinstance(clients[Forge.GITLAB], GitLabClient)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = tmp_path / "app.pem"
+        pem.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        app = forge_clients(
+            Settings(github={"app_id": 42, "private_key_file": pem}),  # type: ignore[arg-type]
+            transport,
+        )
+        assert isinstance(app[Forge.GITHUB], GitHubClient)
+
+
+def test_read_private_key_errors_name_the_file_not_the_content(tmp_path: Path) -> None:
+    """A bad key file is reported by path; its contents are never echoed."""
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not-a-key-but-secret-looking")
+    with pytest.raises(ConfigError, match="is not a PEM RSA private key") as caught:
+        read_private_key(bad)
+    assert "secret-looking" not in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_private_key(tmp_path / "missing.pem")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server_config(tmp_path: Path) -> tuple[Path, int]:
+    """A config file for a real server on a free port."""
+    port = free_port()
+    path = tmp_path / "isorunner.toml"
+    path.write_text(config_text(tmp_path, port))
+    return path, port
+
+
+def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start `isorunner serve` (its log beside the config) and wait until it answers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISORUNNER_")}
+    log = config.with_suffix(".log")
+    with log.open("ab") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "serve", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/builds/1", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        return proc
+    proc.kill()
+    proc.wait()
+    raise AssertionError(f"server did not start within 20 s: {log.read_text()}")
+
+
+@pytest.fixture
+def push_body() -> bytes:
+    """A minimal GitHub push to octo/archlive main."""
+    return json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "before": "0" * 40,
+            "after": "a" * 40,
+            "created": False,
+            "deleted": False,
+            "forced": False,
+            "head_commit": {
+                "id": "a" * 40,
+                "timestamp": "2025-01-02T03:04:05+01:00",
+                "message": "Add htop",
+            },
+            "repository": {
+                "full_name": "octo/archlive",
+                "html_url": "https://github.com/octo/archlive",
+                "private": False,
+            },
+            "sender": {"login": "alice"},
+        }
+    ).encode()
+
+
+def signed_headers(body: bytes, delivery: str) -> dict[str, str]:
+    """Headers of a signed GitHub push delivery."""
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": delivery,
+        "X-GitHub-Hook-ID": "1",
+        "X-Hub-Signature-256": f"sha256={digest}",
+    }
+
+
+@pytest.fixture
+def server(server_config: tuple[Path, int]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A running `isorunner serve`, killed at the end."""
+    proc = start_server(*server_config)
+    try:
+        yield proc, server_config[1]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.integration
+def test_serve_accepted_delivery_survives_kill_9(
+    server_config: tuple[Path, int], push_body: bytes
+) -> None:
+    """A delivery answered 202 by a real server is still there after `kill -9` and restart."""
+    config, port = server_config
+    proc = start_server(config, port)
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/github",
+            content=push_body,
+            headers=signed_headers(push_body, "d-1"),
+        )
+        assert response.status_code == 202, response.text
+        build_id = response.json()["build_id"]
+        assert response.json()["url"] == f"http://127.0.0.1:{port}/builds/{build_id}"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    proc = start_server(config, port)
+    try:
+        again = httpx.get(f"http://127.0.0.1:{port}/api/builds/{build_id}")
+        assert again.status_code == 200
+        assert again.json()["request"]["commit_sha"] == "a" * 40
+        redelivery = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/github",
+            content=push_body,
+            headers=signed_headers(push_body, "d-1"),
+        )
+        assert redelivery.status_code == 200
+        assert redelivery.json()["build_id"] == build_id
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.integration
+def test_serve_refuses_bad_signature(
+    server: tuple[subprocess.Popen[bytes], int], push_body: bytes
+) -> None:
+    """A real server answers 401 to a wrong signature and stores nothing."""
+    _, port = server
+    headers = signed_headers(push_body, "d-2")
+    headers["X-Hub-Signature-256"] = "sha256=" + "0" * 64
+    response = httpx.post(
+        f"http://127.0.0.1:{port}/webhooks/github", content=push_body, headers=headers
+    )
+    assert response.status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{port}/api/builds/1").status_code == 404
