@@ -64,7 +64,11 @@ class ForgeError(RunnerError):
         status_code: The HTTP status of the last response, None if there was none.
         headers: The headers of the last response (empty if none).
         rate_limit: The rate-limit information of the last response, if any.
+        transient: True when the same call may well succeed later (an outage, a rate
+            limit): the caller should keep the work and try again, not give up.
     """
+
+    transient: bool = False
 
     def __init__(
         self,
@@ -83,9 +87,13 @@ class ForgeError(RunnerError):
 class ForgeUnavailable(ForgeError):
     """The forge answered 5xx, timed out or could not be reached, even after retries."""
 
+    transient = True
+
 
 class RateLimited(ForgeError):
     """The forge's rate limit outlasted the retry budget; `rate_limit` says until when."""
+
+    transient = True
 
 
 class Unauthorized(ForgeError):

@@ -356,3 +356,15 @@ def test_forge_request_repr_redacts_credentials() -> None:
     assert TOKEN not in text
     assert "token=abc" not in text
     assert "<redacted>" in text
+
+
+async def test_send_stops_after_too_many_redirects(
+    router: respx.Router, transport: ForgeTransport
+) -> None:
+    """A redirect loop ends in a `ForgeError` naming the last hop without its query."""
+    router.get(URL).mock(
+        return_value=httpx.Response(302, headers={"Location": f"{URL}?sig=secret"})
+    )
+    with pytest.raises(ForgeError, match="more than 5 redirects") as caught:
+        await transport.send(get())
+    assert "sig=secret" not in str(caught.value)

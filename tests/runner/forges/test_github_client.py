@@ -308,3 +308,50 @@ async def test_publish_release_refuses_new_assets_on_an_immutable_release(
     router.get(f"{API}/releases/7/assets").mock(return_value=httpx.Response(200, json=[]))
     with pytest.raises(Conflict, match="immutable"):
         await client.publish_release(REPO, "v1", files, name="v1", body="")
+
+
+async def test_publish_release_on_a_complete_immutable_release_changes_nothing(
+    router: respx.Router, client: GitHubClient, files: list[Path]
+) -> None:
+    """An immutable release that already holds every file is simply returned."""
+    router.get(f"{API}/releases/tags/v1").mock(
+        return_value=httpx.Response(200, json=release_json(draft=False, immutable=True))
+    )
+    present = [
+        asset_json(1, "image.iso", state="uploaded", size=8),
+        asset_json(2, "sha256sums", state="uploaded", size=15),
+    ]
+    router.get(f"{API}/releases/7/assets").mock(return_value=httpx.Response(200, json=present))
+    url = await client.publish_release(REPO, "v1", files, name="v1", body="")
+    assert url.endswith("/releases/tag/v1")
+
+
+async def test_publish_release_tolerates_an_asset_already_deleted(
+    router: respx.Router, client: GitHubClient, files: list[Path]
+) -> None:
+    """A 404 when deleting the old asset (someone else removed it) does not stop the upload."""
+    router.get(f"{API}/releases/tags/v1").mock(
+        return_value=httpx.Response(200, json=release_json(draft=False))
+    )
+    old = asset_json(41, "sha256sums", state="uploaded", size=1)
+    router.get(f"{API}/releases/7/assets").mock(return_value=httpx.Response(200, json=[old]))
+    router.delete(f"{API}/releases/assets/41").mock(return_value=httpx.Response(404))
+    upload = router.post(UPLOADS).mock(
+        return_value=httpx.Response(201, json=asset_json(1, "x", state="uploaded", size=1))
+    )
+    await client.publish_release(REPO, "v1", files, name="v1", body="")
+    assert upload.call_count == 2
+
+
+async def test_publish_release_refuses_duplicate_file_names(
+    router: respx.Router, client: GitHubClient, tmp_path: Path
+) -> None:
+    """Two files with one name would overwrite each other: refused before any request."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "image.iso", tmp_path / "b" / "image.iso"
+    first.write_bytes(b"1")
+    second.write_bytes(b"2")
+    with pytest.raises(ValueError, match="distinct file names"):
+        await client.publish_release(REPO, "v1", [first, second], name="v1", body="")
+    assert router.calls.call_count == 0

@@ -144,3 +144,11 @@ def test_error_for_rate_limit_says_when_to_retry() -> None:
     assert "retry after 2023-11-14 23:13:20 UTC" in str(error)
     assert error.rate_limit is not None
     assert error.rate_limit.remaining == 0
+
+
+def test_error_for_marks_outages_and_rate_limits_as_transient() -> None:
+    """Only outages and rate limits tell the caller to keep the work and retry later."""
+    assert error_for(ForgeResponse(503, {}, b""), now=NOW).transient
+    assert error_for(ForgeResponse(429, {}, b""), now=NOW).transient
+    assert not error_for(ForgeResponse(404, {}, b""), now=NOW).transient
+    assert not error_for(ForgeResponse(401, {}, b""), now=NOW).transient
