@@ -568,6 +568,10 @@ main() {
     if ((dry_run)); then
         for line in "${plan[@]}"; do
             printf 'plan: %s\n' "${line}"
+            case "${line%% *}" in
+                step_bootstrap) printf '  from: %s (signed by %s)\n' "$(bootstrap_url)" "${RELEASE_KEY_FPR}" ;;
+                step_pacstrap) printf '  packages: %s\n' "${BASE_PACKAGES[*]}" ;;
+            esac
         done
         return 0
     fi

@@ -721,3 +721,27 @@ def test_standin_build_fails_without_the_mount_wrapper(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "mount: /build/work/w/x86_64/airootfs/dev: permission denied" in output, output
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("date_args", "url"),
+    [
+        ([], "https://geo.mirror.pkgbuild.com/iso/latest/archlinux-bootstrap-x86_64.tar.zst"),
+        (
+            ["--archive-date", "2024/03/15"],
+            "https://archive.archlinux.org/iso/2024.03.01/archlinux-bootstrap-2024.03.01-x86_64.tar.zst",
+        ),
+    ],
+)
+def test_setup_sandbox_plan_names_the_bootstrap_tarball(
+    tmp_path: Path, date_args: list[str], url: str
+) -> None:
+    """Off Arch the plan names the tarball (that month's release when pinned) and its key."""
+    packages = tmp_path / "packages.x86_64"
+    packages.write_text("base\n")
+    result = run_script(
+        "--base", tmp_path / "base", "--packages", packages, *date_args, "--dry-run",
+        env={"ISORUNNER_SETUP_HOST": "other"},
+    )  # fmt: skip
+    assert plan_of(result)[0] == "step_bootstrap"
+    assert f"  from: {url} (signed by 3E80CA1A8B89F69CBA57D98A76A5EF9054449A5C)" in result.stdout
