@@ -104,7 +104,7 @@ def test_main_build_refuses_a_missing_profile(
 def test_sandbox_config_maps_the_section(tmp_path: Path) -> None:
     """The [sandbox] section becomes the sandbox's frozen config, sizes parsed."""
     settings = Settings(
-        sandbox={"sandbox_root": tmp_path, "memory_limit": "2G", "max_output_bytes": "3G"}  # type: ignore[arg-type]
+        sandbox={"sandbox_root": tmp_path, "memory_limit": "2G", "max_output_bytes": "3G"}
     )
     config = sandbox_config(settings)
     assert config.base_dir == tmp_path / "base"
@@ -116,8 +116,8 @@ def test_sandbox_config_maps_the_section(tmp_path: Path) -> None:
 def test_webhook_config_carries_rules_and_secrets() -> None:
     """Repos, secrets and the body cap reach the web app's config."""
     settings = Settings(
-        github={"webhook_secret": SECRET},  # type: ignore[arg-type]
-        repos=({"forge": "github", "name": "a/b", "branches": ["main", "release/*"]},),  # type: ignore[arg-type]
+        github={"webhook_secret": SECRET},
+        repos=({"forge": "github", "name": "a/b", "branches": ["main", "release/*"]},),
     )
     config = webhook_config(settings)
     assert config.github_secret is not None
@@ -133,7 +133,7 @@ async def test_forge_clients_only_for_configured_tokens(tmp_path: Path) -> None:
         transport = ForgeTransport(http)
         assert forge_clients(Settings(), transport) == {}
         clients = forge_clients(
-            Settings(github={"token": "ghp_x"}, gitlab={"token": "glpat-x"}),  # type: ignore[arg-type]
+            Settings(github={"token": "ghp_x"}, gitlab={"token": "glpat-x"}),
             transport,
         )
         assert isinstance(clients[Forge.GITHUB], GitHubClient)
@@ -148,7 +148,7 @@ async def test_forge_clients_only_for_configured_tokens(tmp_path: Path) -> None:
             )
         )
         app = forge_clients(
-            Settings(github={"app_id": 42, "private_key_file": pem}),  # type: ignore[arg-type]
+            Settings(github={"app_id": 42, "private_key_file": pem}),
             transport,
         )
         assert isinstance(app[Forge.GITHUB], GitHubClient)
