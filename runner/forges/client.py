@@ -37,7 +37,13 @@ import anyio
 import httpx
 import structlog
 
-from runner.forges.exceptions import DownloadTooLarge, ForgeError, ForgeUnavailable, safe_url
+from runner.forges.exceptions import (
+    DownloadTooLarge,
+    ForgeError,
+    ForgeUnavailable,
+    MalformedResponse,
+    safe_url,
+)
 from runner.forges.request import CREDENTIAL_HEADERS, ForgeRequest, ForgeResponse
 from runner.forges.response import check, error_for, retry_advice
 
@@ -186,6 +192,12 @@ class ForgeTransport:
                     raise _unreachable(request, exc, note="") from exc
                 wait: float | None = None
                 failure: httpx.TransportError | None = exc
+            except httpx.RequestError as exc:
+                # Not a network failure (e.g. a body that fails to decompress): no retry.
+                raise MalformedResponse(
+                    f"could not {request.action}: the answer could not be read "
+                    f"({type(exc).__name__}); check the forge URL, or report it if it persists"
+                ) from exc
             else:
                 failure = None
                 advice = retry_advice(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class CommitState(enum.StrEnum):
@@ -28,6 +28,7 @@ class CommitState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+@runtime_checkable
 class ForgeClient(Protocol):
     """What the worker needs from a forge: statuses, the profile archive, releases."""
 

@@ -16,6 +16,7 @@ from runner.forges.exceptions import (
     Forbidden,
     ForgeError,
     ForgeUnavailable,
+    MalformedResponse,
     NotFound,
     RateLimited,
 )
@@ -368,3 +369,20 @@ async def test_send_stops_after_too_many_redirects(
     with pytest.raises(ForgeError, match="more than 5 redirects") as caught:
         await transport.send(get())
     assert "sig=secret" not in str(caught.value)
+
+
+async def test_send_translates_undecodable_bodies_without_retrying(
+    router: respx.Router, transport: ForgeTransport, clock: FakeClock
+) -> None:
+    """A body that claims gzip but is not raises `MalformedResponse` chained to httpx's."""
+
+    async def not_gzip() -> AsyncIterator[bytes]:
+        yield b"plain"
+
+    router.get(URL).mock(
+        return_value=httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=not_gzip())
+    )
+    with pytest.raises(MalformedResponse) as caught:
+        await transport.send(get())
+    assert isinstance(caught.value.__cause__, httpx.DecodingError)
+    assert clock.sleeps == []

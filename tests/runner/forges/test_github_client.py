@@ -12,7 +12,7 @@ import respx
 from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import AssetTooLarge, Conflict, ForgeUnavailable, Unauthorized
 from runner.forges.github_client import GitHubClient
-from runner.forges.protocol import CommitState
+from runner.forges.protocol import CommitState, ForgeClient
 from runner.forges.request import JSONValue
 from runner.forges.tokens import StaticToken
 from tests.runner.forges.conftest import GITHUB_API, GITHUB_UPLOADS, FakeClock
@@ -355,3 +355,9 @@ async def test_publish_release_refuses_duplicate_file_names(
     with pytest.raises(ValueError, match="distinct file names"):
         await client.publish_release(REPO, "v1", [first, second], name="v1", body="")
     assert router.calls.call_count == 0
+
+
+def test_github_client_is_a_forge_client(transport: ForgeTransport) -> None:
+    """`GitHubClient` has the shape the worker expects (checked by mypy and at run time)."""
+    client: ForgeClient = GitHubClient(transport, StaticToken(TOKEN))
+    assert isinstance(client, ForgeClient)

@@ -12,7 +12,7 @@ import respx
 from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import Conflict, Rejected
 from runner.forges.gitlab_client import GitLabClient
-from runner.forges.protocol import CommitState
+from runner.forges.protocol import CommitState, ForgeClient
 from runner.forges.tokens import StaticToken
 from tests.runner.forges.conftest import GITLAB_API, FakeClock
 
@@ -213,3 +213,9 @@ async def test_publish_release_refuses_an_invalid_version_before_any_request(
     with pytest.raises(Rejected, match="not a valid generic package version"):
         await client.publish_release(PROJECT, "release/1", files, name="r", body="")
     assert router.calls.call_count == 0
+
+
+def test_gitlab_client_is_a_forge_client(transport: ForgeTransport) -> None:
+    """`GitLabClient` has the shape the worker expects (checked by mypy and at run time)."""
+    client: ForgeClient = GitLabClient(transport, StaticToken(TOKEN))
+    assert isinstance(client, ForgeClient)
