@@ -11,8 +11,9 @@ Commit statuses follow GitLab's state machine (forge-apis.md §3.3): GitLab look
 existing *pending or running* status of the same name, ref and user and moves it on;
 posting `pending` over `pending`, `running` over `running` or `pending` over `running`
 answers 400 "Cannot transition status". `transition_allowed` encodes that table so the
-client never posts such a transition, and `decode_commit_status` reads the 400 as
-"already there" for the case where the previous post came from an earlier process.
+client never posts such a transition; `decode_commit_status` raises `TransitionRefused`
+for the 400 all the same (the previous post may come from an earlier process), and
+the client reads it as "already there".
 
 Builders: `build_commit_status`, `build_archive`, `build_package_upload`,
 `build_create_release`, `build_update_release`, `build_list_links`, `build_create_link`,
@@ -30,9 +31,9 @@ from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.forges.exceptions import MalformedResponse, Rejected
+from runner.forges.exceptions import MalformedResponse, Rejected, TransitionRefused
 from runner.forges.request import ForgeRequest, ForgeResponse, JSONValue
-from runner.forges.response import check, decode_json
+from runner.forges.response import check, decode_json, server_message
 
 #: GitLab's limits on a commit status's `description` and `target_url` (§3.3).
 DESCRIPTION_LIMIT = 255
@@ -207,16 +208,22 @@ def build_commit_status(
     )
 
 
-def decode_commit_status(response: ForgeResponse) -> bool:
-    """Return True if the status was posted, False if GitLab already had it.
+def decode_commit_status(response: ForgeResponse) -> None:
+    """Accept a posted status; raise `TransitionRefused` for GitLab's refusal.
 
     Raises:
+        TransitionRefused: GitLab answered 400 "Cannot transition status": it already
+            shows that state (callers treat this as success).
         ForgeError: Any other refusal.
     """
     if response.status == 400 and b"cannot transition status" in response.body.lower():
-        return False
+        raise TransitionRefused(
+            f"could not {response.action}: GitLab already shows this state "
+            f"({server_message(response.body)}); nothing to do",
+            status_code=response.status,
+            headers=response.headers,
+        )
     check(response)
-    return True
 
 
 def build_archive(api_url: str, token: str, project: str | int, sha: str) -> ForgeRequest:

@@ -23,7 +23,7 @@ import structlog
 
 from runner.forges import gitlab
 from runner.forges.client import ForgeTransport
-from runner.forges.exceptions import Conflict
+from runner.forges.exceptions import Conflict, TransitionRefused
 from runner.forges.gitlab import GitLabRelease, GitLabState, ReleaseLink
 from runner.forges.protocol import CommitState
 from runner.forges.tokens import TokenProvider
@@ -84,6 +84,9 @@ class GitLabClient:
     ) -> None:
         """Post a commit status unless GitLab would refuse the transition.
 
+        GitLab's "Cannot transition status" refusal is not raised: it means GitLab
+        already shows that state.
+
         Raises:
             ForgeError: The forge refused the status or could not be reached.
         """
@@ -105,7 +108,10 @@ class GitLabClient:
             target_url=target_url,
             ref=ref,
         )
-        if not gitlab.decode_commit_status(await self._transport.send(request)):
+        try:
+            gitlab.decode_commit_status(await self._transport.send(request))
+        except TransitionRefused:
+            # Already in that state, posted earlier (perhaps by a previous process).
             log.info("gitlab_status_already_there", project=repo, sha=sha, state=new)
         if new in _OPEN_STATES:
             self._open[key] = new

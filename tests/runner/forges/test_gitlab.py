@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from runner.forges import gitlab
-from runner.forges.exceptions import MalformedResponse, Rejected
+from runner.forges.exceptions import MalformedResponse, Rejected, TransitionRefused
 from runner.forges.gitlab import GitLabState, ReleaseLink
 from runner.forges.request import ForgeResponse
 from tests.runner.forges.conftest import GITLAB_API
@@ -106,13 +106,15 @@ def test_build_commit_status_respects_gitlabs_lengths() -> None:
     assert "ref" not in request.json
 
 
-def test_decode_commit_status_reads_a_refused_transition_as_already_there() -> None:
-    """GitLab's 400 "Cannot transition status" means the status is already in place."""
+def test_decode_commit_status_raises_transition_refused_for_gitlabs_400() -> None:
+    """GitLab's 400 "Cannot transition status" becomes `TransitionRefused`; 201 passes."""
     refused = ForgeResponse(
         400, {}, b'{"message":"Cannot transition status via :run from :running"}'
     )
-    assert gitlab.decode_commit_status(refused) is False
-    assert gitlab.decode_commit_status(ForgeResponse(201, {}, b"{}")) is True
+    with pytest.raises(TransitionRefused, match="already shows this state") as caught:
+        gitlab.decode_commit_status(refused)
+    assert caught.value.status_code == 400
+    gitlab.decode_commit_status(ForgeResponse(201, {}, b"{}"))
 
 
 def test_decode_commit_status_raises_other_refusals() -> None:
@@ -120,6 +122,7 @@ def test_decode_commit_status_raises_other_refusals() -> None:
     other = ForgeResponse(400, {}, b'{"message":{"state":["is invalid"]}}', "post a status")
     with pytest.raises(Rejected, match="is invalid") as caught:
         gitlab.decode_commit_status(other)
+    assert type(caught.value) is Rejected
     assert caught.value.status_code == 400
 
 
