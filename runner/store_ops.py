@@ -32,7 +32,33 @@ _INSERT_BUILD = (
     " delivery_id, source_repo, project_id, web_url, title, sender, state, detail,"
     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)"
 )
-_BRANCH_LIKE = (RefKind.BRANCH.value, RefKind.PULL_REQUEST.value)
+# A stored build that a request repeats: the same delivery, else the same commit on a
+# branch or pull request (or the same tag and commit for a tag), not cancelled.
+_SAME_COMMIT = """
+    forge = :forge AND repo = :repo AND commit_sha = :sha AND state != :cancelled
+    AND CASE WHEN :is_tag THEN kind = :tag AND ref = :ref ELSE kind != :tag END
+"""
+_FIND_DUPLICATE = f"""
+    SELECT id FROM (
+        SELECT 0 AS rank, id FROM builds WHERE delivery_id = :delivery
+        UNION ALL
+        SELECT 1, id FROM (
+            SELECT id FROM builds WHERE {_SAME_COMMIT} ORDER BY id DESC LIMIT 1
+        )
+    ) ORDER BY rank LIMIT 1
+"""  # noqa: S608 -- constant text, values bound
+# The common case (a new build) in a single statement, hence a single step, which
+# matters because every step is a GIL round trip on the writer thread.
+_INSERT_UNLESS_DUPLICATE = f"""
+    INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,
+        delivery_id, source_repo, project_id, web_url, title, sender, state, detail,
+        created_at)
+    SELECT :forge, :repo, :sha, :ref, :kind, :pr_number, :trusted, :commit_time,
+        :delivery, :source_repo, :project_id, :web_url, :title, :sender, :state, '',
+        :created_at
+    WHERE NOT EXISTS (SELECT 1 FROM builds WHERE delivery_id = :delivery)
+    AND NOT EXISTS (SELECT 1 FROM builds WHERE {_SAME_COMMIT})
+"""  # noqa: S608 -- constant text, values bound
 
 # ---------------------------------------------------------------- reads
 
@@ -108,34 +134,7 @@ def find_duplicate(conn: sqlite3.Connection, request: BuildRequest) -> int | Non
     the same forge, repo and commit; else, for a tag, the newest non-cancelled tag
     build of the same forge, repo, commit and tag.
     """
-    row = conn.execute(
-        "SELECT id FROM builds WHERE delivery_id = ?", (request.delivery_id,)
-    ).fetchone()
-    if row is None and request.kind is RefKind.TAG:
-        row = conn.execute(
-            "SELECT id FROM builds WHERE forge = ? AND repo = ? AND commit_sha = ?"
-            " AND kind = ? AND ref = ? AND state != ? ORDER BY id DESC LIMIT 1",
-            (
-                request.forge.value,
-                request.repo,
-                request.commit_sha,
-                RefKind.TAG.value,
-                request.ref,
-                BuildState.CANCELLED.value,
-            ),
-        ).fetchone()
-    elif row is None:
-        row = conn.execute(
-            "SELECT id FROM builds WHERE forge = ? AND repo = ? AND commit_sha = ?"
-            " AND kind IN (?, ?) AND state != ? ORDER BY id DESC LIMIT 1",
-            (
-                request.forge.value,
-                request.repo,
-                request.commit_sha,
-                *_BRANCH_LIKE,
-                BuildState.CANCELLED.value,
-            ),
-        ).fetchone()
+    row = conn.execute(_FIND_DUPLICATE, _dedupe_params(request)).fetchone()
     return None if row is None else int(row[0])
 
 
@@ -143,10 +142,29 @@ def submit(
     conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
 ) -> Submission:
     """Store `request` as a queued build unless it repeats a stored one."""
-    duplicate = find_duplicate(conn, request)
-    if duplicate is not None:
+    params = _dedupe_params(request)
+    params.update(
+        kind=request.kind.value,
+        pr_number=request.pr_number,
+        trusted=int(request.trusted),
+        commit_time=encode_time(request.commit_time),
+        source_repo=request.source_repo,
+        project_id=request.project_id,
+        web_url=request.web_url,
+        title=request.title,
+        sender=request.sender,
+        state=BuildState.QUEUED.value,
+        created_at=encode_time(now),
+    )
+    cursor = conn.execute(_INSERT_UNLESS_DUPLICATE, params)
+    if cursor.rowcount == 0:
+        duplicate = find_duplicate(conn, request)
+        assert duplicate is not None  # the INSERT found one in this same transaction
         return Submission(duplicate, created=False)
-    return Submission(insert_build(conn, now, request, notify), created=True)
+    build_id = cursor.lastrowid
+    assert build_id is not None  # an INSERT into a rowid table always sets it
+    _notify(conn, now, build_id, notify)
+    return Submission(build_id, created=True)
 
 
 def insert_build(
@@ -353,6 +371,19 @@ def _notify(
     record = _require(conn, build_id)
     for kind, payload in notify(record):
         enqueue_notification(conn, now, build_id, kind, payload)
+
+
+def _dedupe_params(request: BuildRequest) -> dict[str, object]:
+    return {
+        "delivery": request.delivery_id,
+        "forge": request.forge.value,
+        "repo": request.repo,
+        "sha": request.commit_sha,
+        "is_tag": request.kind is RefKind.TAG,
+        "ref": request.ref,
+        "tag": RefKind.TAG.value,
+        "cancelled": BuildState.CANCELLED.value,
+    }
 
 
 def _require(conn: sqlite3.Connection, build_id: int) -> BuildRecord:

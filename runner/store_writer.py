@@ -41,6 +41,13 @@ class _Write:
 _STOP: Final = object()
 
 
+class _IsolateWrites(Exception):
+    """A write raised in a group run without savepoints: run it again with them."""
+
+
+_Outcome = tuple["asyncio.Future[Any]", object, BaseException | None]
+
+
 class Writer:
     """Owns the write connection and the thread that uses it."""
 
@@ -66,8 +73,9 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Write(fn, future, loop))
-        # The write goes on even if this caller is cancelled: the thread owns it now.
-        return await asyncio.shield(future)
+        # If this caller is cancelled, the future is cancelled but the write goes on:
+        # the thread owns it now, and skips the result when it is done.
+        return await future
 
     async def aclose(self) -> None:
         """Finish the writes already queued, stop the thread and close the connection."""
@@ -99,35 +107,63 @@ class Writer:
                 return
 
     def _commit(self, group: list[_Write]) -> None:
-        outcomes: list[tuple[object, BaseException | None]] = []
-        conn = self._conn
+        outcomes: list[tuple[object, BaseException | None]]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for write in group:
-                conn.execute("SAVEPOINT write")
-                try:
-                    value = write.fn(conn)
-                # Not silent: the exception is handed to the caller that asked for
-                # this write; the others in the group still commit.
-                except Exception as exc:  # noqa: BLE001
-                    conn.execute("ROLLBACK TO write")
-                    conn.execute("RELEASE write")
-                    outcomes.append((None, self._translate(exc)))
-                else:
-                    conn.execute("RELEASE write")
-                    outcomes.append((value, None))
-            conn.execute("COMMIT")
+            try:
+                outcomes = self._transaction(group, isolate=False)
+            except _IsolateWrites:
+                outcomes = self._transaction(group, isolate=True)
         except sqlite3.Error as exc:
             failure = self._translate(exc)
             outcomes = [(None, failure)] * len(group)
             self._rollback()
+        # One wake-up per event loop for the whole group, not one per write: each
+        # call_soon_threadsafe writes to the loop's self-pipe.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for write, (value, error) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(write.loop, []).append((write.future, value, error))
+        for loop, settled in by_loop.items():
             try:
-                write.loop.call_soon_threadsafe(_settle, write.future, value, error)
+                loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:
-                # The caller's event loop is closed: nobody is left to tell. The
-                # write itself is committed (or rolled back) all the same.
+                # The callers' event loop is closed: nobody is left to tell. The
+                # writes themselves are committed (or rolled back) all the same.
                 _log.warning("store_write_caller_gone", database=self._path)
+
+    def _transaction(
+        self, group: list[_Write], *, isolate: bool
+    ) -> list[tuple[object, BaseException | None]]:
+        """Run the group in one transaction and commit it.
+
+        Writes rarely raise, so the first attempt runs them back to back. If one
+        raises, that attempt is rolled back and the group runs again with each write
+        in its own savepoint, so that only the failing write is undone. Write
+        functions are plain functions of the database, so running one again after a
+        rollback does the same thing.
+        """
+        conn = self._conn
+        outcomes: list[tuple[object, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for write in group:
+            if isolate:
+                conn.execute("SAVEPOINT write")
+            try:
+                value = write.fn(conn)
+            # Not silent: the exception goes to the caller that asked for this write
+            # (or, in the first attempt, triggers the isolated second attempt).
+            except Exception as exc:
+                if not isolate:
+                    self._rollback()
+                    raise _IsolateWrites from exc
+                conn.execute("ROLLBACK TO write")
+                conn.execute("RELEASE write")
+                outcomes.append((None, self._translate(exc)))
+            else:
+                if isolate:
+                    conn.execute("RELEASE write")
+                outcomes.append((value, None))
+        conn.execute("COMMIT")
+        return outcomes
 
     def _rollback(self) -> None:
         if not self._conn.in_transaction:
@@ -152,10 +188,11 @@ class Writer:
         return error
 
 
-def _settle(future: asyncio.Future[Any], value: object, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _settle_all(settled: list[_Outcome]) -> None:
+    for future, value, error in settled:
+        if future.done():  # its caller stopped waiting; the write happened anyway
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
