@@ -18,10 +18,13 @@ import structlog
 from runner.forges.exceptions import ForgeError, TransitionRefused
 from runner.forges.protocol import CommitState, ForgeClient
 from runner.jobs import Notification, NotifyFn, Outgoing
+from runner.metrics import Metrics
 from runner.store import JobStore
 from webhooks.build import BuildRecord, BuildState, Forge
 
 STATUS = "status"
+# Delivery results, the `result` label of the notification metric.
+DELIVERED, FAILED, DROPPED = "delivered", "failed", "dropped"
 _log = structlog.get_logger()
 
 
@@ -86,6 +89,7 @@ class Notifier:
         clients: The forge client for each configured forge.
         clock: Returns the current UTC time (injected in tests).
         poll_seconds: How often the outbox is checked without a wake-up.
+        metrics: Counts deliveries by forge and result; None counts nothing.
     """
 
     def __init__(
@@ -95,11 +99,13 @@ class Notifier:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         poll_seconds: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._clients = clients
         self._clock = clock
         self._poll = poll_seconds
+        self._metrics = metrics
         self._wake = anyio.Event()
 
     def wake(self) -> None:
@@ -124,6 +130,14 @@ class Notifier:
 
     async def _deliver(self, notification: Notification) -> bool:
         record = await self._store.get(notification.build_id)
+        forge = "unknown" if record is None else record.request.forge.value
+        result = await self._attempt(notification, record)
+        if self._metrics is not None:
+            self._metrics.notification(forge, result)
+        return result == DELIVERED
+
+    async def _attempt(self, notification: Notification, record: BuildRecord | None) -> str:
+        """Try one delivery; return `DELIVERED`, `FAILED` (retried later) or `DROPPED`."""
         if record is None or notification.kind != STATUS:
             _log.error(
                 "notification dropped",
@@ -133,7 +147,7 @@ class Notifier:
                 reason="unknown build" if record is None else "unknown kind",
             )
             await self._store.notification_done(notification.id)
-            return False
+            return DROPPED
         client = self._clients.get(record.request.forge)
         if client is None:
             await self._store.notification_failed(
@@ -141,7 +155,7 @@ class Notifier:
                 self._clock() + retry_delay(notification.attempts),
                 f"{record.request.forge} is not configured: add its token to the config",
             )
-            return False
+            return FAILED
         payload = notification.payload
         try:
             await client.set_status(
@@ -166,6 +180,6 @@ class Notifier:
                 error=str(exc),
             )
             await self._store.notification_failed(notification.id, retry_at, str(exc))
-            return False
+            return FAILED
         await self._store.notification_done(notification.id)
-        return True
+        return DELIVERED

@@ -24,6 +24,7 @@ from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event
+from runner.metrics import Metrics
 from sandbox.exceptions import (
     BuildFailed,
     Cancelled,
@@ -127,6 +128,7 @@ class Pipeline:
         clients: The forge client of each configured forge.
         sandbox: The build sandbox.
         logs: Where build logs are written.
+        metrics: Counts builds stopped by a sandbox limit; None counts nothing.
     """
 
     def __init__(
@@ -136,11 +138,13 @@ class Pipeline:
         clients: Mapping[Forge, ForgeClient],
         sandbox: Sandbox,
         logs: BuildLogs,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._clients = clients
         self._sandbox = sandbox
         self._logs = logs
+        self._metrics = metrics
 
     def artifacts_dir(self, build_id: int) -> Path:
         """Where a build's published files are kept."""
@@ -169,6 +173,8 @@ class Pipeline:
                 raise
             except Exception as exc:  # noqa: BLE001 - every build must end; see classify
                 outcome = classify(exc)
+                if self._metrics is not None:
+                    self._metrics.sandbox_error(exc)
                 if outcome.detail.startswith("internal error"):
                     _log.exception("build crashed", build_id=record.id)
             finally:

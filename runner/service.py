@@ -16,6 +16,7 @@ import httpx
 import structlog
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from runner.buildlogs import BuildLogs
@@ -27,6 +28,7 @@ from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
 from runner.logs import configure_logging
+from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.settings import Settings
@@ -131,6 +133,20 @@ def read_private_key(path: Path) -> rsa.RSAPrivateKey:
         ) from None
 
 
+def forge_hosts(settings: Settings) -> dict[str, str]:
+    """The API hosts of each forge, for the `forge` label of the forge call metric."""
+    github_api = httpx.URL(str(settings.github.api_url)).host
+    hosts = {
+        github_api: Forge.GITHUB.value,
+        httpx.URL(str(settings.github.upload_url)).host: Forge.GITHUB.value,
+        httpx.URL(str(settings.gitlab.url)).host: Forge.GITLAB.value,
+    }
+    if github_api == "api.github.com":
+        # The tarball answers with a redirect to codeload (forge-apis.md §9.17).
+        hosts["codeload.github.com"] = Forge.GITHUB.value
+    return hosts
+
+
 def secrets_of(settings: Settings) -> list[SecretStr | None]:
     """Every secret value in the settings, for log redaction."""
     return [
@@ -145,7 +161,10 @@ def secrets_of(settings: Settings) -> list[SecretStr | None]:
 
 @contextlib.asynccontextmanager
 async def running_service(
-    settings: Settings, *, http_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[tuple[JobStore, Worker, Mapping[Forge, ForgeClient]]]:
     """Open the store and clients and build the worker; close them all on exit.
 
@@ -153,6 +172,8 @@ async def running_service(
         settings: The configuration.
         http_transport: Replaces the network transport of the forge HTTP client
             (tests); None uses the real network.
+        metrics: Where the worker, notifier, pipeline and forge transport record
+            what they do; None records nothing.
     """
     base_url = settings.server.base_url
     notify = status_notifier(base_url)
@@ -163,7 +184,8 @@ async def running_service(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,
     ):
-        clients = forge_clients(settings, ForgeTransport(http))
+        on_response = metrics.forge_response if metrics is not None else None
+        clients = forge_clients(settings, ForgeTransport(http, on_response=on_response))
         sandbox = BuildSandbox(sandbox_config(settings))
         pipeline = Pipeline(
             PipelineConfig(
@@ -173,16 +195,18 @@ async def running_service(
             clients=clients,
             sandbox=sandbox,
             logs=BuildLogs(settings.storage.logs_dir),
+            metrics=metrics,
         )
         worker = Worker(
             store,
             pipeline,
-            Notifier(store, clients),
+            Notifier(store, clients, metrics=metrics),
             notify=notify,
             base_url=base_url,
             max_concurrent=settings.sandbox.max_concurrent_builds,
             cleanup_stale=sandbox.cleanup_stale,
             warning_seconds=settings.sandbox.warning_seconds,
+            metrics=metrics,
         )
         yield store, worker, clients
 
@@ -190,7 +214,11 @@ async def running_service(
 async def serve(settings: Settings) -> None:
     """Serve webhooks and pages and run the worker until SIGINT/SIGTERM."""
     configure_logging(log_format=settings.server.log_format, secrets=secrets_of(settings))
-    async with running_service(settings) as (store, worker, clients):
+    # One registry for the process, rendered by the web app's GET /metrics; the
+    # runner's instruments and the web app's delivery counter both live on it.
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, forge_hosts=forge_hosts(settings))
+    async with running_service(settings, metrics=metrics) as (store, worker, clients):
         for forge in {repo.forge for repo in settings.repos} - set(clients):
             _log.warning(
                 "no API token for a configured forge: builds run but statuses wait",

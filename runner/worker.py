@@ -20,6 +20,7 @@ import structlog
 
 from runner.exceptions import IllegalTransition
 from runner.jobs import Event, NotifyFn
+from runner.metrics import Metrics
 from runner.notifications import STATUS, Notifier, status_payload
 from runner.pipeline import Outcome, Pipeline
 from runner.store import JobStore
@@ -43,6 +44,8 @@ class Worker:
         cleanup_stale: Removes sandboxes a crashed process left (at start-up).
         warning_seconds: When the sandbox warns that a build runs long (for the text).
         poll_seconds: How often the queue is checked without a wake-up.
+        metrics: Build counts (refreshed on every change and periodically) and
+            durations; None records nothing.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class Worker:
         cleanup_stale: Callable[[], Awaitable[object]] | None = None,
         warning_seconds: float = 900,
         poll_seconds: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._pipeline = pipeline
@@ -71,6 +75,7 @@ class Worker:
         self._warning_seconds = warning_seconds
         self._wake = anyio.Event()
         self._running: dict[int, anyio.CancelScope] = {}
+        self._metrics = metrics
 
     def wake(self) -> None:
         """Ask the slots to look at the queue now."""
@@ -97,6 +102,8 @@ class Worker:
             )
         async with anyio.create_task_group() as group:
             group.start_soon(self._notifier.run)
+            if self._metrics is not None:
+                group.start_soon(self._metrics.watch_store, self._store)
             for _ in range(self._max_concurrent):
                 group.start_soon(self._slot)
             task_status.started()
@@ -134,12 +141,17 @@ class Worker:
                 self._wake = anyio.Event()
                 continue
             self._notifier.wake()
+            if self._metrics is not None:
+                self._metrics.builds_changed()
             await self._build(record)
+            if self._metrics is not None:
+                self._metrics.builds_changed()
 
     async def _build(self, record: BuildRecord) -> None:
         log = _log.bind(build_id=record.id, repo=record.request.repo)
         log.info("build started", sha=record.request.commit_sha, ref=record.request.ref)
         outcome: Outcome | None = None
+        started = anyio.current_time()
         with anyio.CancelScope() as scope:
             self._running[record.id] = scope
             try:
@@ -154,13 +166,15 @@ class Worker:
             return
         with anyio.CancelScope(shield=True):
             try:
-                await self._store.finish(
+                finished = await self._store.finish(
                     record.id, outcome.event, outcome.detail, notify=self._notify
                 )
             except IllegalTransition:
                 log.info("build ended after it was cancelled", outcome=outcome.event.value)
                 return
             self._notifier.wake()
+        if self._metrics is not None:
+            self._metrics.build_finished(finished.state.value, anyio.current_time() - started)
         log.info("build finished", outcome=outcome.event.value, detail=outcome.detail)
 
     async def warn(self, record: BuildRecord) -> None:

@@ -23,7 +23,9 @@ make, over an `httpx.AsyncClient` it is given and never creates or closes, and h
   timeout the caller must look at what the forge stored (an asset may be half there).
 
 `sleep` and `clock` (`time.time`, since rate-limit resets are epochs) are injected so
-tests record waits instead of sleeping.
+tests record waits instead of sleeping. `on_response(method, host, status)`, if given,
+is told of every HTTP exchange (each redirect hop and retry included; `status` is None
+when no answer came); it feeds the metrics and never changes what the transport does.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ ERROR_BODY_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
+#: `on_response(method, host, status)`: status None means the connection failed.
+ResponseObserver = Callable[[str, str, int | None], None]
+
 
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
@@ -72,6 +77,8 @@ class ForgeTransport:
         max_retry_seconds: Total time one call may spend retrying before it gives up.
         backoff_base: First wait when the forge names none; doubles on each retry.
         backoff_max: Longest wait the backoff picks by itself.
+        on_response: Told `(method, host, status)` after every exchange; `status` is
+            None when the connection failed. Its own errors are logged and ignored.
     """
 
     def __init__(
@@ -83,8 +90,10 @@ class ForgeTransport:
         max_retry_seconds: float = 120.0,
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
+        on_response: ResponseObserver | None = None,
     ) -> None:
         self._client = client
+        self._on_response = on_response
         self._sleep = sleep
         self._clock = clock
         self._max_retry_seconds = max_retry_seconds
@@ -226,6 +235,14 @@ class ForgeTransport:
             )
             await self._sleep(wait)
 
+    def _observe(self, method: str, host: str, status: int | None) -> None:
+        if self._on_response is None:
+            return
+        try:
+            self._on_response(method, host, status)
+        except Exception as exc:  # noqa: BLE001 - an observer must not break a forge call
+            log.warning("forge_observer_failed", error=repr(exc))
+
     async def _exchange(
         self,
         request: ForgeRequest,
@@ -243,7 +260,14 @@ class ForgeTransport:
                 json=request.json,
                 content=content if content is not None else request.content,
             )
-            response = await self._client.send(http_request, stream=True, follow_redirects=False)
+            try:
+                response = await self._client.send(
+                    http_request, stream=True, follow_redirects=False
+                )
+            except httpx.TransportError:
+                self._observe(request.method, http_request.url.host, None)
+                raise
+            self._observe(request.method, http_request.url.host, response.status_code)
             try:
                 location = response.headers.get("location")
                 if request.method == "GET" and response.is_redirect and location:
