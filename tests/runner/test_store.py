@@ -19,7 +19,15 @@ from runner.jobs import Event
 from runner.store import SQLiteStore, open_store
 from runner.store_schema import SCHEMA_VERSION
 from tests.runner.store_samples import START, FakeClock, make_request
-from webhooks.build import BuildRecord, BuildState, Forge, RefKind, Submission
+from webhooks.build import (
+    BuildCatalog,
+    BuildRecord,
+    BuildSink,
+    BuildState,
+    Forge,
+    RefKind,
+    Submission,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,8 +66,10 @@ async def test_submit_stores_every_request_field_as_a_queued_build(store: SQLite
         project_id=99,
         commit_time=datetime.fromisoformat("2025-02-01T10:30:00+02:00"),
     )
-    submission = await store.submit(request)
-    record = await store.get(submission.build_id)
+    sink: BuildSink = store  # the seams the web app is given
+    catalog: BuildCatalog = store
+    submission = await sink.submit(request)
+    record = await catalog.get(submission.build_id)
     assert submission.created
     assert record == BuildRecord(
         id=submission.build_id, request=request, state=BuildState.QUEUED, created_at=START
