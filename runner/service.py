@@ -31,6 +31,7 @@ from runner.logs import configure_logging
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
+from runner.retention import Retention
 from runner.settings import Settings
 from runner.store import JobStore, open_store
 from runner.worker import Worker, WorkerSink
@@ -225,10 +226,18 @@ async def serve(settings: Settings) -> None:
                 forge=forge.value,
             )
 
+        retention = Retention(
+            store,
+            BuildLogs(settings.storage.logs_dir),
+            settings.sandbox.iso_output_root,
+            retention_days=settings.storage.retention_days,
+        )
+
         @contextlib.asynccontextmanager
         async def run_worker() -> AsyncIterator[None]:
             async with anyio.create_task_group() as group:
                 await group.start(worker.run)
+                group.start_soon(retention.run)
                 yield
                 group.cancel_scope.cancel()
 

@@ -107,6 +107,14 @@ class JobStore(Protocol):
         """Queue a new build of a finished build's request."""
         ...
 
+    async def prune_finished(self, before: datetime) -> list[int]:
+        """Delete finished builds that ended before `before`; return their ids.
+
+        Queued and running builds, and builds with notifications still in the
+        outbox, are never deleted.
+        """
+        ...
+
     async def enqueue_notification(
         self, build_id: int, kind: str, payload: Mapping[str, object]
     ) -> int:

@@ -23,7 +23,7 @@ from typing import Final, Self, TypeVar
 from runner import store_ops
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
-from runner.store_schema import migrate
+from runner.store_schema import encode_time, migrate
 from runner.store_writer import Writer
 from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
 
@@ -37,6 +37,24 @@ T = TypeVar("T")
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_FINAL_STATES: Final = tuple(state.value for state in BuildState if state.is_final)
+
+
+def _prune_finished(conn: sqlite3.Connection, cutoff: str) -> list[int]:
+    # Text comparison is time order: `encode_time` writes fixed-width UTC. The state
+    # test is explicit although `finished_at` is only set in final states, so a bug
+    # elsewhere can never make retention delete a live build.
+    marks = ", ".join("?" * len(_FINAL_STATES))
+    query = (
+        f"SELECT id FROM builds WHERE state IN ({marks}) AND finished_at IS NOT NULL"  # noqa: S608 -- placeholders only
+        " AND finished_at < ? AND NOT EXISTS"
+        " (SELECT 1 FROM notifications WHERE notifications.build_id = builds.id) ORDER BY id"
+    )
+    ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff))]
+    conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
+    return ids
 
 
 class SQLiteStore:
@@ -230,6 +248,18 @@ class SQLiteStore:
         return await self._write(
             lambda c: store_ops.retry(c, self._clock(), build_id, self._on_created)
         )
+
+    async def prune_finished(self, before: datetime) -> list[int]:
+        """Delete finished builds that ended before `before`; return their ids, ascending.
+
+        Queued and running builds, and builds with a notification still in the outbox
+        (a status not delivered yet), are kept whatever their age.
+
+        Raises:
+            ValueError: `before` is naive.
+        """
+        cutoff = encode_time(before)
+        return await self._write(lambda c: _prune_finished(c, cutoff))
 
     # ------------------------------------------------------------ outbox
 
