@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import anyio
 from starlette.requests import ClientDisconnect, Request
@@ -202,7 +202,10 @@ def _link_json(link: AssetLink) -> dict[str, object]:
             "direct_asset_url": link.url}  # fmt: skip
 
 
-def _release_json(release: Release) -> dict[str, object]:
+def _release_json(call: Call, release: Release) -> dict[str, object]:
+    # GitLab's release answers carry the release page as `_links.self` (the client
+    # reports it as the published release's URL).
+    page = f"{call.state.base_url}/gitlab/{call.repo.name}/-/releases/{quote(release.tag_name)}"
     return {
         "tag_name": release.tag_name,
         "name": release.name,
@@ -213,6 +216,7 @@ def _release_json(release: Release) -> dict[str, object]:
         "commit": {"id": release.target_commitish},
         "assets": {"count": len(release.links), "sources": [],
                    "links": [_link_json(link) for link in release.links]},
+        "_links": {"self": page, "edit_url": f"{page}/edit"},
     }  # fmt: skip
 
 
@@ -239,7 +243,7 @@ def _add_link(call: Call, release: Release, spec: Mapping[str, object]) -> Respo
 async def list_releases(call: Call) -> Response:
     """GET /projects/:id/releases: newest first."""
     with call.state.locked():
-        return answer([_release_json(r) for r in reversed(call.repo.releases)])
+        return answer([_release_json(call, r) for r in reversed(call.repo.releases)])
 
 
 async def create_release(call: Call) -> Response:
@@ -272,7 +276,7 @@ async def create_release(call: Call) -> Response:
             if isinstance(added, Response):
                 return added
         repo.releases.append(release)
-        return answer(_release_json(release), 201)
+        return answer(_release_json(call, release), 201)
 
 
 async def get_release(call: Call) -> Response:
@@ -282,7 +286,7 @@ async def get_release(call: Call) -> Response:
         return (
             answer({"message": "404 Not Found"}, 404)
             if release is None
-            else answer(_release_json(release))
+            else answer(_release_json(call, release))
         )
 
 
@@ -295,7 +299,7 @@ async def update_release(call: Call) -> Response:
         release.name = _str(call.body, "name") or release.name
         release.body = _str(call.body, "description") or release.body
         release.published_at = _str(call.body, "released_at") or release.published_at
-        return answer(_release_json(release))
+        return answer(_release_json(call, release))
 
 
 async def list_links(call: Call) -> Response:

@@ -436,10 +436,13 @@ def test_gitlab_package_upload_is_streamed_to_disk(forge: FakeForge, gitlab: htt
 def test_gitlab_release_with_links_then_update_and_more_links(
     forge: FakeForge, gitlab: httpx.Client
 ) -> None:
-    """Releases take links at creation and later; duplicates get 409 (release) or 400 (link)."""
+    """Releases take links at creation and later and name their page; duplicates get 409/400."""
     link = {"name": "test.iso", "url": "http://x/test.iso", "link_type": "image"}
     body = {"tag_name": "v1.0", "ref": SHA, "name": "v1.0", "assets": {"links": [link]}}
-    assert gitlab.post("/projects/42/releases", json=body).status_code == 201
+    created = gitlab.post("/projects/42/releases", json=body)
+    assert created.status_code == 201
+    page = f"{forge.base_url}/gitlab/group/profile/-/releases/v1.0"
+    assert created.json()["_links"]["self"] == page
     assert gitlab.post("/projects/42/releases", json=body).status_code == 409
     assert (
         gitlab.put("/projects/42/releases/v1.0", json={"description": "notes"}).status_code == 200
