@@ -9,6 +9,7 @@ import re
 import stat
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -524,6 +525,19 @@ def test_extract_profile_refuses_long_trailer(tmp_path: Path, dest: Path) -> Non
         extract_profile(archive, dest)
 
     assert not dest.exists()
+
+
+def test_extract_profile_stops_inflating_after_early_rejection(tmp_path: Path, dest: Path) -> None:
+    """A refusal at the first entry stops the inflating thread instead of reading on."""
+    archive = write_archive(
+        tmp_path / "a.tar.gz",
+        [d(f"{TOP}/"), f("/abs"), f(f"{TOP}/zeros", b"\0" * (64 << 20))],
+    )
+
+    with pytest.raises(ArchiveRejected, match="is an absolute path"):
+        extract_profile(archive, dest)
+
+    assert [t for t in threading.enumerate() if t.name == "archive-inflate"] == []
 
 
 @pytest.mark.anyio
