@@ -59,7 +59,10 @@ def status_payload(record: BuildRecord, base_url: str, *, note: str = "") -> dic
         JSON-compatible data: `state` (a `CommitState` value), `description`,
         `target_url`.
     """
-    description = note or record.detail or _DEFAULT_TEXT[record.state]
+    # A build's stored detail may predate its start ("re-queued: …" after a restart);
+    # once it runs, the status says that it is building (or the warning `note`).
+    detail = "" if record.state is BuildState.RUNNING else record.detail
+    description = note or detail or _DEFAULT_TEXT[record.state]
     return {
         "state": _STATE_TO_STATUS[record.state].value,
         "description": description,

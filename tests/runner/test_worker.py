@@ -333,7 +333,16 @@ async def test_worker_recovers_builds_left_running(tmp_path: Path, rig: Rig) -> 
     async with anyio.create_task_group() as group:
         await group.start(rig.worker.run)
         await wait_for_state(rig, submission.build_id, BuildState.SUCCEEDED)
+        await wait_for_statuses(rig, 4)
         group.cancel_scope.cancel()
+    _, queued, running, success = rig.forge.statuses
+    assert (queued[1], queued[2]) == (
+        CommitState.QUEUED,
+        "re-queued: the service stopped while this build was running",
+    )
+    # The re-queue note stays on the build, but the running status says what happens now.
+    assert (running[1], running[2]) == (CommitState.RUNNING, "Building the ISO")
+    assert success[1] is CommitState.SUCCESS
 
 
 @pytest.mark.anyio
