@@ -1,21 +1,40 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
-I/O shell: looks at the sandbox base and its manifest, opens the database, and
-reports each finding on its own line. Exit code 0 only when nothing is wrong.
+I/O shell: looks at the tools, the sandbox base and its manifest, free disk space and
+the database, and makes one read-only API call per configured repository with that
+forge's token (through the real `ForgeTransport`). Each finding is printed on its own
+line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+import httpx
 
 from runner.exceptions import RunnerError
-from runner.settings import Settings
+from runner.forges import github, gitlab
+from runner.forges.client import ForgeTransport
+from runner.forges.exceptions import ForgeError
+from runner.forges.tokens import TokenProvider
+from runner.service import USER_AGENT, github_tokens, sandbox_config
+from runner.settings import Settings, parse_size
 from runner.store import open_store
+from webhooks.build import Forge
 
 MANIFEST = "etc/isorunner/manifest.json"
+#: Directories the base must hold for nspawn's read-only binds (DESIGN: sandbox facts).
+BASE_MOUNT_POINTS = ("build/profile", "build/work", "build/output")
+#: A check must not hang on a dead forge for the transport's two-minute retry budget.
+FORGE_RETRY_SECONDS = 10.0
+GIB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +46,29 @@ class Finding:
     message: str
 
 
-def check_base(settings: Settings) -> Finding:
-    """The sandbox base exists and carries a readable manifest."""
+class DiskUsage(NamedTuple):
+    """What `shutil.disk_usage` returns (total, used, free bytes)."""
+
+    total: int
+    used: int
+    free: int
+
+
+def check_tools() -> Finding:
+    """systemd-nspawn is installed."""
+    if shutil.which("systemd-nspawn") is None:
+        return Finding("tools", False, "systemd-nspawn is missing: install systemd-container")
+    return Finding("tools", True, "systemd-nspawn found")
+
+
+def check_base(settings: Settings) -> Finding:  # noqa: PLR0911 - one return per problem
+    """The sandbox base exists, is prepared, carries its manifest and matches the config."""
     base = settings.sandbox.base
     manifest = base / MANIFEST
+    try:
+        sandbox_config(settings)
+    except ValueError as exc:
+        return Finding("sandbox base", False, f"[sandbox]: {exc}")
     if not base.is_dir():
         return Finding("sandbox base", False, f"{base} is missing: run scripts/setup-sandbox.sh")
     try:
@@ -41,21 +79,88 @@ def check_base(settings: Settings) -> Finding:
             False,
             f"{manifest} is unreadable ({exc}): run scripts/setup-sandbox.sh again",
         )
-    if data.get("uid_base") != settings.sandbox.uid_base:
+    if not isinstance(data, dict):
+        return Finding(
+            "sandbox base", False, f"{manifest} is not a JSON object: run setup-sandbox.sh again"
+        )
+    uid_base = settings.sandbox.uid_base
+    if data.get("uid_base") != uid_base:
         return Finding(
             "sandbox base",
             False,
             f"the base is owned by uid range {data.get('uid_base')} but sandbox.uid_base is "
-            f"{settings.sandbox.uid_base}: make them agree",
+            f"{uid_base}: make them agree (set sandbox.uid_base, or rebuild the base with "
+            f"scripts/setup-sandbox.sh --uid-base {uid_base})",
         )
-    return Finding("sandbox base", True, f"{base} (made {data.get('created', '?')})")
+    missing = [point for point in BASE_MOUNT_POINTS if not (base / point).is_dir()]
+    if missing:
+        return Finding(
+            "sandbox base",
+            False,
+            f"{base} lacks {', '.join(missing)} (needed for the read-only binds): "
+            "run scripts/setup-sandbox.sh again",
+        )
+    owner = base.stat().st_uid
+    if settings.sandbox.isolation == "userns" and owner != uid_base:
+        return Finding(
+            "sandbox base",
+            False,
+            f"{base} belongs to uid {owner}, not sandbox.uid_base {uid_base}: the manifest "
+            "and the files disagree; rebuild the base with scripts/setup-sandbox.sh",
+        )
+    return Finding(
+        "sandbox base",
+        True,
+        f"{base} (made {data.get('created', '?')}, {len(data.get('packages') or {})} "
+        f"packages in its mirror, uid range {uid_base})",
+    )
 
 
-def check_tools() -> Finding:
-    """systemd-nspawn is installed."""
-    if shutil.which("systemd-nspawn") is None:
-        return Finding("tools", False, "systemd-nspawn is missing: install systemd-container")
-    return Finding("tools", True, "systemd-nspawn found")
+def _existing(path: Path) -> Path:
+    """`path` or its nearest existing parent (the file system it will live on)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def check_disk(
+    settings: Settings, *, usage: Callable[[Path], DiskUsage] | None = None
+) -> list[Finding]:
+    """Each file system holding state has room for at least one build's output.
+
+    Args:
+        settings: The configuration (paths and `sandbox.max_output_bytes`).
+        usage: Reads a path's disk usage; `shutil.disk_usage` by default.
+    """
+    measure = usage or (lambda path: DiskUsage(*shutil.disk_usage(path)))
+    needed = parse_size(settings.sandbox.max_output_bytes)
+    findings: list[Finding] = []
+    seen: set[int] = set()
+    for path in (
+        settings.sandbox.sandbox_root,
+        settings.sandbox.iso_output_root,
+        settings.storage.logs_dir,
+    ):
+        where = _existing(path)
+        device = os.stat(where).st_dev
+        if device in seen:
+            continue
+        seen.add(device)
+        free = measure(where).free
+        if free < needed:
+            findings.append(
+                Finding(
+                    "disk",
+                    False,
+                    f"{path}: only {free / GIB:.1f} GiB free, and one build may write "
+                    f"sandbox.max_output_bytes = {settings.sandbox.max_output_bytes}: free "
+                    "space (lower storage.retention_days) or lower the limit",
+                )
+            )
+        else:
+            findings.append(Finding("disk", True, f"{path}: {free / GIB:.1f} GiB free"))
+    return findings
 
 
 async def check_database(settings: Settings) -> Finding:
@@ -68,10 +173,159 @@ async def check_database(settings: Settings) -> Finding:
     return Finding("database", True, f"{sum(counts.values())} builds stored")
 
 
-async def run_checks(settings: Settings) -> int:
-    """Run every check, print one line each; return 0 when all passed."""
-    findings = [check_tools(), check_base(settings), await check_database(settings)]
+async def check_github(settings: Settings, transport: ForgeTransport) -> list[Finding]:
+    """Each GitHub repository is visible and writable with the configured credentials."""
+    repos = [repo.name for repo in settings.repos if repo.forge is Forge.GITHUB]
+    api_url = str(settings.github.api_url)
+    try:
+        tokens = github_tokens(settings, transport)
+    except RunnerError as exc:
+        return [Finding("github", False, str(exc))]
+    if tokens is None:
+        if not repos:
+            return []
+        return [
+            Finding(
+                "github",
+                False,
+                f"{len(repos)} GitHub repo(s) configured but no API credentials: set "
+                "github.token_file (or github.app_id and github.private_key_file)",
+            )
+        ]
+    if not repos:
+        return [await _check_github_token(settings, transport, api_url)]
+    return [await _check_github_repo(transport, tokens, api_url, name) for name in repos]
+
+
+async def _check_github_token(
+    settings: Settings, transport: ForgeTransport, api_url: str
+) -> Finding:
+    """Without repositories, a static token is still proven valid (`GET /rate_limit`)."""
+    if settings.github.token is None:
+        return Finding("github", True, "no GitHub repos configured; App not checked")
+    token = settings.github.token.get_secret_value()
+    try:
+        response = await transport.send(github.build_rate_limit(api_url, token))
+        limit = github.decode_rate_limit(response)
+    except ForgeError as exc:
+        return Finding("github", False, str(exc))
+    return Finding("github", True, f"token valid ({limit.remaining}/{limit.limit} left)")
+
+
+async def _check_github_repo(
+    transport: ForgeTransport, tokens: TokenProvider, api_url: str, name: str
+) -> Finding:
+    try:
+        token = await tokens.token_for(name)
+        response = await transport.send(github.build_get_repo(api_url, token, name))
+        repo = github.decode_repo(response)
+    except ForgeError as exc:
+        return Finding(f"github {name}", False, str(exc))
+    if repo.permissions is not None and not repo.permissions.push:
+        return Finding(
+            f"github {name}",
+            False,
+            "the token can read the repository but not write to it: give it "
+            "Commit statuses: write and Contents: write (classic: the repo scope)",
+        )
+    note = "" if repo.permissions is not None else " (permissions not reported)"
+    return Finding(f"github {name}", True, f"{repo.full_name} reachable{note}")
+
+
+async def check_gitlab(settings: Settings, transport: ForgeTransport) -> list[Finding]:
+    """Each GitLab project is visible with Developer access for the configured token."""
+    repos = [repo.name for repo in settings.repos if repo.forge is Forge.GITLAB]
+    if settings.gitlab.token is None:
+        if not repos:
+            return []
+        return [
+            Finding(
+                "gitlab",
+                False,
+                f"{len(repos)} GitLab repo(s) configured but no API token: set "
+                "gitlab.token_file (a project or personal access token with the api scope)",
+            )
+        ]
+    token = settings.gitlab.token.get_secret_value()
+    api_url = f"{str(settings.gitlab.url).rstrip('/')}/api/v4"
+    if not repos:
+        return [Finding("gitlab", True, "no GitLab repos configured; token not checked")]
+    findings: list[Finding] = []
+    for name in repos:
+        try:
+            response = await transport.send(gitlab.build_get_project(api_url, token, name))
+            project = gitlab.decode_project(response)
+        except ForgeError as exc:
+            findings.append(Finding(f"gitlab {name}", False, str(exc)))
+            continue
+        level = project.access_level
+        if level is not None and level < gitlab.DEVELOPER_ACCESS:
+            findings.append(
+                Finding(
+                    f"gitlab {name}",
+                    False,
+                    f"the token's access level is {level}; commit statuses and releases "
+                    f"need Developer ({gitlab.DEVELOPER_ACCESS}): raise the token's role",
+                )
+            )
+        else:
+            note = "" if level is not None else " (access level not reported)"
+            findings.append(
+                Finding(f"gitlab {name}", True, f"{project.path_with_namespace} reachable{note}")
+            )
+    return findings
+
+
+async def check_forges(
+    settings: Settings,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    retry_seconds: float = FORGE_RETRY_SECONDS,
+) -> list[Finding]:
+    """One read-only API call per configured repository, through the real transport.
+
+    Args:
+        settings: The configuration.
+        http_transport: Replaces the network (tests); None uses the real network.
+        retry_seconds: How long one call may retry a forge that does not answer.
+    """
+    timeout = httpx.Timeout(15.0, connect=5.0)
+    async with httpx.AsyncClient(
+        transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
+    ) as http:
+        transport = ForgeTransport(http, max_retry_seconds=retry_seconds)
+        return [
+            *await check_github(settings, transport),
+            *await check_gitlab(settings, transport),
+        ]
+
+
+async def run_checks(
+    settings: Settings,
+    *,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    out: TextIO | None = None,
+    forge_retry_seconds: float = FORGE_RETRY_SECONDS,
+) -> int:
+    """Run every check, print one line each; return 0 when all passed.
+
+    Args:
+        settings: The configuration.
+        http_transport: Replaces the network for the forge checks (tests).
+        out: Where the lines go; standard output by default.
+        forge_retry_seconds: How long one forge call may retry (tests pass 0).
+    """
+    findings = [
+        check_tools(),
+        check_base(settings),
+        *check_disk(settings),
+        await check_database(settings),
+        *await check_forges(
+            settings, http_transport=http_transport, retry_seconds=forge_retry_seconds
+        ),
+    ]
+    stream = out if out is not None else sys.stdout
     for finding in findings:
         mark = "ok  " if finding.ok else "FAIL"
-        print(f"{mark} {finding.name}: {finding.message}", file=sys.stdout)
+        print(f"{mark} {finding.name}: {finding.message}", file=stream)
     return 0 if all(f.ok for f in findings) else 1

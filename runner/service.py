@@ -87,20 +87,11 @@ def forge_clients(settings: Settings, transport: ForgeTransport) -> dict[Forge, 
     """A client for each forge that has API credentials configured."""
     clients: dict[Forge, ForgeClient] = {}
     github = settings.github
-    github_tokens: TokenProvider | None = None
-    if github.token is not None:
-        github_tokens = StaticToken(github.token.get_secret_value())
-    elif github.app_id is not None and github.private_key_file is not None:
-        github_tokens = GitHubAppAuth(
-            transport,
-            app_id=str(github.app_id),
-            private_key=read_private_key(github.private_key_file),
-            api_url=str(github.api_url),
-        )
-    if github_tokens is not None:
+    tokens = github_tokens(settings, transport)
+    if tokens is not None:
         clients[Forge.GITHUB] = GitHubClient(
             transport,
-            github_tokens,
+            tokens,
             api_url=str(github.api_url),
             upload_url=str(github.upload_url),
             context=github.status_context,
@@ -114,6 +105,25 @@ def forge_clients(settings: Settings, transport: ForgeTransport) -> dict[Forge, 
             status_name=gitlab.status_name,
         )
     return clients
+
+
+def github_tokens(settings: Settings, transport: ForgeTransport) -> TokenProvider | None:
+    """GitHub's token source: the static token, the App's installation tokens, or None.
+
+    Raises:
+        ConfigError: The App's private key cannot be read.
+    """
+    github = settings.github
+    if github.token is not None:
+        return StaticToken(github.token.get_secret_value())
+    if github.app_id is not None and github.private_key_file is not None:
+        return GitHubAppAuth(
+            transport,
+            app_id=str(github.app_id),
+            private_key=read_private_key(github.private_key_file),
+            api_url=str(github.api_url),
+        )
+    return None
 
 
 def read_private_key(path: Path) -> rsa.RSAPrivateKey:

@@ -11,9 +11,10 @@ Headers follow GitHub's advice (forge-apis.md §4.1): `Accept: application/vnd.g
 
 Builders: `build_commit_status`, `build_tarball`, `build_release_by_tag`,
 `build_list_releases`, `build_create_release`, `build_list_assets`, `build_delete_asset`,
-`build_upload_asset`, `build_publish_release`.
+`build_upload_asset`, `build_publish_release`, `build_get_repo` and `build_rate_limit`
+(the read-only calls `isorunner check` makes).
 Decoders: `decode_release`, `decode_releases`, `decode_asset`, `decode_assets`,
-`decode_no_content`.
+`decode_no_content`, `decode_repo`, `decode_rate_limit`.
 """
 
 from __future__ import annotations
@@ -67,6 +68,36 @@ class Release(BaseModel):
     html_url: str
     immutable: bool = False
     assets: tuple[ReleaseAsset, ...] = ()
+
+
+class RepoPermissions(BaseModel):
+    """What the token may do in a repository (GitHub reports it for user tokens)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    admin: bool = False
+    push: bool = False
+    pull: bool = False
+
+
+class Repository(BaseModel):
+    """The fields of a GitHub repository that `isorunner check` reads."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    full_name: str
+    private: bool = False
+    permissions: RepoPermissions | None = None
+
+
+class CoreRateLimit(BaseModel):
+    """The `resources.core` part of `GET /rate_limit`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    limit: int
+    remaining: int
+    reset: int
 
 
 def headers(token: str, *, accept: str = "application/vnd.github+json") -> dict[str, str]:
@@ -263,6 +294,26 @@ def build_publish_release(api_url: str, token: str, repo: str, release_id: int) 
     )
 
 
+def build_get_repo(api_url: str, token: str, repo: str) -> ForgeRequest:
+    """Build `GET /repos/{owner}/{repo}`: read-only; proves the token can see the repo."""
+    return ForgeRequest(
+        "GET",
+        _repo_url(api_url, repo),
+        headers=headers(token),
+        action=f"look up the repository {repo}",
+    )
+
+
+def build_rate_limit(api_url: str, token: str) -> ForgeRequest:
+    """Build `GET /rate_limit`: read-only, free of quota; proves the token is valid."""
+    return ForgeRequest(
+        "GET",
+        f"{api_url.rstrip('/')}/rate_limit",
+        headers=headers(token),
+        action="read the API rate limit",
+    )
+
+
 def _malformed(response: ForgeResponse, exc: ValidationError) -> MalformedResponse:
     return MalformedResponse(
         f"could not {response.action}: GitHub's answer lacks fields isorunner needs "
@@ -306,6 +357,29 @@ def decode_assets(response: ForgeResponse) -> list[ReleaseAsset]:
         return [ReleaseAsset.model_validate(item) for item in data]
     except ValidationError as exc:
         raise _malformed(response, exc) from exc
+
+
+def decode_repo(response: ForgeResponse) -> Repository:
+    """Decode a repository (the answer to `build_get_repo`)."""
+    data = decode_json(response)
+    try:
+        return Repository.model_validate(data)
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
+
+
+def decode_rate_limit(response: ForgeResponse) -> CoreRateLimit:
+    """Decode the core API rate limit (the answer to `build_rate_limit`)."""
+    data = decode_json(response)
+    try:
+        return CoreRateLimit.model_validate(data["resources"]["core"])
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise MalformedResponse(
+            f"could not {response.action}: GitHub's answer has no resources.core limit; "
+            "check the API base URL",
+            status_code=response.status,
+            headers=response.headers,
+        ) from exc
 
 
 def _decode_list(response: ForgeResponse) -> list[object]:

@@ -17,8 +17,9 @@ the client reads it as "already there".
 
 Builders: `build_commit_status`, `build_archive`, `build_package_upload`,
 `build_create_release`, `build_update_release`, `build_list_links`, `build_create_link`,
-`build_update_link`. Decoders: `decode_commit_status`, `decode_package_file`,
-`decode_release`, `decode_links`. Checks: `check_package_names`.
+`build_update_link`, `build_get_project` (the read-only call `isorunner check` makes).
+Decoders: `decode_commit_status`, `decode_package_file`, `decode_release`,
+`decode_links`, `decode_project`. Checks: `check_package_names`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ TARGET_URL_LIMIT = 255
 PACKAGE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 #: `package_version` must match `\A(\.?[\w\+-]+\.?)+\z` (§6.2), ASCII word characters.
 PACKAGE_VERSION = re.compile(r"(\.?[\w+-]+\.?)+", re.ASCII)
+#: The access level that may post commit statuses and create releases (Developer).
+DEVELOPER_ACCESS = 30
 
 
 class GitLabState(enum.StrEnum):
@@ -115,6 +118,45 @@ class GitLabRelease(BaseModel):
 
     tag_name: str
     links: ReleaseWebLinks = Field(alias="_links")
+
+
+class MemberAccess(BaseModel):
+    """One `permissions.*_access` entry of a project."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    access_level: int
+
+
+class ProjectPermissions(BaseModel):
+    """The token user's access to a project, directly or through its group."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    project_access: MemberAccess | None = None
+    group_access: MemberAccess | None = None
+
+
+class Project(BaseModel):
+    """The fields of a GitLab project that `isorunner check` reads."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int
+    path_with_namespace: str
+    permissions: ProjectPermissions | None = None
+
+    @property
+    def access_level(self) -> int | None:
+        """The highest access level the token has here, or None if not reported."""
+        if self.permissions is None:
+            return None
+        levels = [
+            access.access_level
+            for access in (self.permissions.project_access, self.permissions.group_access)
+            if access is not None
+        ]
+        return max(levels, default=None)
 
 
 def headers(token: str) -> dict[str, str]:
@@ -233,6 +275,16 @@ def build_archive(api_url: str, token: str, project: str | int, sha: str) -> For
         f"{_project_url(api_url, project)}/repository/archive.tar.gz?{urlencode({'sha': sha})}",
         headers=headers(token),
         action=f"download the archive of {project}@{sha[:7]}",
+    )
+
+
+def build_get_project(api_url: str, token: str, project: str | int) -> ForgeRequest:
+    """Build `GET /projects/:id`: read-only; proves the token can see the project."""
+    return ForgeRequest(
+        "GET",
+        _project_url(api_url, project),
+        headers=headers(token),
+        action=f"look up the project {project}",
     )
 
 
@@ -415,5 +467,13 @@ def decode_link(response: ForgeResponse) -> ExistingLink:
     """Decode one release link (from create or update)."""
     try:
         return ExistingLink.model_validate(decode_json(response))
+    except ValidationError as exc:
+        raise _malformed(response, exc) from exc
+
+
+def decode_project(response: ForgeResponse) -> Project:
+    """Decode a project (the answer to `build_get_project`)."""
+    try:
+        return Project.model_validate(decode_json(response))
     except ValidationError as exc:
         raise _malformed(response, exc) from exc
