@@ -12,10 +12,23 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from webhooks.build import BuildCatalog, BuildLogSource, BuildSink
+from webhooks.build import (
+    ArtifactSource,
+    BuildBrowser,
+    BuildCatalog,
+    BuildControl,
+    BuildLogSource,
+    BuildSink,
+    ReadinessProbe,
+)
 from webhooks.config import WebhookConfig
+from webhooks.live import LogFollowers
+from webhooks.metrics import DeliveryMetrics
+from webhooks.pages import Pages
 from webhooks.routes import EXCEPTION_HANDLERS, ROUTES, AppState
 
 LifespanHook = Callable[[], contextlib.AbstractAsyncContextManager[object]]
@@ -35,6 +48,13 @@ def create_app(
     logs: BuildLogSource | None = None,
     lifespan_hooks: Sequence[LifespanHook] = (),
     clock: Callable[[], datetime] = utc_now,
+    browser: BuildBrowser | None = None,
+    control: BuildControl | None = None,
+    artifacts: ArtifactSource | None = None,
+    readiness: ReadinessProbe | None = None,
+    admin_token: SecretStr | None = None,
+    registry: CollectorRegistry | None = None,
+    followers: Callable[[BuildCatalog, BuildLogSource | None], LogFollowers] = LogFollowers,
 ) -> Starlette:
     """Build the intake app.
 
@@ -47,18 +67,50 @@ def create_app(
             order when it stops (after uvicorn has drained in-flight requests).
         clock: The current time, timezone-aware: the replay window's clock and the
             fallback commit time. Tests pass a fixed one.
+        browser: Lists builds for `GET /` and `GET /api/builds` (the job store); None
+            lists none.
+        control: Cancels and retries builds for the admin API (the worker); None
+            makes those calls answer 403.
+        artifacts: Finds finished builds' files; None shows none.
+        readiness: The checks of `GET /readyz`; None means ready.
+        admin_token: The bearer token of the admin API; None turns it off (403).
+        registry: Where the app registers its metrics and what `GET /metrics`
+            renders; shared with the runner. None gives the app a private one.
+        followers: Builds the live-log hub from the catalog and logs (tests pass
+            one with shorter intervals).
 
     Returns:
         The ASGI app. Run it with its lifespan (uvicorn does; `TestClient` does when
         used as a context manager), since handlers read the lifespan's state.
     """
+    metrics_registry = registry if registry is not None else CollectorRegistry()
+    # Registered once per app, not per start-up: a registry refuses a second copy.
+    deliveries = DeliveryMetrics(metrics_registry)
+    pages = Pages()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[AppState]:
+        hub = followers(catalog, logs)
         async with contextlib.AsyncExitStack() as stack:
             for hook in lifespan_hooks:
                 await stack.enter_async_context(hook())
-            yield AppState(config=config, sink=sink, catalog=catalog, logs=logs, clock=clock)
+            await stack.enter_async_context(hub.running())
+            yield AppState(
+                config=config,
+                sink=sink,
+                catalog=catalog,
+                logs=logs,
+                clock=clock,
+                browser=browser,
+                control=control,
+                artifacts=artifacts,
+                readiness=readiness,
+                admin_token=admin_token,
+                registry=metrics_registry,
+                deliveries=deliveries,
+                pages=pages,
+                followers=hub,
+            )
 
     return Starlette(
         routes=list(ROUTES),

@@ -155,3 +155,96 @@ class BuildLogSource(Protocol):
     def existing(self, build_id: int) -> Path | None:
         """Return the build's log file if it has one yet, else None."""
         ...
+
+
+# ---------------------------------------------------------------------------------
+# Seams of the build pages, the JSON API and the health endpoints. Implemented in
+# `runner.web` (adapters over the job store, the worker and the pipeline).
+# ---------------------------------------------------------------------------------
+
+
+class BuildBrowser(Protocol):
+    """Lists stored builds, newest first. Implemented by the job store."""
+
+    async def list_builds(
+        self,
+        *,
+        repo: str | None = None,
+        state: BuildState | None = None,
+        limit: int = 50,
+        before_id: int | None = None,
+    ) -> list[BuildRecord]:
+        """Return up to `limit` builds with ids below `before_id`, newest first.
+
+        Args:
+            repo: Only builds of this repository (exact name), when given.
+            state: Only builds in this state, when given.
+            limit: The most builds to return (1 to 1000).
+            before_id: Keyset pagination: only ids smaller than this one.
+        """
+        ...
+
+
+class BuildControl(Protocol):
+    """Cancels and retries builds on an administrator's request.
+
+    Implementations translate their own errors into `webhooks.exceptions`:
+    `BuildNotFound` for an unknown id, `BuildConflict` when the build's state does
+    not allow the action.
+    """
+
+    async def cancel(self, build_id: int, detail: str) -> BuildRecord:
+        """Cancel a queued or running build (stopping it if it runs); return it."""
+        ...
+
+    async def retry(self, build_id: int) -> int:
+        """Queue a new build of a finished build's request; return the new id."""
+        ...
+
+
+class ArtifactSource(Protocol):
+    """Finds a finished build's files. Implemented over the pipeline's artifacts."""
+
+    def directory(self, build_id: int) -> Path | None:
+        """Return the directory holding the build's ISOs and checksum files, or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """One downloadable file of a finished build.
+
+    Attributes:
+        name: The plain file name (no directory part).
+        size: Its size in bytes.
+        sha256: Its SHA-256 from the build's `sha256sums`, or "" if not listed there.
+        b2: Its BLAKE2b from the build's `b2sums`, or "" if not listed there.
+    """
+
+    name: str
+    size: int
+    sha256: str = ""
+    b2: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessCheck:
+    """One readiness check's result.
+
+    Attributes:
+        name: What was checked (`store`, `sandbox_base`, `disk:/var/lib/...`).
+        ok: Whether it passed.
+        detail: What was found, or what is wrong and what to do; never a secret.
+    """
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class ReadinessProbe(Protocol):
+    """Says whether the service can take builds now. Implemented in `runner.web`."""
+
+    async def check(self) -> list[ReadinessCheck]:
+        """Run every check and return each result; must not raise for a failed check."""
+        ...

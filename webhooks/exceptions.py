@@ -13,6 +13,11 @@ WebhookError                 status_code hint (default 400)
 ├── PayloadTooLarge          413  body over the configured cap (refused before it is all read)
 ├── ForgeNotConfigured       404  a webhook for a forge this runner has no secret for
 ├── BuildNotFound            404  no stored build with that id
+├── ArtifactNotFound         404  no such file among a build's artifacts
+├── InvalidParameter         400  a query parameter of a page or API call is not valid
+├── AdminTokenRequired       401  an admin call without the right bearer token
+├── AdminDisabled            403  an admin call while no admin token is configured
+├── BuildConflict            409  the build's state does not allow the action
 └── StoreUnavailable         503  the build store failed; the forge should redeliver
 ```
 
@@ -82,6 +87,39 @@ class BuildNotFound(WebhookError):
     """No build is stored under the requested id."""
 
     status_code = 404
+
+
+class ArtifactNotFound(WebhookError):
+    """The build has no downloadable file of that name (or the name is not plain)."""
+
+    status_code = 404
+
+
+class InvalidParameter(WebhookError):
+    """A query parameter of a page or API request is not valid."""
+
+    status_code = 400
+
+
+class AdminTokenRequired(WebhookError):
+    """An admin API call without the configured bearer token (missing or wrong).
+
+    Answered with `WWW-Authenticate: Bearer` (RFC 6750 section 3).
+    """
+
+    status_code = 401
+
+
+class AdminDisabled(WebhookError):
+    """An admin API call while no admin token is configured: nobody may make it."""
+
+    status_code = 403
+
+
+class BuildConflict(WebhookError):
+    """The build's state does not allow the action (e.g. cancel a finished build)."""
+
+    status_code = 409
 
 
 class StoreUnavailable(WebhookError):

@@ -16,6 +16,11 @@ EXPECTED_STATUS = {
     "PayloadTooLarge": 413,
     "ForgeNotConfigured": 404,
     "BuildNotFound": 404,
+    "ArtifactNotFound": 404,
+    "InvalidParameter": 400,
+    "AdminTokenRequired": 401,
+    "AdminDisabled": 403,
+    "BuildConflict": 409,
     "StoreUnavailable": 503,
 }
 

@@ -1,0 +1,121 @@
+"""The JSON API's pure core: query parameters, the admin check, response bodies.
+
+Pure: no I/O. `webhooks.routes` reads the request and calls these; the shapes here
+are the ones `webhooks.openapi` documents.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from pydantic import SecretStr
+
+from webhooks.build import Artifact, BuildRecord, BuildState
+from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
+
+MAX_LIMIT: Final = 100
+DEFAULT_LIMIT: Final = 25
+_MAX_ID: Final = 2**63 - 1
+_MAX_REPO: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class ListingQuery:
+    """Which builds a list shows.
+
+    Attributes:
+        repo: Only this repository, or all.
+        state: Only this state, or all.
+        before: Only builds with smaller ids (keyset pagination), or the newest.
+        limit: How many builds at most.
+    """
+
+    repo: str | None
+    state: BuildState | None
+    before: int | None
+    limit: int
+
+    def next_query(self, records: Sequence[BuildRecord]) -> str | None:
+        """Return the query string of the next (older) page, or None on the last one."""
+        if len(records) < self.limit or not records:
+            return None
+        params: dict[str, str | int] = {}
+        if self.repo:
+            params["repo"] = self.repo
+        if self.state:
+            params["state"] = str(self.state)
+        params["before"] = records[-1].id
+        params["limit"] = self.limit
+        return urlencode(params)
+
+
+def _integer(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = params.get(name, "")
+    if raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+        raise InvalidParameter(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def parse_listing(params: Mapping[str, str], *, default_limit: int = DEFAULT_LIMIT) -> ListingQuery:
+    """Read `repo`, `state`, `before` and `limit` from query parameters.
+
+    Empty values count as absent (an unfilled form field).
+
+    Raises:
+        InvalidParameter: A value is not valid; the message names the parameter.
+    """
+    repo = params.get("repo", "").strip() or None
+    if repo is not None and len(repo) > _MAX_REPO:
+        raise InvalidParameter(f"repo must be at most {_MAX_REPO} characters")
+    raw_state = params.get("state", "")
+    state = None
+    if raw_state:
+        try:
+            state = BuildState(raw_state)
+        except ValueError:
+            names = ", ".join(s.value for s in BuildState)
+            raise InvalidParameter(f"state must be one of {names}") from None
+    before = _integer(params, "before", 1, _MAX_ID)
+    limit = _integer(params, "limit", 1, MAX_LIMIT)
+    return ListingQuery(repo, state, before, default_limit if limit is None else limit)
+
+
+def check_admin(authorization: str | None, token: SecretStr | None) -> None:
+    """Allow an admin call only with `Authorization: Bearer <the admin token>`.
+
+    Args:
+        authorization: The request's `Authorization` header, if any.
+        token: The configured admin token; None disables admin calls.
+
+    Raises:
+        AdminDisabled: No admin token is configured.
+        AdminTokenRequired: The header is missing, not a bearer token, or wrong.
+    """
+    if token is None:
+        raise AdminDisabled(
+            "no admin token configured: set server.admin_token to use the admin API"
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    # Constant time: the comparison must not tell how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise AdminTokenRequired(
+            "this call needs the header `Authorization: Bearer <server.admin_token>`"
+        )
+
+
+def artifact_json(build_id: int, artifact: Artifact) -> dict[str, Any]:
+    """Return the JSON form of one artifact, with its download path."""
+    return {
+        "name": artifact.name,
+        "size": artifact.size,
+        "sha256": artifact.sha256 or None,
+        "b2": artifact.b2 or None,
+        "url": f"/builds/{build_id}/artifacts/{quote(artifact.name)}",
+    }

@@ -1,0 +1,144 @@
+"""A finished build's downloadable files: listing, checksums, and safe opening.
+
+Does file I/O (blocking; callers run it in a worker thread). Files are only ever
+opened relative to the build's artifact directory, by plain names, with
+`O_NOFOLLOW`: a symbolic link (planted in the directory, or the directory itself
+being one) is never followed, and only regular files are listed or served.
+`is_plain_name` and `parse_sums` are pure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from webhooks.build import Artifact
+from webhooks.exceptions import ArtifactNotFound
+
+SUMS_FILES: Final = ("sha256sums", "b2sums")
+_MAX_SUMS_BYTES: Final = 1024 * 1024
+_MAX_NAME_BYTES: Final = 255
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether `name` is a plain file name: no directory part, not hidden, printable."""
+    return (
+        0 < len(name.encode("utf-8", "surrogateescape")) <= _MAX_NAME_BYTES
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and name.isprintable()
+    )
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """Parse a coreutils checksum file (`<hex>  <name>` or `<hex> *<name>` lines).
+
+    Returns:
+        The checksum of each plain file name listed; other lines are skipped.
+    """
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition(" ")
+        if not sep or not digest or any(c not in "0123456789abcdef" for c in digest.lower()):
+            continue
+        name = name[1:] if name[:1] in (" ", "*") else name
+        if is_plain_name(name):
+            sums[name] = digest.lower()
+    return sums
+
+
+@contextlib.contextmanager
+def _directory(directory: Path) -> Iterator[int]:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ArtifactNotFound("this build has no artifacts") from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_regular(dir_fd: int, name: str) -> tuple[int, int]:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        raise ArtifactNotFound(f"this build has no artifact named {name!r}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ArtifactNotFound(f"this build has no artifact named {name!r}")
+    return fd, info.st_size
+
+
+def _read_sums(dir_fd: int, name: str) -> dict[str, str]:
+    try:
+        fd, _ = _open_regular(dir_fd, name)
+    except ArtifactNotFound:
+        return {}
+    with os.fdopen(fd, "rb") as handle:
+        return parse_sums(handle.read(_MAX_SUMS_BYTES).decode("utf-8", "replace"))
+
+
+def _scan(dir_fd: int) -> list[Artifact]:
+    sha256 = _read_sums(dir_fd, "sha256sums")
+    b2 = _read_sums(dir_fd, "b2sums")
+    found = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if is_plain_name(entry.name) and entry.is_file(follow_symlinks=False):
+                size = entry.stat(follow_symlinks=False).st_size
+                name = entry.name
+                found.append(Artifact(name, size, sha256.get(name, ""), b2.get(name, "")))
+    return found
+
+
+def list_artifacts(directory: Path | None) -> list[Artifact]:
+    """List the regular files in a build's artifact directory, with their checksums.
+
+    Args:
+        directory: The directory, or None when the build has none.
+
+    Returns:
+        The files sorted by name, checksum files last; empty when there is no
+        directory.
+    """
+    if directory is None:
+        return []
+    try:
+        with _directory(directory) as dir_fd:
+            found = _scan(dir_fd)
+    except ArtifactNotFound:
+        return []
+    return sorted(found, key=lambda a: (a.name in SUMS_FILES, a.name))
+
+
+def open_artifact(directory: Path | None, name: str) -> tuple[int, int]:
+    """Open one artifact for reading, refusing anything but a plain regular file.
+
+    Args:
+        directory: The build's artifact directory, or None.
+        name: The requested file name.
+
+    Returns:
+        An open file descriptor (the caller closes it) and the file's size.
+
+    Raises:
+        ArtifactNotFound: The name is not plain, or no regular file has it.
+    """
+    if not is_plain_name(name):
+        raise ArtifactNotFound(f"{name[:100]!r} is not the name of an artifact")
+    if directory is None:
+        raise ArtifactNotFound("this build has no artifacts")
+    with _directory(directory) as dir_fd:
+        return _open_regular(dir_fd, name)
+
+
+def read_block(fd: int, offset: int, size: int) -> bytes:
+    """Read up to `size` bytes at `offset` of an open file."""
+    return os.pread(fd, size, offset)

@@ -1,0 +1,394 @@
+"""The OpenAPI 3.1 description of the app, served at `GET /api/openapi.json`.
+
+Pure: a function of the public URL that returns a JSON-ready dict. The test module
+checks it against the app's routes (both directions) and validates real responses
+against the schemas below, so a route added without its description fails a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from webhooks.api import MAX_LIMIT
+from webhooks.build import BuildState, Forge, RefKind
+
+_REF = "#/components/schemas/"
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+_NULLABLE_TIME: Final = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF + schema}}},
+    }
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+_BUILD_ID = {
+    "name": "build_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+_FILTERS = [
+    {"name": "repo", "in": "query", "schema": {"type": "string", "maxLength": 255}},
+    {"name": "state", "in": "query", "schema": {"type": "string", "enum": [*BuildState]}},
+    {
+        "name": "before",
+        "in": "query",
+        "description": "Only builds with smaller ids: the `next` link's keyset cursor.",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    },
+]
+
+_SCHEMAS: Final[dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "What failed and what to do."}},
+    },
+    "BuildRequest": {
+        "type": "object",
+        "required": [
+            "forge",
+            "repo",
+            "commit_sha",
+            "ref",
+            "ref_name",
+            "kind",
+            "pr_number",
+            "trusted",
+            "commit_time",
+            "delivery_id",
+            "source_repo",
+            "project_id",
+            "web_url",
+            "title",
+            "sender",
+        ],
+        "properties": {
+            "forge": {"type": "string", "enum": [*Forge]},
+            "repo": {"type": "string"},
+            "commit_sha": {"type": "string"},
+            "ref": {"type": "string"},
+            "ref_name": {"type": "string"},
+            "kind": {"type": "string", "enum": [*RefKind]},
+            "pr_number": {"type": ["integer", "null"]},
+            "trusted": {"type": "boolean"},
+            "commit_time": {"type": "string", "format": "date-time"},
+            "delivery_id": {"type": "string"},
+            "source_repo": {"type": "string"},
+            "project_id": {"type": ["integer", "null"]},
+            "web_url": {"type": "string"},
+            "title": {"type": "string"},
+            "sender": {"type": "string"},
+        },
+    },
+    "Build": {
+        "type": "object",
+        "required": [
+            "id",
+            "state",
+            "detail",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "request",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "state": {"type": "string", "enum": [*BuildState]},
+            "detail": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+            "request": {"$ref": _REF + "BuildRequest"},
+        },
+    },
+    "BuildList": {
+        "type": "object",
+        "required": ["builds", "next"],
+        "properties": {
+            "builds": {"type": "array", "items": {"$ref": _REF + "Build"}},
+            "next": {
+                **_NULLABLE_STRING,
+                "description": "The next (older) page, or null on the last page.",
+            },
+        },
+    },
+    "Queued": {
+        "type": "object",
+        "required": ["build_id", "url"],
+        "properties": {
+            "build_id": {"type": "integer"},
+            "url": {"type": "string", "description": "The build's page."},
+            "duplicate": {"type": "boolean", "const": True},
+        },
+    },
+    "Ignored": {
+        "type": "object",
+        "required": ["ignored"],
+        "properties": {"ignored": {"type": "string", "description": "Why nothing is built."}},
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "const": "ok"}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "checks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "ok", "detail"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "ok": {"type": "boolean"},
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _webhook(forge: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"Receive a signed {forge} webhook delivery",
+            "tags": ["webhooks"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "202": _json("Queued", "Stored as a new build."),
+                "200": {
+                    "description": "A repeat of a stored build, or deliberately not built.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [{"$ref": _REF + "Queued"}, {"$ref": _REF + "Ignored"}]
+                            }
+                        }
+                    },
+                },
+                "400": _error("The body or a required header is malformed."),
+                "401": _error("The signature or token is missing or wrong."),
+                "404": _error("This forge is not configured."),
+                "413": _error("The body is over the size limit."),
+                "415": _error("The content type is not accepted."),
+                "503": _error("The build store failed; redeliver later."),
+            },
+        }
+    }
+
+
+def _admin(summary: str, success: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "tags": ["api"],
+            "security": [{"adminToken": []}],
+            "parameters": [_BUILD_ID],
+            "responses": {
+                **success,
+                "401": _error("The admin bearer token is missing or wrong."),
+                "403": _error("No admin token is configured: the admin API is off."),
+                "404": _error("No such build."),
+                "409": _error("The build's state does not allow this."),
+            },
+        }
+    }
+
+
+def describe(public_url: str) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of the app served at `public_url`."""
+    build_page_params = [_BUILD_ID]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "isorunner",
+            "version": "0.1.0",
+            "description": "Webhook intake, build pages, live logs and the JSON API.",
+        },
+        "servers": [{"url": public_url.rstrip("/")}],
+        "paths": {
+            "/webhooks/github": _webhook("GitHub"),
+            "/webhooks/gitlab": _webhook("GitLab"),
+            "/": {
+                "get": {
+                    "summary": "Recent builds, newest first (HTML)",
+                    "tags": ["pages"],
+                    "parameters": _FILTERS,
+                    "responses": {
+                        "200": _text("text/html", "The build list."),
+                        "400": _error("A filter is not valid."),
+                    },
+                }
+            },
+            "/builds/{build_id}": {
+                "get": {
+                    "summary": "A build's page: request, state, log, artifacts (HTML)",
+                    "tags": ["pages"],
+                    "parameters": build_page_params,
+                    "responses": {
+                        "200": _text("text/html", "The page."),
+                        "404": _error("No such build."),
+                    },
+                }
+            },
+            "/builds/{build_id}/log": {
+                "get": {
+                    "summary": "The build log as plain text",
+                    "tags": ["pages"],
+                    "parameters": build_page_params,
+                    "responses": {
+                        "200": _text("text/plain", "The log so far (empty before it starts)."),
+                        "206": _text("text/plain", "The requested byte range of the log."),
+                        "404": _error("No such build."),
+                    },
+                }
+            },
+            "/builds/{build_id}/log/stream": {
+                "get": {
+                    "summary": "The build log as server-sent events",
+                    "description": (
+                        "Each message carries whole log lines (one `data:` field per line);"
+                        " its id is the byte offset after them. A final `end` event carries"
+                        ' `{"state", "detail"}`.'
+                    ),
+                    "tags": ["pages"],
+                    "parameters": [
+                        _BUILD_ID,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "description": "Resume after this offset (sent by browsers).",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "description": "Start at this offset when no Last-Event-ID is sent.",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    "responses": {
+                        "200": _text("text/event-stream", "The event stream."),
+                        "400": _error("The offset is not a number."),
+                        "404": _error("No such build."),
+                    },
+                }
+            },
+            "/builds/{build_id}/artifacts/{name}": {
+                "get": {
+                    "summary": "Download one file of a finished build",
+                    "tags": ["pages"],
+                    "parameters": [
+                        _BUILD_ID,
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _text("application/octet-stream", "The file."),
+                        "404": _error("No such build or file."),
+                    },
+                }
+            },
+            "/api/builds": {
+                "get": {
+                    "summary": "Builds, newest first, filtered and paginated",
+                    "tags": ["api"],
+                    "parameters": _FILTERS,
+                    "responses": {
+                        "200": _json("BuildList", "A page of builds."),
+                        "400": _error("A parameter is not valid."),
+                        "503": _error("The build store could not be read."),
+                    },
+                }
+            },
+            "/api/builds/{build_id}": {
+                "get": {
+                    "summary": "One build",
+                    "tags": ["api"],
+                    "parameters": [_BUILD_ID],
+                    "responses": {
+                        "200": _json("Build", "The build."),
+                        "404": _error("No such build."),
+                    },
+                }
+            },
+            "/api/builds/{build_id}/cancel": _admin(
+                "Cancel a queued or running build",
+                {"200": _json("Build", "The cancelled build.")},
+            ),
+            "/api/builds/{build_id}/retry": _admin(
+                "Build a finished build's commit again, as a new build",
+                {"202": _json("Queued", "The new build.")},
+            ),
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This description",
+                    "tags": ["api"],
+                    "responses": {"200": {"description": "OpenAPI 3.1 document."}},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "tags": ["health"],
+                    "responses": {"200": _json("Health", "Alive.")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Whether the service can take builds, check by check",
+                    "tags": ["health"],
+                    "responses": {
+                        "200": _json("Readiness", "Every check passed."),
+                        "503": _json("Readiness", "At least one check failed."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (text format)",
+                    "tags": ["health"],
+                    "responses": {"200": _text("text/plain", "The metrics.")},
+                }
+            },
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The `server.admin_token` setting.",
+                }
+            },
+        },
+    }
