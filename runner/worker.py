@@ -148,6 +148,12 @@ class Worker:
                 self._metrics.builds_changed()
 
     async def _build(self, record: BuildRecord) -> None:
+        # Every line logged while the build runs (forge calls, the sandbox, tasks it
+        # starts) carries its id, through structlog's context variables.
+        with structlog.contextvars.bound_contextvars(build_id=record.id):
+            await self._run_build(record)
+
+    async def _run_build(self, record: BuildRecord) -> None:
         log = _log.bind(build_id=record.id, repo=record.request.repo)
         log.info("build started", sha=record.request.commit_sha, ref=record.request.ref)
         outcome: Outcome | None = None

@@ -50,3 +50,48 @@ def test_configure_logging_json_lines_are_redacted(capsys: pytest.CaptureFixture
     assert lines[0]["note"] == f"has {REDACTED} inside"
     assert lines[1]["event"] == f"leak {REDACTED}"
     assert all("s3cr3t-value" not in json.dumps(line) for line in lines)
+
+
+def fail(message: str) -> None:
+    """Raise a RuntimeError carrying `message` (as a forge library might)."""
+    raise RuntimeError(message)
+
+
+def test_configure_logging_redacts_a_token_from_an_exception_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A forge token inside an exception's message never reaches the rendered line."""
+    token = "ghp_live-token-in-an-error-1234"
+    try:
+        configure_logging(log_format="json", secrets=[SecretStr(token)])
+        try:
+            fail(f"GET https://x-access-token:{token}@github.com/o/r failed")
+        except RuntimeError:
+            structlog.get_logger().exception("build crashed", build_id=12)
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+    (line,) = err.splitlines()
+    event = json.loads(line)
+    assert event["build_id"] == 12
+    assert "RuntimeError" in event["exception"]
+    assert REDACTED in event["exception"]
+    assert token not in line
+
+
+def test_configure_logging_adds_the_bound_build_id_to_every_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Lines logged inside `bound_contextvars(build_id=…)` carry the id, from any module."""
+    try:
+        configure_logging(log_format="json", secrets=[])
+        with structlog.contextvars.bound_contextvars(build_id=5):
+            structlog.get_logger("runner.forges.client").warning("forge_retry", attempt=1)
+        structlog.get_logger().info("idle")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+    assert lines[0]["build_id"] == 5
+    assert "build_id" not in lines[1]
