@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -269,7 +269,7 @@ class LogFollowers:
             return b""
         return await anyio.to_thread.run_sync(logfile.read_lines, path, sent, tailer.window_start)
 
-    async def follow(self, build_id: int, start: int) -> AsyncIterator[bytes]:
+    async def follow(self, build_id: int, start: int) -> AsyncGenerator[bytes, None]:
         """Yield the SSE stream of a build's log from byte offset `start`.
 
         Args:
