@@ -78,9 +78,11 @@ class Worker:
         self._metrics = metrics
 
     def wake(self) -> None:
-        """Ask the slots to look at the queue now."""
+        """Ask the slots to look at the queue now (a build was queued or cancelled)."""
         self._wake.set()
         self._notifier.wake()
+        if self._metrics is not None:
+            self._metrics.builds_changed()
 
     @property
     def running(self) -> frozenset[int]:
@@ -129,7 +131,7 @@ class Worker:
         """
         record = await self._store.cancel(build_id, detail, notify=self._notify)
         await self.stop_build(build_id)
-        self._notifier.wake()
+        self.wake()
         return record
 
     async def _slot(self) -> None:

@@ -294,3 +294,24 @@ async def test_worker_counts_limit_kills_and_failed_deliveries(
     assert kills == 1
     failures = {"forge": "github", "result": "failed"}
     assert registry.get_sample_value("isorunner_status_notifications_total", failures) == 1
+
+
+@pytest.mark.anyio
+async def test_queue_depth_follows_a_submission_at_once(
+    parts: tuple[SQLiteStore, FakeSandbox, FakeForge, Worker, WorkerSink],
+    registry: CollectorRegistry,
+) -> None:
+    """A build queued through the sink shows in the queue depth without waiting a period."""
+    _, sandbox, _, worker, sink = parts
+    sandbox.blocking = True
+    async with anyio.create_task_group() as group:
+        await group.start(worker.run)
+        await sink.submit(make_request())
+        await sink.submit(make_request(ref="refs/heads/other"))
+        with anyio.fail_after(3):  # well below the 10 s refresh period
+            while (
+                registry.get_sample_value("isorunner_queue_depth"),
+                registry.get_sample_value("isorunner_builds", {"state": "running"}),
+            ) != (1, 1):
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
