@@ -34,6 +34,7 @@ from runner.pipeline import Pipeline, PipelineConfig
 from runner.retention import Retention
 from runner.settings import Settings
 from runner.store import JobStore, open_store
+from runner.web import ArtifactDirs, RunnerReadiness, WorkerControl
 from runner.worker import Worker, WorkerSink
 from sandbox.config import SandboxConfig, parse_size
 from sandbox.sandbox import BuildSandbox
@@ -257,6 +258,12 @@ async def serve(settings: Settings) -> None:
             catalog=store,
             logs=BuildLogs(settings.storage.logs_dir),
             lifespan_hooks=[run_worker],
+            browser=store,
+            control=WorkerControl(store, worker),
+            artifacts=ArtifactDirs(settings.sandbox.iso_output_root),
+            readiness=RunnerReadiness(settings, store),
+            admin_token=settings.server.admin_token,
+            registry=registry,
         )
         config = uvicorn.Config(
             app,
