@@ -212,7 +212,8 @@ def _member_parts(name: str) -> tuple[str, ...]:
     if not parts:
         raise ArchiveRejected("has an empty path", entry=name)
     for part in parts:
-        if len(os.fsencode(part)) > _NAME_MAX:
+        # A UTF-8 character takes at most 4 bytes: only long parts need encoding.
+        if len(part) > _NAME_MAX // 4 and len(os.fsencode(part)) > _NAME_MAX:
             raise ArchiveRejected(f"has a path component longer than {_NAME_MAX} bytes", entry=name)
     return parts
 
