@@ -8,6 +8,7 @@ the temporary workspace and the sandbox's per-build directories are always remov
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from sandbox.exceptions import (
     BuildFailed,
     Cancelled,
     DiskLimit,
+    OutOfMemory,
     OutputRejected,
+    ProcessLimit,
     ProfileInvalid,
     SandboxError,
     TimedOut,
@@ -103,15 +106,34 @@ _CLASSIFICATION: tuple[
 )
 
 
-def classify(exc: BaseException) -> Outcome:
+# Log lines that say why a build failed: pacman's "error: target not found: x",
+# mkarchiso's "[mkarchiso] ERROR: …", and the "==> ERROR: …" of pacstrap.
+_ERROR_LINE = re.compile(r"^(?:error: |\[mkarchiso\] ERROR: |==> ERROR: )")
+
+
+def is_error_line(line: str) -> bool:
+    """Whether a build log line states an error (pacman, mkarchiso, pacstrap)."""
+    return _ERROR_LINE.match(line) is not None
+
+
+def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
     """Map what ended a build to its lifecycle event and a one-line detail.
 
     A failure is the profile's doing (the user must change something); an error is
     ours or the infrastructure's (retrying may help).
+
+    Args:
+        exc: What ended the build.
+        reason: The build log's first error line, if any; it leads the detail of a
+            failed build command (the exit status alone does not say what to fix).
     """
     for types, event, prefix in _CLASSIFICATION:
         if isinstance(exc, types):
-            return Outcome(event, f"{prefix}{exc}")
+            detail = f"{prefix}{exc}"
+            limit = isinstance(exc, (OutOfMemory, ProcessLimit))
+            if reason and isinstance(exc, BuildFailed) and not limit:
+                detail = f"{reason}; {detail}"
+            return Outcome(event, detail)
     return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
 
 
@@ -160,7 +182,8 @@ class Pipeline:
         Cancellation (of the calling task) propagates after clean-up.
         """
         workspace = self._config.work_root / str(record.id)
-        with self._logs.writer(record.id) as log:
+        with self._logs.writer(record.id) as writer:
+            log = ErrorWatch(writer)
             request = record.request
             log.write_line(
                 f"[isorunner] build {record.id}: {request.forge} {request.repo} "
@@ -172,7 +195,7 @@ class Pipeline:
                 log.write_line("[isorunner] build cancelled")
                 raise
             except Exception as exc:  # noqa: BLE001 - every build must end; see classify
-                outcome = classify(exc)
+                outcome = classify(exc, reason=log.first_error)
                 if self._metrics is not None:
                     self._metrics.sandbox_error(exc)
                 if outcome.detail.startswith("internal error"):
@@ -246,6 +269,32 @@ class LogSinkWriter(Protocol):
     async def __call__(self, line: str) -> None:
         """Append one line (async form, for the sandbox)."""
         ...
+
+
+class ErrorWatch:
+    """A build log that remembers its first error line (see `is_error_line`).
+
+    Args:
+        log: The log to write to.
+    """
+
+    def __init__(self, log: LogSinkWriter) -> None:
+        self._log = log
+        self.first_error: str | None = None
+
+    def _watch(self, line: str) -> None:
+        if self.first_error is None and is_error_line(line):
+            self.first_error = line.strip()
+
+    def write_line(self, line: str) -> None:
+        """Append one line."""
+        self._watch(line)
+        self._log.write_line(line)
+
+    async def __call__(self, line: str) -> None:
+        """Append one line (async form, for the sandbox)."""
+        self._watch(line)
+        await self._log(line)
 
 
 def _fresh_dir(path: Path) -> None:

@@ -22,10 +22,10 @@ from runner.forges.exceptions import ForgeUnavailable
 from runner.forges.protocol import CommitState
 from runner.jobs import Event
 from runner.notifications import Notifier, status_notifier
-from runner.pipeline import Pipeline, PipelineConfig, classify
+from runner.pipeline import Pipeline, PipelineConfig, classify, is_error_line
 from runner.store import SQLiteStore
 from runner.worker import Worker, WorkerSink
-from sandbox.exceptions import BuildFailed, Cancelled, ProfileInvalid, TimedOut
+from sandbox.exceptions import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
 from sandbox.sandbox import BuildResult, LogSink, WarningHook
 from tests.runner.store_samples import make_request
 from webhooks.build import BuildState, Forge, RefKind
@@ -91,6 +91,7 @@ class FakeSandbox:
         self.discarded: list[str] = []
         self.warn = False
         self.seen_epochs: list[int] = []
+        self.log_lines: list[str] = []
 
     async def run(
         self,
@@ -105,6 +106,8 @@ class FakeSandbox:
         self.seen_epochs.append(source_date_epoch)
         self.started.set()
         await log_sink("[mkarchiso] INFO: building")
+        for line in self.log_lines:
+            await log_sink(line)
         if self.warn and on_warning is not None:
             await on_warning()
         if self.blocking:
@@ -249,6 +252,25 @@ async def test_worker_build_failure_reports_failure_with_reason(rig: Rig) -> Non
 
 
 @pytest.mark.anyio
+async def test_worker_build_failure_status_leads_with_the_logs_first_error(rig: Rig) -> None:
+    """A failed build's status starts with the log's first error line, e.g. pacman's."""
+    rig.sandbox.log_lines = [
+        "error: target not found: no-such-package",
+        "==> ERROR: Failed to install packages to new root",
+    ]
+    rig.sandbox.error = BuildFailed("the build command exited with status 1", exit_code=1)
+    async with anyio.create_task_group() as group:
+        await group.start(rig.worker.run)
+        submission = await rig.sink.submit(make_request())
+        await wait_for_state(rig, submission.build_id, BuildState.FAILED)
+        await wait_for_statuses(rig, 3)
+        group.cancel_scope.cancel()
+    assert rig.forge.statuses[-1][2] == (
+        "error: target not found: no-such-package; the build command exited with status 1"
+    )
+
+
+@pytest.mark.anyio
 async def test_worker_hostile_archive_fails_naming_entry(rig: Rig) -> None:
     """An archive with an escaping entry fails the build and names the entry."""
     buffer = io.BytesIO()
@@ -378,3 +400,31 @@ async def test_worker_cancel_stops_a_running_build(rig: Rig) -> None:
 def test_classify_maps_errors_to_events(exc: Exception, event: Event) -> None:
     """Profile problems fail a build; infrastructure problems error it."""
     assert classify(exc).event is event
+
+
+def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:
+    """The log's error line leads a failed command's detail, not a limit's or a timeout's."""
+    reason = "error: target not found: x"
+    failed = classify(BuildFailed("exit 1", exit_code=1), reason=reason)
+    assert failed.detail == f"{reason}; exit 1"
+    assert classify(OutOfMemory("out of memory", exit_code=137), reason=reason).detail == (
+        "out of memory"
+    )
+    assert classify(TimedOut("timed out"), reason=reason).detail == "timed out"
+    assert classify(BuildFailed("exit 1", exit_code=1)).detail == "exit 1"
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("error: target not found: x", True),
+        ("[mkarchiso] ERROR: Profile 'x' does not exist", True),
+        ("==> ERROR: Failed to install packages to new root", True),
+        ("[mkarchiso] INFO: Installing packages", False),
+        ("warning: no /build/work/pacman-cache/ cache exists, creating...", False),
+        ("  error: indented is not pacman's", False),
+    ],
+)
+def test_is_error_line_knows_pacman_mkarchiso_and_pacstrap(line: str, error: bool) -> None:
+    """Only pacman's, mkarchiso's and pacstrap's error lines count as a build's reason."""
+    assert is_error_line(line) is error
