@@ -25,8 +25,9 @@ from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import ForgeError
 from runner.forges.tokens import TokenProvider
 from runner.service import USER_AGENT, github_tokens, sandbox_config
-from runner.settings import Settings, parse_size
+from runner.settings import Settings
 from runner.store import open_store
+from sandbox.config import parse_size
 from webhooks.build import Forge
 
 MANIFEST = "etc/isorunner/manifest.json"

@@ -8,6 +8,7 @@ the web app. Everything below it receives what it needs in its constructor.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -46,10 +47,23 @@ _log = structlog.get_logger()
 USER_AGENT = "isorunner/0.1"
 
 
+def machine_prefix(sandbox_root: Path) -> str:
+    """The container and cgroup name prefix of the instance that owns `sandbox_root`.
+
+    At start-up an instance removes every container under its prefix (what a crash
+    left). Deriving the prefix from the sandbox root keeps two instances on one host
+    (or a test server beside a running service) from removing each other's builds,
+    while a restarted instance still finds its own.
+    """
+    digest = hashlib.sha256(str(sandbox_root.absolute()).encode()).hexdigest()
+    return f"iso{digest[:8]}"
+
+
 def sandbox_config(settings: Settings) -> SandboxConfig:
     """The sandbox's configuration from the `[sandbox]` section."""
     section = settings.sandbox
     return SandboxConfig(
+        machine_prefix=machine_prefix(section.sandbox_root),
         base_dir=section.base,
         sandbox_root=section.sandbox_root,
         memory_limit=parse_size(section.memory_limit),
@@ -272,5 +286,7 @@ async def serve(settings: Settings) -> None:
             log_config=None,
             proxy_headers=False,
             server_header=False,
+            # Live log streams stay open; do not let them hold a restart for long.
+            timeout_graceful_shutdown=5,
         )
         await uvicorn.Server(config).serve()

@@ -13,7 +13,6 @@ never echo a value.
 from __future__ import annotations
 
 import fnmatch
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -36,24 +35,10 @@ from pydantic_settings import (
 )
 
 from runner.exceptions import ConfigError
+from sandbox.config import parse_size
 from webhooks.build import Forge
 
 DEFAULT_CONFIG_PATH = Path("isorunner.toml")
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Parse a size such as `8G`, `512M` or `1048576` into bytes (powers of 1024).
-
-    Raises:
-        ValueError: `text` is not a size.
-    """
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a size; write it like 8G, 512M or 1073741824")
-    number, unit = match.groups()
-    exponent = "_KMGT".index(unit.upper() or "_")
-    return int(number) * (1 << (10 * exponent))
 
 
 class _Section(BaseModel):

@@ -113,6 +113,16 @@ def test_sandbox_config_maps_the_section(tmp_path: Path) -> None:
     assert config.uid_base == settings.sandbox.uid_base
 
 
+def test_machine_prefix_is_stable_per_root_and_distinct_across_roots(tmp_path: Path) -> None:
+    """A restarted instance keeps its prefix; another sandbox root gets another one."""
+    first = sandbox_config(Settings(sandbox={"sandbox_root": tmp_path / "a"}))
+    again = sandbox_config(Settings(sandbox={"sandbox_root": tmp_path / "b"}))
+    assert first.machine_prefix != again.machine_prefix
+    same = sandbox_config(Settings(sandbox={"sandbox_root": tmp_path / "a"}))
+    assert same.machine_prefix == first.machine_prefix
+    assert first.machine_name("build-1").startswith(first.machine_prefix)
+
+
 def test_webhook_config_carries_rules_and_secrets() -> None:
     """Repos, secrets and the body cap reach the web app's config."""
     settings = Settings(

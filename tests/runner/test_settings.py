@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.exceptions import ConfigError
-from runner.settings import Settings, load_settings, parse_size
+from runner.settings import Settings, load_settings
 from webhooks.build import Forge
 
 EXAMPLE = Path(__file__).parents[2] / "isorunner.example.toml"
@@ -168,19 +168,10 @@ def test_settings_github_app_needs_key(no_env: pytest.MonkeyPatch) -> None:
         Settings(github={"app_id": 1})
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("8G", 8 * 1024**3), ("512M", 512 * 1024**2), ("1024", 1024), ("2GiB", 2 * 1024**3)],
-)
-def test_parse_size_accepts_units(text: str, expected: int) -> None:
-    """Sizes take K, M, G and T suffixes in powers of 1024."""
-    assert parse_size(text) == expected
-
-
-def test_parse_size_refuses_garbage() -> None:
-    """A string that is not a size is refused with an example."""
-    with pytest.raises(ValueError, match="write it like 8G"):
-        parse_size("lots")
+def test_settings_refuse_a_size_that_is_not_one() -> None:
+    """A memory limit that is not a size is refused with an example of one."""
+    with pytest.raises(ValueError, match=r"expected e\.g\. 8G"):
+        Settings(sandbox={"memory_limit": "lots"})
 
 
 def test_example_config_lists_every_key() -> None:
