@@ -95,6 +95,10 @@ class ExtractReport:
         directories: Directories created below the destination, implicit ones included.
         symlinks: Symbolic links created.
         total_bytes: Bytes written into regular files.
+        newest_mtime: The newest entry time in the archive (Unix seconds), or None
+            when no entry has a positive one. `git archive` — behind GitHub's
+            tarballs and GitLab's archives — stamps every entry with the commit's
+            time, so this is the commit time whichever event triggered the build.
     """
 
     commit: str | None
@@ -102,6 +106,7 @@ class ExtractReport:
     directories: int
     symlinks: int
     total_bytes: int
+    newest_mtime: int | None = None
 
 
 def _inflate(raw: BinaryIO) -> Iterator[bytes]:
@@ -437,6 +442,7 @@ def _extract_stream(stream: _GzipStream, root_fd: int, limits: ExtractLimits) ->
     top: str | None = None
     top_seen = False
     entries = 0
+    newest = 0
     with tarfile.open(mode="r|", fileobj=stream, bufsize=_TAR_BUFFER) as tar:
         members: list[tarfile.TarInfo] = tar.members  # type: ignore[attr-defined]  # not in typeshed
         try:
@@ -444,6 +450,8 @@ def _extract_stream(stream: _GzipStream, root_fd: int, limits: ExtractLimits) ->
                 # A stream is never revisited; stop tarfile from keeping every header.
                 members.clear()
                 top, path = _top_and_path(member, top, limits)
+                if 0 < member.mtime < 1 << 33:
+                    newest = max(newest, int(member.mtime))
                 if tree is None:
                     tree = _Tree(root_fd, top, limits)
                 if not path:
@@ -478,6 +486,7 @@ def _extract_stream(stream: _GzipStream, root_fd: int, limits: ExtractLimits) ->
         directories=tree.directories,
         symlinks=tree.symlinks,
         total_bytes=tree.total_bytes,
+        newest_mtime=newest or None,
     )
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 import anyio
 import structlog
 
-from runner.archive import ExtractLimits, extract_profile_async
+from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_artifacts
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
@@ -38,7 +38,7 @@ from sandbox.exceptions import (
     TimedOut,
 )
 from sandbox.sandbox import BuildResult, LogSink, WarningHook
-from webhooks.build import BuildRecord, Forge, RefKind
+from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind
 
 _log = structlog.get_logger()
 
@@ -137,6 +137,20 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
     return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
 
 
+def source_date_epoch(report: ExtractReport, request: BuildRequest) -> int:
+    """The build's SOURCE_DATE_EPOCH: the commit time.
+
+    Taken from the archive's entry times, which `git archive` (behind both forges'
+    archives) sets to the commit time: the same value whether a push, a tag or a pull
+    request triggered the build, so all three give the same ISO. The webhook's time is
+    the fallback; it is not always the commit's (a GitLab tag push carries none, a
+    GitHub pull request only its update time).
+    """
+    if report.newest_mtime is not None:
+        return report.newest_mtime
+    return int(request.commit_time.timestamp())
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -202,10 +216,27 @@ class Pipeline:
                     _log.exception("build crashed", build_id=record.id)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self._sandbox.discard(sandbox_id(record.id))
-                    await anyio.to_thread.run_sync(_remove_tree, workspace)
+                    await self._clean_up(record.id, workspace)
             log.write_line(f"[isorunner] {outcome.event.value}: {outcome.detail}")
         return outcome
+
+    async def _clean_up(self, build_id: int, workspace: Path) -> None:
+        """Remove the build's sandbox and workspace; log a failure, never raise it.
+
+        An exception here would replace the build's outcome (or its cancellation) and
+        end the worker's task group, stopping every later build. A first failure is
+        retried once: a sandbox cancelled mid-start may still be removing the same
+        directories in a thread, and the second pass finds them gone.
+        """
+        for attempt in (1, 2):
+            try:
+                await self._sandbox.discard(sandbox_id(build_id))
+                await anyio.to_thread.run_sync(_remove_tree, workspace)
+            except Exception:  # noqa: BLE001 - leftovers are removed at the next start-up
+                if attempt == 2:
+                    _log.exception("build clean-up failed", build_id=build_id)
+                continue
+            return
 
     async def _run(
         self,
@@ -233,11 +264,13 @@ class Pipeline:
         report = await extract_profile_async(archive, profile, limits=self._config.extract_limits)
         archive.unlink()
         log.write_line(f"[isorunner] profile: {size} bytes fetched, {report.files} files")
+        epoch = source_date_epoch(report, request)
+        log.write_line(f"[isorunner] SOURCE_DATE_EPOCH={epoch}")
 
         result = await self._sandbox.run(
             sandbox_id(record.id),
             profile,
-            source_date_epoch=int(request.commit_time.timestamp()),
+            source_date_epoch=epoch,
             log_sink=log,
             on_warning=on_warning,
         )

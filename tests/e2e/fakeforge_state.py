@@ -310,15 +310,26 @@ async def stream_to_file(chunks: AsyncIterator[bytes], path: Path) -> tuple[int,
     return size, digest.hexdigest()
 
 
+ARCHIVE_MTIME = 1_735_787_045
+"""The time on every entry of a packed profile (2025-01-02T03:04:05Z), as `git archive`
+stamps every entry with the commit's time; the e2e tests' commits carry this time."""
+
+
+def _stamp(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = ARCHIVE_MTIME
+    return info
+
+
 def pack_profile(source: Path, dest: Path, top: str, commit: str | None) -> None:
     """Write `source` as a tar.gz whose only top-level entry is the directory `top`.
 
-    A pax global header carries `commit` as its comment, as GitHub's codeload does. When
-    `source` is a file it is taken to be a ready archive (a hostile one, say) and copied.
+    A pax global header carries `commit` as its comment, as GitHub's codeload does, and
+    every entry is stamped with `ARCHIVE_MTIME`, as `git archive` does. When `source`
+    is a file it is taken to be a ready archive (a hostile one, say) and copied.
     """
     if source.is_file():
         dest.write_bytes(source.read_bytes())
         return
     headers = {"comment": commit} if commit else {}
     with tarfile.open(dest, "w:gz", format=tarfile.PAX_FORMAT, pax_headers=headers) as tar:
-        tar.add(source, arcname=top, recursive=True)
+        tar.add(source, arcname=top, recursive=True, filter=_stamp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -35,6 +36,7 @@ class Entry:
     linkname: str = ""
     # Size written in the header when it should differ from len(data).
     claimed_size: int | None = None
+    mtime: int = 1_700_000_000
 
 
 def d(name: str, mode: int = 0o755) -> Entry:
@@ -64,7 +66,7 @@ def tar_bytes(entries: list[Entry], pax_headers: dict[str, str] | None = None) -
             info.mode = entry.mode
             info.linkname = entry.linkname
             info.size = len(entry.data) if entry.type == tarfile.REGTYPE else 0
-            info.mtime = 1_700_000_000
+            info.mtime = entry.mtime
             tar.addfile(info, io.BytesIO(entry.data))
     return out.getvalue()
 
@@ -161,6 +163,22 @@ def test_extract_profile_reports_commit_from_pax_global_header(tmp_path: Path, d
     archive = write_archive(tmp_path / "a.tar.gz", good_profile(), {"comment": COMMIT})
 
     assert extract_profile(archive, dest).commit == COMMIT
+
+
+def test_extract_profile_reports_the_newest_entry_time(tmp_path: Path, dest: Path) -> None:
+    """The newest entry time (the commit time, in a git archive) is in the report."""
+    entries = [d(TOP), dataclasses.replace(f(f"{TOP}/profiledef.sh"), mtime=1_735_787_045)]
+    archive = write_archive(tmp_path / "a.tar.gz", entries)
+
+    assert extract_profile(archive, dest).newest_mtime == 1_735_787_045
+
+
+def test_extract_profile_reports_no_time_when_entries_have_none(tmp_path: Path, dest: Path) -> None:
+    """An archive whose entries carry no time (mtime 0) reports none rather than 1970."""
+    entries = [dataclasses.replace(d(TOP), mtime=0), dataclasses.replace(f(f"{TOP}/x"), mtime=0)]
+    archive = write_archive(tmp_path / "a.tar.gz", entries)
+
+    assert extract_profile(archive, dest).newest_mtime is None
 
 
 def test_extract_profile_ignores_a_comment_that_is_no_commit_id(tmp_path: Path, dest: Path) -> None:

@@ -33,13 +33,14 @@ from webhooks.build import BuildState, Forge, RefKind
 BASE_URL = "https://ci.example.org"
 
 
-def profile_tarball(top: str = "owner-profile-abc1234") -> bytes:
-    """A GitHub-style tarball of a tiny profile."""
+def profile_tarball(top: str = "owner-profile-abc1234", mtime: int = 0) -> bytes:
+    """A GitHub-style tarball of a tiny profile, entries stamped with `mtime`."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for name, data in (("profiledef.sh", b"iso_name=t\n"), ("packages.x86_64", b"base\n")):
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size = len(data)
+            info.mtime = mtime
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -92,6 +93,7 @@ class FakeSandbox:
         self.warn = False
         self.seen_epochs: list[int] = []
         self.log_lines: list[str] = []
+        self.discard_errors: list[Exception] = []
 
     async def run(
         self,
@@ -122,6 +124,8 @@ class FakeSandbox:
 
     async def discard(self, build_id: str) -> None:
         self.discarded.append(build_id)
+        if self.discard_errors:
+            raise self.discard_errors.pop(0)
 
 
 @dataclasses.dataclass
@@ -226,8 +230,22 @@ async def test_worker_untrusted_tag_or_pr_never_publishes(rig: Rig) -> None:
 
 
 @pytest.mark.anyio
-async def test_worker_source_date_epoch_is_commit_time(rig: Rig) -> None:
-    """The sandbox gets the commit time as SOURCE_DATE_EPOCH."""
+async def test_worker_source_date_epoch_is_the_archives_commit_time(rig: Rig) -> None:
+    """The archive's entry time (git archive's commit time) is SOURCE_DATE_EPOCH."""
+    rig.forge.archive = profile_tarball(mtime=1_735_787_045)
+    request = make_request()
+    async with anyio.create_task_group() as group:
+        await group.start(rig.worker.run)
+        submission = await rig.sink.submit(request)
+        await wait_for_state(rig, submission.build_id, BuildState.SUCCEEDED)
+        group.cancel_scope.cancel()
+    assert rig.sandbox.seen_epochs == [1_735_787_045]
+    assert "SOURCE_DATE_EPOCH=1735787045" in rig.logs.path(submission.build_id).read_text()
+
+
+@pytest.mark.anyio
+async def test_worker_source_date_epoch_falls_back_to_webhook_time(rig: Rig) -> None:
+    """Without entry times in the archive, the webhook's commit time is used."""
     request = make_request()
     async with anyio.create_task_group() as group:
         await group.start(rig.worker.run)
@@ -268,6 +286,27 @@ async def test_worker_build_failure_status_leads_with_the_logs_first_error(rig: 
     assert rig.forge.statuses[-1][2] == (
         "error: target not found: no-such-package; the build command exited with status 1"
     )
+
+
+@pytest.mark.anyio
+async def test_worker_survives_sandbox_clean_up_errors(rig: Rig) -> None:
+    """A clean-up that fails is retried, then logged; the outcome stands, later builds run."""
+    rig.sandbox.discard_errors = [
+        FileNotFoundError("ovl-work"),  # retried: the second pass succeeds
+        OSError("busy"),
+        OSError("still busy"),  # failed twice: logged, the build keeps its outcome
+    ]
+    async with anyio.create_task_group() as group:
+        await group.start(rig.worker.run)
+        first = await rig.sink.submit(make_request())
+        await wait_for_state(rig, first.build_id, BuildState.SUCCEEDED)
+        second = await rig.sink.submit(make_request())
+        await wait_for_state(rig, second.build_id, BuildState.SUCCEEDED)
+        third = await rig.sink.submit(make_request())
+        await wait_for_state(rig, third.build_id, BuildState.SUCCEEDED)
+        group.cancel_scope.cancel()
+    assert rig.sandbox.discard_errors == []
+    assert len(rig.sandbox.discarded) == 5
 
 
 @pytest.mark.anyio
