@@ -34,8 +34,6 @@ class Entry:
     data: bytes = b""
     mode: int = 0o644
     linkname: str = ""
-    # Size written in the header when it should differ from len(data).
-    claimed_size: int | None = None
     mtime: int = 1_700_000_000
 
 
