@@ -64,8 +64,9 @@ _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O
 _DIR_MODE: Final = 0o755
 _FILE_MODE: Final = 0o644
 _EXEC_MODE: Final = 0o755
-# Any of these from a creation call means the tree already has something at that name.
-_CONFLICT_ERRNOS: Final = frozenset({errno.EEXIST, errno.ELOOP, errno.ENOTDIR})
+# From a creation call, these are the entry's fault: something is already at that name
+# (the bookkeeping should have caught it), or a symlink target longer than PATH_MAX.
+_ENTRY_ERRNOS: Final = frozenset({errno.EEXIST, errno.ELOOP, errno.ENOTDIR, errno.ENAMETOOLONG})
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,11 +304,11 @@ class _Tree:
         path: tuple[str, ...],
         entry: str,
     ) -> _T:
-        """Run a creation call, turning "something is already there" into a rejection."""
+        """Run a creation call, turning an error the entry caused into a rejection."""
         try:
             return make(parent_fd, path[-1])
         except OSError as exc:
-            if exc.errno in _CONFLICT_ERRNOS:
+            if exc.errno in _ENTRY_ERRNOS:
                 raise ArchiveRejected(
                     f"cannot be created safely ({exc.strerror})", entry=entry
                 ) from exc

@@ -350,6 +350,10 @@ HOSTILE: dict[str, tuple[list[Entry], str]] = {
         [d(f"{TOP}/"), link(f"{TOP}/a", "")],
         "is a symbolic link with an empty target",
     ),
+    "overlong symlink target": (
+        [d(f"{TOP}/"), link(f"{TOP}/a", "x/" * 2500)],
+        f"archive entry '{TOP}/a' cannot be created safely (File name too long)",
+    ),
     "overlong name": (
         [d(f"{TOP}/"), f(f"{TOP}/{'n' * 256}")],
         "has a path component longer than 255 bytes",
