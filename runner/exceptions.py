@@ -5,7 +5,9 @@ that every `runner` module can import it without cycles. Messages never carry se
 
 ```
 RunnerError                    root of everything `runner` raises on purpose
+ ├── ArchiveRejected           a profile archive broke an extraction rule (runner.archive)
  ├── ConfigError               the configuration file or environment is wrong (runner.settings)
+ ├── ForgeError                a forge API call failed (runner.forges.exceptions has its tree)
  ├── IllegalTransition         a build event the lifecycle table forbids (runner.jobs)
  └── StoreError                the job store cannot do what was asked (runner.store)
       ├── BuildNotFound        no build with that id

@@ -11,7 +11,6 @@ import stat
 import tarfile
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.archive import ExtractLimits, _GzipStream, extract_profile, extract_profile_async
+from runner.archive import ExtractLimits, extract_profile, extract_profile_async
 from runner.exceptions import ArchiveRejected
 
 TOP = "owner-repo-abc1234"
@@ -559,25 +558,6 @@ def test_extract_profile_stops_inflating_after_early_rejection(tmp_path: Path, d
         extract_profile(archive, dest)
 
     assert [t for t in threading.enumerate() if t.name == "archive-inflate"] == []
-
-
-def test_gzip_stream_close_stops_an_inflater_blocked_on_a_full_queue(tmp_path: Path) -> None:
-    """Closing the stream while its thread waits for room in the queue ends the thread."""
-    archive = tmp_path / "zeros.gz"
-    archive.write_bytes(gzip.compress(b"\0" * (64 << 20)))
-
-    with archive.open("rb") as raw:
-        stream = _GzipStream(raw)
-        first = stream.read(4096)
-        deadline = time.monotonic() + 10
-        while not stream._chunks.full() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        full = stream._chunks.full()
-        stream.close()
-
-    assert first == b"\0" * 4096
-    assert full
-    assert not stream._thread.is_alive()
 
 
 @pytest.mark.anyio
