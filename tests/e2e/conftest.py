@@ -9,7 +9,6 @@ The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -31,13 +30,12 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from sandbox import cgexec
+from runner.service import machine_prefix
 from sandbox.host import V1_CONTROLLERS, detect_host
 from tests.conftest import require, require_root, require_tool
 from tests.e2e.fakeforge import FakeForge, run_fake_forge
 from tests.e2e.fakeforge_state import Forge, StatusRecord
 
-CGEXEC = Path(cgexec.__file__)
 STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
 GITHUB_SECRET = "e2e-github-webhook-secret"
 GITLAB_SECRET = "e2e-gitlab-webhook-token"
@@ -256,7 +254,6 @@ class Isorunner:
     port: int
     log: Path
     proc: subprocess.Popen[bytes] | None = None
-    cgroups: tuple[Path, ...] = ()
 
     @property
     def url(self) -> str:
@@ -269,23 +266,11 @@ class Isorunner:
         return self.root / "sandbox"
 
     def start(self) -> None:
-        """Start the server (its stderr appended to `log`) and wait until it answers.
-
-        The server runs in its own cgroups (the same ones after a restart), so the
-        build cgroups it makes under them are its alone (see `private_cgroups`).
-        """
+        """Start the server (its stderr appended to `log`) and wait until it answers."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ISORUNNER_")}
-        join = [
-            sys.executable,
-            "-I",
-            "-S",
-            str(CGEXEC),
-            *(str(c / "cgroup.procs") for c in self.cgroups),
-            "--",
-        ]
         with self.log.open("ab") as stderr:
             self.proc = subprocess.Popen(
-                [*join, sys.executable, "-m", "runner", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "runner", "serve", "--config", str(self.config)],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -321,11 +306,6 @@ class Isorunner:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
-
-    def close(self) -> None:
-        """Stop the server and remove its cgroups."""
-        self.stop()
-        remove_cgroups(self.cgroups)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log, for failure messages."""
@@ -440,49 +420,28 @@ def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     return lambda seen: bool(seen) and seen[-1].state in states
 
 
-def private_cgroups(name: str) -> tuple[Path, ...]:
-    """Create cgroups `<this process's cgroup>/<name>` for the sandbox's v1 controllers.
-
-    The sandbox puts build cgroups under the server's own cgroup and, at start-up,
-    kills every build cgroup there. Servers sharing a cgroup (other test runs on the
-    same host) would kill each other's builds, and their build ids (1, 2, …) collide;
-    a cgroup of its own keeps each test server apart. On a cgroup v2 host the server
-    stays where it is (moving it would make its cgroup an inner node holding processes).
-    """
-    if detect_host().cgroup_mode != "v1":
-        return ()
-    own = dict(
-        line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines()
-    )
-    made = []
-    for controller in V1_CONTROLLERS:
-        path = Path("/sys/fs/cgroup", controller, own[controller].lstrip("/"), name)
-        path.mkdir(exist_ok=True)
-        made.append(path)
-    return tuple(made)
-
-
-def remove_cgroups(cgroups: Sequence[Path]) -> None:
-    """Remove cgroups made by `private_cgroups` and what is below them, deepest first."""
-    for cgroup in cgroups:
-        if not cgroup.is_dir():
-            continue
-        inner = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-        for path in [*inner, cgroup]:
-            # A cgroup still holding a process stays (and a test says so).
-            with contextlib.suppress(OSError):
-                path.rmdir()
-
-
 def make_server(root: Path, forge: FakeForge, repos: Repos) -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
     config.write_text(config_text(root, port, forge, repos))
-    cgroups = private_cgroups(f"isorunner-e2e-{port}")
-    return Isorunner(
-        root=root, config=config, port=port, log=root / "isorunner.log", cgroups=cgroups
+    return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
+
+
+def build_cgroup_dirs(server: Isorunner, build_id: int) -> list[Path]:
+    """Where the sandbox puts a build's cgroups: `<server's cgroup>/<prefix>/<machine>`.
+
+    The server inherits this process's cgroups (v1 controllers, or the v2 tree).
+    """
+    prefix = machine_prefix(server.sandbox_root)
+    machine = f"{prefix}-build-{build_id}"
+    own = dict(
+        line.split(":", 2)[1:] for line in Path("/proc/self/cgroup").read_text().splitlines()
     )
+    root = Path("/sys/fs/cgroup")
+    if detect_host().cgroup_mode == "v2":
+        return [root / own[""].lstrip("/") / prefix / machine]
+    return [root / c / own[c].lstrip("/") / prefix / machine for c in V1_CONTROLLERS]
 
 
 def sandbox_leftovers(server: Isorunner, build_id: int) -> list[str]:
@@ -496,9 +455,7 @@ def sandbox_leftovers(server: Isorunner, build_id: int) -> list[str]:
     builds = server.sandbox_root / "builds"
     if builds.is_dir():
         found += [f"directory {path}" for path in builds.iterdir()]
-    machine = f"isorunner-build-{build_id}"
-    for cgroup in server.cgroups:
-        found += [f"cgroup {path}" for path in cgroup.glob(f"*/{machine}") if path.is_dir()]
+    found += [f"cgroup {path}" for path in build_cgroup_dirs(server, build_id) if path.is_dir()]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:

@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     make_profile,
     make_server,
     new_sha,
+    sandbox_leftovers,
 )
 from tests.e2e.fakeforge import FakeForge
 
@@ -40,7 +41,7 @@ def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
     running = make_server(state_root, forge, REPOS)
     running.start()
     yield running
-    running.close()
+    running.stop()
 
 
 def test_statuses_survive_5xx_and_429_in_order(
@@ -128,3 +129,8 @@ def test_newer_push_supersedes_the_running_build(
     assert old_statuses[-1].description == f"superseded by {new[:7]}"
     assert [s.state for s in new_statuses] == ["pending", "pending", "success"]
     assert server.wait_finished(second)["state"] == "succeeded"
+    server.wait_for(
+        f"the sandbox of build {first} to be gone",
+        lambda: sandbox_leftovers(server, first) == [],
+        timeout=10,
+    )

@@ -40,7 +40,7 @@ def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
     running = make_server(state_root, forge, Repos(github=[CRASHY]))
     running.start()
     yield running
-    running.close()
+    running.stop()
 
 
 def test_kill_9_mid_build_then_restart_reruns_the_build_and_leaves_no_sandbox(
@@ -64,6 +64,11 @@ def test_kill_9_mid_build_then_restart_reruns_the_build_and_leaves_no_sandbox(
         timeout=30,
     )
     assert server.build(build_id)["state"] == "running"
+    running = sandbox_leftovers(server, build_id)
+    # What the final check looks for is there while the build runs.
+    assert any(item.startswith("mount ") for item in running), running
+    assert any(item.startswith("cgroup ") for item in running), running
+    assert any(item.startswith("process ") for item in running), running
     assert time.time() < until - 2, "the build started too late to be killed mid-build"
 
     server.kill()
