@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Final
 from urllib.parse import parse_qs
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import AfterValidator, StringConstraints
 
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
@@ -33,6 +33,7 @@ from webhooks.exceptions import (
     UnsupportedEvent,
     UnsupportedMediaType,
 )
+from webhooks.payload import PayloadModel, lower_headers, parse_payload
 from webhooks.verify import verify_github
 
 JSON: Final = "application/json"
@@ -51,26 +52,22 @@ Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class _Account(_Model):
+class _Account(PayloadModel):
     login: str = ""
 
 
-class _Repository(_Model):
+class _Repository(PayloadModel):
     full_name: Annotated[str, StringConstraints(min_length=1)]
     html_url: str = ""
 
 
-class _HeadCommit(_Model):
+class _HeadCommit(PayloadModel):
     id: Sha
     timestamp: Timestamp
     message: str = ""
 
 
-class PushPayload(_Model):
+class PushPayload(PayloadModel):
     """The fields of a `push` delivery that isorunner uses."""
 
     ref: str
@@ -80,18 +77,18 @@ class PushPayload(_Model):
     sender: _Account | None = None
 
 
-class _HeadRef(_Model):
+class _HeadRef(PayloadModel):
     ref: str
     sha: Sha
     repo: _Repository | None = None  # null once the fork is deleted
 
 
-class _BaseRef(_Model):
+class _BaseRef(PayloadModel):
     ref: str
     repo: _Repository
 
 
-class _PullRequest(_Model):
+class _PullRequest(PayloadModel):
     number: int
     title: str = ""
     updated_at: Timestamp
@@ -99,30 +96,12 @@ class _PullRequest(_Model):
     base: _BaseRef
 
 
-class PullRequestPayload(_Model):
+class PullRequestPayload(PayloadModel):
     """The fields of a `pull_request` delivery that isorunner uses."""
 
     action: str
     pull_request: _PullRequest
     sender: _Account | None = None
-
-
-_M = TypeVar("_M", bound=_Model)
-
-
-def _validate(model: type[_M], data: bytes, what: str) -> _M:
-    try:
-        return model.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise MalformedPayload(
-            f"GitHub {what} payload is not valid at {where}: {first['msg']}"
-        ) from exc
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -149,7 +128,7 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
     """
     if config.github_secret is None:
         raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
-    _media_type(_lower(headers))
+    _media_type(lower_headers(headers))
 
 
 def _json_bytes(body: bytes, media: str) -> bytes:
@@ -207,7 +186,7 @@ def receive(
         MalformedPayload: The body or a required header cannot be read.
     """
     del received_at
-    headers = _lower(headers)
+    headers = lower_headers(headers)
     secret = config.github_secret
     if secret is None:
         raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
@@ -224,8 +203,10 @@ def receive(
     data = _json_bytes(body, media)
     delivery_id = _delivery_id(headers)
     if event == "push":
-        return _push(_validate(PushPayload, data, "push"), config, delivery_id)
-    return _pull_request(_validate(PullRequestPayload, data, "pull_request"), config, delivery_id)
+        return _push(parse_payload(PushPayload, data, "GitHub push"), config, delivery_id)
+    return _pull_request(
+        parse_payload(PullRequestPayload, data, "GitHub pull_request"), config, delivery_id
+    )
 
 
 def _push(payload: PushPayload, config: WebhookConfig, delivery_id: str) -> Outcome:

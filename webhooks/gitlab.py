@@ -26,20 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     StringConstraints,
-    ValidationError,
 )
 
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import ForgeNotConfigured, MalformedPayload, UnsupportedMediaType
+from webhooks.payload import PayloadModel, lower_headers, parse_payload
 from webhooks.verify import verify_gitlab_token, verify_standard_webhook
 
 JSON: Final = "application/json"
@@ -64,28 +62,24 @@ Timestamp = Annotated[datetime, BeforeValidator(_utc_suffix), AfterValidator(_aw
 Path = Annotated[str, StringConstraints(min_length=1)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class _Envelope(_Model):
+class _Envelope(PayloadModel):
     object_kind: str | None = None
 
 
-class _Project(_Model):
+class _Project(PayloadModel):
     id: int
     path_with_namespace: Path
     web_url: str = ""
 
 
-class _Commit(_Model):
+class _Commit(PayloadModel):
     id: str
     timestamp: Timestamp | None = None
     title: str = ""
     message: str = ""
 
 
-class PushPayload(_Model):
+class PushPayload(PayloadModel):
     """The fields of a Push Hook or Tag Push Hook delivery that isorunner uses."""
 
     ref: str
@@ -95,19 +89,19 @@ class PushPayload(_Model):
     user_username: str = ""
 
 
-class _MRProject(_Model):
+class _MRProject(PayloadModel):
     path_with_namespace: Path
     web_url: str = ""
 
 
-class _LastCommit(_Model):
+class _LastCommit(PayloadModel):
     id: Sha
     timestamp: Timestamp
     title: str = ""
     message: str = ""
 
 
-class _MergeRequest(_Model):
+class _MergeRequest(PayloadModel):
     iid: int
     action: str = ""
     oldrev: str | None = None
@@ -120,33 +114,15 @@ class _MergeRequest(_Model):
     last_commit: _LastCommit
 
 
-class _User(_Model):
+class _User(PayloadModel):
     username: str = ""
 
 
-class MergeRequestPayload(_Model):
+class MergeRequestPayload(PayloadModel):
     """The fields of a Merge Request Hook delivery that isorunner uses."""
 
     object_attributes: _MergeRequest
     user: _User | None = None
-
-
-_M = TypeVar("_M", bound=_Model)
-
-
-def _validate(model: type[_M], body: bytes, what: str) -> _M:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise MalformedPayload(
-            f"GitLab {what} payload is not valid at {where}: {first['msg']}"
-        ) from exc
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
 
 
 def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
@@ -164,7 +140,7 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
         raise ForgeNotConfigured(
             "GitLab is not configured: set gitlab.webhook_secret or gitlab.signing_token"
         )
-    content_type = _lower(headers).get("content-type", "")
+    content_type = lower_headers(headers).get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != JSON:
         raise UnsupportedMediaType(f"GitLab deliveries must be {JSON}")
 
@@ -230,15 +206,15 @@ def receive(
         MalformedPayload: The body or a required header cannot be read.
     """
     check_headers(headers, config)
-    headers = _lower(headers)
+    headers = lower_headers(headers)
     _authenticate(headers, body, config, received_at.timestamp())
 
-    kind = _validate(_Envelope, body, "webhook").object_kind
+    kind = parse_payload(_Envelope, body, "GitLab webhook").object_kind
     if kind in ("push", "tag_push"):
-        payload = _validate(PushPayload, body, kind)
+        payload = parse_payload(PushPayload, body, f"GitLab {kind}")
         return _push(payload, config, _delivery_id(headers), received_at)
     if kind == "merge_request":
-        mr = _validate(MergeRequestPayload, body, kind)
+        mr = parse_payload(MergeRequestPayload, body, f"GitLab {kind}")
         return _merge_request(mr, config, _delivery_id(headers))
     if kind is None:
         return Ignored("the delivery has no object_kind (a system hook event?)")

@@ -1,0 +1,49 @@
+"""What the GitHub and GitLab intake modules share: payload models and their errors.
+
+Pure: no I/O. Payload models are frozen and ignore unknown fields, so new forge fields
+never break intake; a body that does not fit a model becomes a `MalformedPayload`
+naming the first bad field, never echoing its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from webhooks.exceptions import MalformedPayload
+
+
+class PayloadModel(BaseModel):
+    """Base of the forge payload models: frozen, unknown fields ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+M = TypeVar("M", bound=PayloadModel)
+
+
+def parse_payload(model: type[M], body: bytes, what: str) -> M:
+    """Validate a JSON body against `model`.
+
+    Args:
+        model: The payload model.
+        body: The raw JSON bytes.
+        what: Names the payload in the error, e.g. "GitHub push".
+
+    Raises:
+        MalformedPayload: The body is not JSON or does not fit; the message names the
+            first bad field, without its value.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise MalformedPayload(f"{what} payload is not valid at {where}: {first['msg']}") from exc
+
+
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers with lower-case names, for case-insensitive look-ups."""
+    return {name.lower(): value for name, value in headers.items()}
