@@ -9,6 +9,7 @@ The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -307,6 +308,15 @@ class Isorunner:
             self.proc.wait()
         self.proc = None
 
+    def close(self) -> None:
+        """Stop the server for good and remove the (empty) cgroups its builds lived in."""
+        self.stop()
+        for build_dir in build_cgroup_dirs(self, 0):
+            # Only an empty cgroup can be removed; a leftover build keeps it (and fails
+            # the test that checks for leftovers).
+            with contextlib.suppress(OSError):
+                build_dir.parent.rmdir()
+
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the server's log, for failure messages."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -389,6 +399,20 @@ class Isorunner:
             return record if record["state"] in final else None
 
         return self.wait_for(f"build {build_id} to finish", probe, timeout=timeout)
+
+    def wait_in_container(self, build_id: int, *, timeout: float = 30) -> list[str]:
+        """Wait until the build runs and its container process is up; return what it holds.
+
+        Watches the sandbox, not `GET /builds/<id>/log`: that endpoint can break off a
+        log that grows while it is served (a real bug, reported).
+        """
+
+        def probe() -> list[str] | None:
+            held = sandbox_leftovers(self, build_id)
+            running = self.build(build_id)["state"] == "running"
+            return held if running and any(h.startswith("process ") for h in held) else None
+
+        return self.wait_for(f"build {build_id} to run in its container", probe, timeout=timeout)
 
     def wait_statuses(
         self,

@@ -41,7 +41,7 @@ def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
     running = make_server(state_root, forge, REPOS)
     running.start()
     yield running
-    running.stop()
+    running.close()
 
 
 def test_statuses_survive_5xx_and_429_in_order(
@@ -110,11 +110,7 @@ def test_newer_push_supersedes_the_running_build(
         BUSY, token=GITHUB_TOKEN, commits={old: slow, new: make_profile(profiles, "n")}
     )
     first = server.github("push", github_push(BUSY, old, "refs/heads/main"))
-    server.wait_for(
-        f"build {first} to run mkarchiso",
-        lambda: "[isorunner] profile:" in server.build_log(first),
-        timeout=30,
-    )
+    server.wait_in_container(first)
     started = time.monotonic()
     second = server.github("push", github_push(BUSY, new, "refs/heads/main"))
 

@@ -39,7 +39,7 @@ def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
     running = make_server(state_root, forge, REPOS)
     running.start()
     yield running
-    running.stop()
+    running.close()
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
     running = make_server(state_root, forge, REPOS)
     running.start()
     yield running
-    running.stop()
+    running.close()
 
 
 def test_branch_push_reports_queued_running_success_and_serves_the_log(
