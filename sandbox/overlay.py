@@ -166,9 +166,18 @@ def discard_build_dirs(dirs: BuildDirs) -> None:
 
 
 def _rmtree(path: Path) -> None:
-    # rmtree works on file descriptors and never follows links out of the tree.
-    if path.is_symlink() or path.exists():
-        shutil.rmtree(path)
+    # rmtree works on file descriptors and never follows links out of the tree. A part
+    # removed meanwhile by another clean-up (a crash recovery racing a teardown) is no
+    # error: the goal is that nothing remains.
+    for _ in range(3):
+        if not (path.is_symlink() or path.exists()):
+            return
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            continue
+        return
+    shutil.rmtree(path)
 
 
 def stale_build_ids(config: SandboxConfig) -> list[str]:

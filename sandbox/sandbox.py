@@ -22,7 +22,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import anyio
 import structlog
 
 from sandbox import overlay
@@ -54,6 +56,35 @@ _SPAWN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 _BASE_MOUNT_POINTS = ("build/profile", "build/work", "build/output")
 
 log = structlog.get_logger()
+
+_T = TypeVar("_T")
+
+
+async def run_to_completion(work: Awaitable[_T]) -> _T:
+    """Await `work` to its end even if the caller is cancelled meanwhile.
+
+    `asyncio.shield` alone is not enough: the shielded work goes on, but the caller's
+    `await` returns at the first cancellation, so clean-up would finish in the
+    background while the caller (and the next build) already moves on; and anyio's
+    cancel scopes (the runner's) cancel again at every await. The work is awaited in a
+    shielded anyio scope until it is done; a cancellation that arrived meanwhile is
+    raised afterwards.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    with anyio.CancelScope(shield=True):
+        while True:
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.done():
+                    raise  # the work itself was cancelled
+                cancelled = True
+            else:
+                break
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,8 +336,8 @@ class BuildSandbox:
             ok = True
             return result
         finally:
-            # Shielded: a second cancellation must not leave the container half torn down.
-            await asyncio.shield(self._teardown(run, dirs, keep_output=ok))
+            # A cancellation must not leave the container half torn down.
+            await run_to_completion(self._teardown(run, dirs, keep_output=ok))
 
     async def _supervise(
         self,
@@ -351,7 +382,7 @@ class BuildSandbox:
             await self._kill_all(run)
             await asyncio.wait_for(pump, timeout=self.config.kill_wait_seconds)
         except BaseException:
-            await asyncio.shield(self._kill_all(run))
+            await run_to_completion(self._kill_all(run))
             pump.cancel()
             raise
         finally:
