@@ -45,7 +45,6 @@ from pydantic import SecretStr
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
-    FileResponse,
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
@@ -80,6 +79,7 @@ from webhooks.exceptions import (
     WebhookError,
 )
 from webhooks.live import LogFollowers
+from webhooks.logresponse import LogSnapshotResponse
 from webhooks.metrics import DeliveryMetrics, DeliveryOutcome
 
 log = structlog.get_logger()
@@ -283,13 +283,6 @@ async def build_detail(request: Request[AppState]) -> Response:
     return JSONResponse(record_json(await _record(request)))
 
 
-class _LogFile(FileResponse):
-    # Starlette reads 64 KiB per worker-thread hop; a log of tens of MB then spends
-    # its time hopping. 1 MiB blocks keep memory flat and reach static-server speed
-    # (bench/logserve_bench.py, docs/benchmarks.md).
-    chunk_size = 1024 * 1024
-
-
 async def build_log(request: Request[AppState]) -> Response:
     """Answer `GET /builds/{id}/log` with the log file, streamed, as plain text."""
     record = await _record(request)
@@ -297,9 +290,11 @@ async def build_log(request: Request[AppState]) -> Response:
     path = logs.existing(record.id) if logs is not None else None
     if path is None:
         return PlainTextResponse("", headers={"Cache-Control": "no-store"})
-    return _LogFile(
+    size = await anyio.to_thread.run_sync(logfile.file_size, path)
+    return LogSnapshotResponse(
         path,
-        media_type="text/plain; charset=utf-8",
+        size=size,
+        range_header=request.headers.get("range"),
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
