@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import structlog
 
-from runner.exceptions import IllegalTransition
+from runner.exceptions import IllegalTransition, StoreError
 from runner.jobs import Event, NotifyFn
 from runner.metrics import Metrics
 from runner.notifications import STATUS, Notifier, status_payload
@@ -136,7 +136,12 @@ class Worker:
 
     async def _slot(self) -> None:
         while True:
-            record = await self._store.claim_next(notify=self._notify)
+            try:
+                record = await self._store.claim_next(notify=self._notify)
+            except StoreError:
+                _log.exception("could not claim a build; trying again", retry_seconds=self._poll)
+                await anyio.sleep(self._poll)
+                continue
             if record is None:
                 with anyio.move_on_after(self._poll):
                     await self._wake.wait()
@@ -145,9 +150,32 @@ class Worker:
             self._notifier.wake()
             if self._metrics is not None:
                 self._metrics.builds_changed()
-            await self._build(record)
+            try:
+                await self._build(record)
+            except Exception:  # noqa: BLE001 - one build's crash must not stop every slot
+                _log.exception("build crashed its worker slot", build_id=record.id)
+                await self._end_crashed(record)
             if self._metrics is not None:
                 self._metrics.builds_changed()
+
+    async def _end_crashed(self, record: BuildRecord) -> None:
+        """End a build whose handling raised as errored, if the store lets us now.
+
+        If even that fails (the store is down), the build stays running and the next
+        start-up recovers it: nothing is lost, only delayed.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._store.finish(
+                    record.id,
+                    Event.ERROR,
+                    "internal error in isorunner; see the service log",
+                    notify=self._notify,
+                )
+            except (StoreError, IllegalTransition):
+                _log.exception("could not end the crashed build", build_id=record.id)
+                return
+            self._notifier.wake()
 
     async def _build(self, record: BuildRecord) -> None:
         # Every line logged while the build runs (forge calls, the sandbox, tasks it

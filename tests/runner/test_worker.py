@@ -12,12 +12,13 @@ import io
 import tarfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from runner.buildlogs import BuildLogs
-from runner.exceptions import ArchiveRejected
+from runner.exceptions import ArchiveRejected, StoreError
 from runner.forges.exceptions import ForgeUnavailable
 from runner.forges.protocol import CommitState
 from runner.jobs import Event
@@ -28,7 +29,7 @@ from runner.worker import Worker, WorkerSink
 from sandbox.exceptions import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
 from sandbox.sandbox import BuildResult, LogSink, WarningHook
 from tests.runner.store_samples import make_request
-from webhooks.build import BuildState, Forge, RefKind
+from webhooks.build import BuildRecord, BuildState, Forge, RefKind
 
 BASE_URL = "https://ci.example.org"
 
@@ -467,3 +468,53 @@ def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:
 def test_is_error_line_knows_pacman_mkarchiso_and_pacstrap(line: str, error: bool) -> None:
     """Only pacman's, mkarchiso's and pacstrap's error lines count as a build's reason."""
     assert is_error_line(line) is error
+
+
+class FlakyFinishStore(SQLiteStore):
+    """A real store whose next `finish` calls fail, as a full disk would make them."""
+
+    failures = 0
+
+    async def finish(self, *args: Any, **kwargs: Any) -> BuildRecord:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("the job database refused a write (disk full)")
+        return await super().finish(*args, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_worker_slot_survives_a_store_failure_and_ends_the_build(tmp_path: Path) -> None:
+    """A store error while finishing one build ends it errored and later builds still run."""
+    notify = status_notifier(BASE_URL)
+    async with FlakyFinishStore(tmp_path / "db.sqlite", on_created=notify) as store:
+        store.failures = 1
+        forge = FakeForge(profile_tarball())
+        pipeline = Pipeline(
+            PipelineConfig(work_root=tmp_path / "work", artifacts_root=tmp_path / "artifacts"),
+            clients={Forge.GITHUB: forge},
+            sandbox=FakeSandbox(tmp_path / "sandbox"),
+            logs=BuildLogs(tmp_path / "logs"),
+        )
+        notifier = Notifier(store, {Forge.GITHUB: forge}, poll_seconds=0.05)
+        worker = Worker(
+            store, pipeline, notifier, notify=notify, base_url=BASE_URL, poll_seconds=0.05
+        )
+        sink = WorkerSink(store, worker, notify=notify)
+        async with anyio.create_task_group() as group:
+            await group.start(worker.run)
+            first = await sink.submit(make_request())
+            second = await sink.submit(make_request(ref="refs/heads/other"))
+            with anyio.fail_after(10):
+                while True:
+                    states = [await store.get(b) for b in (first.build_id, second.build_id)]
+                    if all(r is not None and r.state.is_final for r in states):
+                        break
+                    await anyio.sleep(0.02)
+            group.cancel_scope.cancel()
+        crashed = await store.get(first.build_id)
+        later = await store.get(second.build_id)
+    assert crashed is not None
+    assert crashed.state is BuildState.ERRORED
+    assert crashed.detail == "internal error in isorunner; see the service log"
+    assert later is not None
+    assert later.state is BuildState.SUCCEEDED
