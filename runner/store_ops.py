@@ -253,7 +253,7 @@ def claim_next(
     ).fetchone()
     if row is None:
         return None
-    return apply_event(conn, now, int(row[0]), Event.START, detail=None, notify=notify)
+    return apply_event(conn, now, int(row[0]), Event.START, detail="", notify=notify)
 
 
 def set_detail(conn: sqlite3.Connection, build_id: int, detail: str) -> None:

@@ -267,6 +267,7 @@ async def test_recover_running_requeues_builds_left_running(
         reclaimed = await after.claim_next()
         assert reclaimed is not None
         assert reclaimed.id == claimed.id
+        assert reclaimed.detail == ""  # the re-queue note does not outlive the re-run's start
         untouched = await after.get(waiting.build_id)
         assert untouched is not None
         assert untouched.state is BuildState.QUEUED
