@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.service import forge_clients, read_private_key, sandbox_config, webhook_config
 from runner.settings import Settings
+from tests.conftest import require, require_root, require_tool
 from webhooks.build import Forge
 
 SECRET = "cli-test-webhook-secret"
@@ -315,3 +317,58 @@ def test_serve_refuses_bad_signature(
     )
     assert response.status_code == 401
     assert httpx.get(f"http://127.0.0.1:{port}/api/builds/1").status_code == 404
+
+
+STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
+
+
+@pytest.mark.integration
+def test_main_build_writes_iso_and_sums_with_the_given_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`isorunner build` runs the real sandbox and leaves a verified ISO and its sums in --out."""
+    require_root()
+    require_tool("systemd-nspawn")
+    require(
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
+        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+    )
+    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"  # overlayfs needs a disk
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
+        'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+    )
+    out = tmp_path / "out"
+    try:
+        code = main(
+            [
+                "build",
+                str(STANDIN / "profiles" / "minimal"),
+                "--out",
+                str(out),
+                "--config",
+                str(config),
+                "--source-date-epoch",
+                "1735787045",
+            ]
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "[mkarchiso] INFO" in printed.out
+    iso = out / "isorunner-minimal-1.0-x86_64.iso"
+    assert iso.is_file()
+    check = subprocess.run(
+        ["sha256sum", "-c", "sha256sums"], cwd=out, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    check = subprocess.run(
+        ["b2sum", "-c", "b2sums"], cwd=out, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    pvd = subprocess.run(
+        ["xorriso", "-indev", str(iso), "-pvd_info"], capture_output=True, text=True, check=False
+    )
+    assert "2025010203040500" in pvd.stdout, pvd.stdout  # volume dates = the epoch given
