@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runner.forges.exceptions import MalformedResponse
 from runner.forges.request import ForgeRequest, ForgeResponse
-from runner.forges.response import check, decode_json
+from runner.forges.response import check, decode_json, decode_model, decode_model_list
 
 API_VERSION = "2022-11-28"
 #: Each release asset must be *under* 2 GiB; 2 147 483 648 bytes is refused (GH-rel).
@@ -314,58 +314,32 @@ def build_rate_limit(api_url: str, token: str) -> ForgeRequest:
     )
 
 
-def _malformed(response: ForgeResponse, exc: ValidationError) -> MalformedResponse:
-    return MalformedResponse(
-        f"could not {response.action}: GitHub's answer lacks fields isorunner needs "
-        f"({exc.error_count()} problems); check the API base URL and version",
-        status_code=response.status,
-        headers=response.headers,
-    )
+_ADVICE = "check github.api_url (GitHub Enterprise: https://HOST/api/v3) and the API version"
 
 
 def decode_release(response: ForgeResponse) -> Release:
     """Decode one release (from get, create or update)."""
-    data = decode_json(response)
-    try:
-        return Release.model_validate(data)
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, Release, advice=_ADVICE)
 
 
 def decode_releases(response: ForgeResponse) -> list[Release]:
     """Decode a page of releases."""
-    data = _decode_list(response)
-    try:
-        return [Release.model_validate(item) for item in data]
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model_list(response, Release, advice=_ADVICE)
 
 
 def decode_asset(response: ForgeResponse) -> ReleaseAsset:
     """Decode one release asset (the answer to an upload)."""
-    data = decode_json(response)
-    try:
-        return ReleaseAsset.model_validate(data)
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, ReleaseAsset, advice=_ADVICE)
 
 
 def decode_assets(response: ForgeResponse) -> list[ReleaseAsset]:
     """Decode a list of release assets."""
-    data = _decode_list(response)
-    try:
-        return [ReleaseAsset.model_validate(item) for item in data]
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model_list(response, ReleaseAsset, advice=_ADVICE)
 
 
 def decode_repo(response: ForgeResponse) -> Repository:
     """Decode a repository (the answer to `build_get_repo`)."""
-    data = decode_json(response)
-    try:
-        return Repository.model_validate(data)
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, Repository, advice=_ADVICE)
 
 
 def decode_rate_limit(response: ForgeResponse) -> CoreRateLimit:
@@ -380,17 +354,6 @@ def decode_rate_limit(response: ForgeResponse) -> CoreRateLimit:
             status_code=response.status,
             headers=response.headers,
         ) from exc
-
-
-def _decode_list(response: ForgeResponse) -> list[object]:
-    data = decode_json(response)
-    if not isinstance(data, list):
-        raise MalformedResponse(
-            f"could not {response.action}: GitHub did not answer with a list",
-            status_code=response.status,
-            headers=response.headers,
-        )
-    return data
 
 
 def decode_no_content(response: ForgeResponse) -> None:

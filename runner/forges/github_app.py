@@ -26,13 +26,13 @@ from datetime import datetime
 import anyio
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from runner.forges import github
 from runner.forges.client import ForgeTransport
-from runner.forges.exceptions import MalformedResponse, NotFound
+from runner.forges.exceptions import NotFound
 from runner.forges.request import ForgeRequest, ForgeResponse
-from runner.forges.response import decode_json
+from runner.forges.response import decode_model
 
 #: How far `iat` is set in the past, against clock drift (GitHub's advice).
 JWT_BACKDATE = 60
@@ -122,29 +122,17 @@ class InstallationToken:
     expires_at: float
 
 
-def _malformed(response: ForgeResponse, exc: ValidationError) -> MalformedResponse:
-    return MalformedResponse(
-        f"could not {response.action}: GitHub's answer lacks fields isorunner needs "
-        f"({exc.error_count()} problems); check the API base URL",
-        status_code=response.status,
-        headers=response.headers,
-    )
+_ADVICE = "check github.api_url and the GitHub App's installation"
 
 
 def decode_installation(response: ForgeResponse) -> int:
     """Return the installation id from `GET /repos/{o}/{r}/installation`."""
-    try:
-        return _Installation.model_validate(decode_json(response)).id
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, _Installation, advice=_ADVICE).id
 
 
 def decode_access_token(response: ForgeResponse) -> InstallationToken:
     """Return the token and its expiry from `POST …/access_tokens`."""
-    try:
-        data = _AccessToken.model_validate(decode_json(response))
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    data = decode_model(response, _AccessToken, advice=_ADVICE)
     return InstallationToken(data.token, data.expires_at.timestamp())
 
 

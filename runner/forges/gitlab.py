@@ -30,11 +30,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from runner.forges.exceptions import MalformedResponse, Rejected, TransitionRefused
+from runner.forges.exceptions import Rejected, TransitionRefused
 from runner.forges.request import ForgeRequest, ForgeResponse, JSONValue
-from runner.forges.response import check, decode_json, server_message
+from runner.forges.response import (
+    check,
+    decode_model,
+    decode_model_list,
+    server_message,
+)
 
 #: GitLab's limits on a commit status's `description` and `target_url` (§3.3).
 DESCRIPTION_LIMIT = 255
@@ -427,53 +432,29 @@ def build_update_link(
     )
 
 
-def _malformed(response: ForgeResponse, exc: Exception) -> MalformedResponse:
-    return MalformedResponse(
-        f"could not {response.action}: GitLab's answer is not what its API documents "
-        f"({type(exc).__name__}); check the API base URL (it ends in /api/v4)",
-        status_code=response.status,
-        headers=response.headers,
-    )
+_ADVICE = "check gitlab.url (the API answers under <url>/api/v4)"
 
 
 def decode_package_file(response: ForgeResponse) -> PackageFile:
     """Decode the answer to an upload made with `select=package_file`."""
-    try:
-        return PackageFile.model_validate(decode_json(response))
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, PackageFile, advice=_ADVICE)
 
 
 def decode_release(response: ForgeResponse) -> GitLabRelease:
     """Decode a release (from create or update)."""
-    try:
-        return GitLabRelease.model_validate(decode_json(response))
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, GitLabRelease, advice=_ADVICE)
 
 
 def decode_links(response: ForgeResponse) -> list[ExistingLink]:
     """Decode a release's asset links."""
-    data = decode_json(response)
-    if not isinstance(data, list):
-        raise _malformed(response, TypeError("not a list"))
-    try:
-        return [ExistingLink.model_validate(item) for item in data]
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model_list(response, ExistingLink, advice=_ADVICE)
 
 
 def decode_link(response: ForgeResponse) -> ExistingLink:
     """Decode one release link (from create or update)."""
-    try:
-        return ExistingLink.model_validate(decode_json(response))
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, ExistingLink, advice=_ADVICE)
 
 
 def decode_project(response: ForgeResponse) -> Project:
     """Decode a project (the answer to `build_get_project`)."""
-    try:
-        return Project.model_validate(decode_json(response))
-    except ValidationError as exc:
-        raise _malformed(response, exc) from exc
+    return decode_model(response, Project, advice=_ADVICE)

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from runner.forges.exceptions import (
     Conflict,
@@ -269,3 +271,47 @@ def decode_json(response: ForgeResponse) -> Any:
             status_code=response.status,
             headers=response.headers,
         ) from exc
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _undocumented(response: ForgeResponse, problem: str, advice: str) -> MalformedResponse:
+    return MalformedResponse(
+        f"could not {response.action}: the forge's answer {problem}; {advice}",
+        status_code=response.status,
+        headers=response.headers,
+    )
+
+
+def decode_model(response: ForgeResponse, model: type[_M], *, advice: str) -> _M:
+    """Check the status, parse the JSON object and validate it as `model`.
+
+    Args:
+        response: The forge's answer.
+        model: The frozen model holding the fields isorunner uses.
+        advice: What the user should check when the answer does not fit (e.g. the
+            configured API base URL).
+
+    Raises:
+        ForgeError: A non-2xx status (see `error_for`).
+        MalformedResponse: Not JSON, or missing fields the model needs.
+    """
+    data = decode_json(response)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problem = f"lacks fields isorunner needs ({exc.error_count()} problems)"
+        raise _undocumented(response, problem, advice) from exc
+
+
+def decode_model_list(response: ForgeResponse, model: type[_M], *, advice: str) -> list[_M]:
+    """As `decode_model`, for an answer that is a JSON list of `model` objects."""
+    data = decode_json(response)
+    if not isinstance(data, list):
+        raise _undocumented(response, "is not a list", advice)
+    try:
+        return [model.model_validate(item) for item in data]
+    except ValidationError as exc:
+        problem = f"lacks fields isorunner needs ({exc.error_count()} problems)"
+        raise _undocumented(response, problem, advice) from exc

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 from runner.forges.exceptions import (
     Conflict,
     Forbidden,
     ForgeError,
     ForgeUnavailable,
+    MalformedResponse,
     NotFound,
     RateLimit,
     RateLimited,
@@ -18,6 +20,8 @@ from runner.forges.exceptions import (
 from runner.forges.request import ForgeResponse
 from runner.forges.response import (
     RetryAdvice,
+    decode_model,
+    decode_model_list,
     error_for,
     parse_rate_limit,
     parse_retry_after,
@@ -152,3 +156,26 @@ def test_error_for_marks_outages_and_rate_limits_as_transient() -> None:
     assert error_for(ForgeResponse(429, {}, b""), now=NOW).transient
     assert not error_for(ForgeResponse(404, {}, b""), now=NOW).transient
     assert not error_for(ForgeResponse(401, {}, b""), now=NOW).transient
+
+
+class _Thing(BaseModel):
+    name: str
+
+
+def test_decode_model_validates_and_names_what_to_check() -> None:
+    """An object missing a needed field is MalformedResponse carrying the caller's advice."""
+    good = ForgeResponse(200, {}, b'{"name": "x", "extra": 1}', action="get a thing")
+    assert decode_model(good, _Thing, advice="check the URL") == _Thing(name="x")
+    bad = ForgeResponse(200, {}, b'{"nome": "x"}', action="get a thing")
+    with pytest.raises(
+        MalformedResponse, match=r"could not get a thing: .*lacks fields.*check the URL"
+    ):
+        decode_model(bad, _Thing, advice="check the URL")
+
+
+def test_decode_model_list_refuses_an_object_where_a_list_is_due() -> None:
+    """A list decoder refuses a JSON object, and decodes a list item by item."""
+    listed = ForgeResponse(200, {}, b'[{"name": "a"}, {"name": "b"}]')
+    assert [t.name for t in decode_model_list(listed, _Thing, advice="x")] == ["a", "b"]
+    with pytest.raises(MalformedResponse, match="is not a list"):
+        decode_model_list(ForgeResponse(200, {}, b'{"name": "a"}'), _Thing, advice="x")
