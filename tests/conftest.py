@@ -12,6 +12,12 @@ import shutil
 
 import pytest
 import stamina
+from hypothesis import settings
+
+# No per-example deadline: it is a timing assert, and timing belongs in bench/ (a busy
+# CI machine must not turn a slow example into a failure).
+settings.register_profile("isorunner", deadline=None, print_blob=True)
+settings.load_profile("isorunner")
 
 
 def require(condition: bool, capability: str) -> None:
