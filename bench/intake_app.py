@@ -28,7 +28,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.logs import configure_logging
-from runner.service import tune_interpreter
 from runner.store_sqlite import SQLiteStore
 from webhooks.app import create_app
 from webhooks.build import Forge
@@ -76,7 +75,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workdir", type=Path, required=True)
     args = parser.parse_args()
-    tune_interpreter()  # as `isorunner serve` does, for both apps
     app = bare_app() if args.kind == "bare" else isorunner_app(args.workdir)
     config = uvicorn.Config(
         app,

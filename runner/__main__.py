@@ -18,7 +18,7 @@ import anyio
 from runner.check import run_checks
 from runner.exceptions import RunnerError
 from runner.localbuild import build_locally
-from runner.service import serve, tune_interpreter
+from runner.service import serve
 from runner.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 
 
@@ -75,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_path(args.config))
         if args.command == "check":
             return anyio.run(run_checks, settings)
-        tune_interpreter()
         anyio.run(serve, settings, backend_options={"use_uvloop": True})
     except RunnerError as exc:
         print(f"isorunner: {exc}", file=sys.stderr)

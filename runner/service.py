@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -236,20 +235,6 @@ async def running_service(
             metrics=metrics,
         )
         yield store, worker, clients
-
-
-GIL_SWITCH_SECONDS = 0.0005
-
-
-def tune_interpreter() -> None:
-    """Shorten the GIL switch interval for this process (called once, at start-up).
-
-    The job store commits on its own thread. With CPython's default 5 ms interval,
-    the event loop could wait that long for the GIL after each hand-off, which put
-    every delivery's latency at the mercy of the writer thread; 0.5 ms keeps both
-    responsive at a negligible switching cost.
-    """
-    sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
 
 async def serve(settings: Settings) -> None:
