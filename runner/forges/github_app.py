@@ -192,6 +192,25 @@ class GitHubAppAuth:
             self._tokens[installation] = fresh
             return fresh.token
 
+    async def forget(self, repo: str, token: str) -> bool:
+        """Drop a refused installation token (revoked, or the app was reinstalled).
+
+        The repository's installation is looked up again too: a reinstalled app has a
+        new installation id.
+
+        Returns:
+            True when `token` was the cached one for `repo`, so a retry gets a new one.
+        """
+        async with self._lock:
+            installation = self._installations.pop(repo, None)
+            if installation is None:
+                return False
+            cached = self._tokens.get(installation)
+            if cached is None or cached.token != token:
+                return False
+            del self._tokens[installation]
+            return True
+
     async def _find_installation(self, repo: str) -> int:
         jwt = app_jwt(self._app_id, self._key, now=self._clock())
         request = build_repo_installation(self._api_url, jwt, repo)

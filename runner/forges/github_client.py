@@ -15,7 +15,8 @@ the decisions it makes itself are about publishing:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -26,6 +27,7 @@ from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import AssetTooLarge, Conflict, ForgeUnavailable, NotFound
 from runner.forges.github import GitHubState, Release, ReleaseAsset
 from runner.forges.protocol import CommitState
+from runner.forges.request import ForgeRequest, ForgeResponse
 from runner.forges.tokens import TokenProvider
 
 log = structlog.get_logger(__name__)
@@ -89,18 +91,20 @@ class GitHubClient:
         Raises:
             ForgeError: The forge refused the status or could not be reached.
         """
-        token = await self._tokens.token_for(repo)
-        request = github.build_commit_status(
-            self._api_url,
-            token,
+        response = await self._send(
             repo,
-            sha,
-            state=GITHUB_STATES[state],
-            context=self._context,
-            description=description,
-            target_url=target_url,
+            lambda token: github.build_commit_status(
+                self._api_url,
+                token,
+                repo,
+                sha,
+                state=GITHUB_STATES[state],
+                context=self._context,
+                description=description,
+                target_url=target_url,
+            ),
         )
-        github.decode_no_content(await self._transport.send(request))
+        github.decode_no_content(response)
 
     async def download_archive(self, repo: str, sha: str, dest: Path, *, max_bytes: int) -> int:
         """Stream `repo`'s tarball at `sha` to `dest` (the token stays off codeload).
@@ -112,6 +116,20 @@ class GitHubClient:
         token = await self._tokens.token_for(repo)
         request = github.build_tarball(self._api_url, token, repo, sha)
         return await self._transport.download_to(request, dest, max_bytes=max_bytes)
+
+    async def _send(self, repo: str, build: Callable[[str], ForgeRequest]) -> ForgeResponse:
+        """Send the request `build(token)` makes; after a 401, once more with a new token.
+
+        A GitHub App's cached installation token can be revoked (the app reinstalled,
+        permissions changed) before it expires; the token provider then mints a new
+        one. A static token is not retried: the operator must replace it.
+        """
+        token = await self._tokens.token_for(repo)
+        response = await self._transport.send(build(token))
+        if response.status == 401 and await self._tokens.forget(repo, token):
+            log.info("github_token_refused_renewing", repo=repo)
+            response = await self._transport.send(build(await self._tokens.token_for(repo)))
+        return response
 
     async def publish_release(
         self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
@@ -138,27 +156,36 @@ class GitHubClient:
         for path, size in sizes:
             await self._upload(repo, release.id, path, size, assets.get(path.name))
         if release.draft:
-            token = await self._tokens.token_for(repo)
-            request = github.build_publish_release(self._api_url, token, repo, release.id)
-            release = github.decode_release(await self._transport.send(request))
+            draft_id = release.id
+            response = await self._send(
+                repo,
+                lambda token: github.build_publish_release(self._api_url, token, repo, draft_id),
+            )
+            release = github.decode_release(response)
         return release.html_url
 
     async def _find_or_create_release(
         self, repo: str, tag: str, *, name: str, body: str
     ) -> Release:
-        token = await self._tokens.token_for(repo)
-        by_tag = github.build_release_by_tag(self._api_url, token, repo, tag)
+        by_tag = await self._send(
+            repo, lambda token: github.build_release_by_tag(self._api_url, token, repo, tag)
+        )
         try:
-            return github.decode_release(await self._transport.send(by_tag))
+            return github.decode_release(by_tag)
         except NotFound:
             log.debug("github_release_not_published", repo=repo, tag=tag)
         # Drafts are invisible to the by-tag lookup (forge-apis.md §9.13).
         existing = await self._find_release_in_list(repo, tag)
         if existing is not None:
             return existing
-        create = github.build_create_release(self._api_url, token, repo, tag, name=name, body=body)
+        create = await self._send(
+            repo,
+            lambda token: github.build_create_release(
+                self._api_url, token, repo, tag, name=name, body=body
+            ),
+        )
         try:
-            return github.decode_release(await self._transport.send(create))
+            return github.decode_release(create)
         except Conflict:
             # Someone created it between our look-up and our create: use theirs.
             existing = await self._find_release_in_list(repo, tag)
@@ -168,9 +195,11 @@ class GitHubClient:
 
     async def _find_release_in_list(self, repo: str, tag: str) -> Release | None:
         for page in range(1, MAX_RELEASE_PAGES + 1):
-            token = await self._tokens.token_for(repo)
-            request = github.build_list_releases(self._api_url, token, repo, page=page)
-            releases = github.decode_releases(await self._transport.send(request))
+            response = await self._send(
+                repo,
+                functools.partial(github.build_list_releases, self._api_url, repo=repo, page=page),
+            )
+            releases = github.decode_releases(response)
             for release in releases:
                 if release.tag_name == tag:
                     return release
@@ -179,15 +208,17 @@ class GitHubClient:
         return None
 
     async def _list_assets(self, repo: str, release_id: int) -> list[ReleaseAsset]:
-        token = await self._tokens.token_for(repo)
-        request = github.build_list_assets(self._api_url, token, repo, release_id)
-        return github.decode_assets(await self._transport.send(request))
+        response = await self._send(
+            repo, lambda token: github.build_list_assets(self._api_url, token, repo, release_id)
+        )
+        return github.decode_assets(response)
 
     async def _delete_asset(self, repo: str, asset: ReleaseAsset) -> None:
-        token = await self._tokens.token_for(repo)
-        request = github.build_delete_asset(self._api_url, token, repo, asset.id)
+        response = await self._send(
+            repo, lambda token: github.build_delete_asset(self._api_url, token, repo, asset.id)
+        )
         try:
-            github.decode_no_content(await self._transport.send(request))
+            github.decode_no_content(response)
         except NotFound:
             log.info("github_asset_already_gone", repo=repo, asset=asset.name)
 

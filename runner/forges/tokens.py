@@ -17,6 +17,15 @@ class TokenProvider(Protocol):
         """Return a token valid now for `repo` (`owner/name` or a GitLab project path)."""
         ...
 
+    async def forget(self, repo: str, token: str) -> bool:
+        """Drop `token` after the forge refused it (401) for `repo`.
+
+        Returns:
+            True when the next `token_for(repo)` may give a different token, so a
+            retry is worth it; False when it would give the same one.
+        """
+        ...
+
 
 class StaticToken:
     """One token for every repository (a PAT, or a GitLab project access token).
@@ -36,3 +45,7 @@ class StaticToken:
     async def token_for(self, repo: str) -> str:
         """Return the token, whatever the repository."""
         return self._token
+
+    async def forget(self, repo: str, token: str) -> bool:
+        """Nothing to renew: a refused static token is the operator's to replace."""
+        return False

@@ -163,3 +163,23 @@ def test_github_app_auth_repr_hides_the_key(
     """The provider's repr names the app and nothing secret."""
     auth = GitHubAppAuth(transport, app_id="12345", private_key=key)
     assert repr(auth) == "GitHubAppAuth(app_id='12345')"
+
+
+@pytest.mark.anyio
+async def test_forget_drops_a_refused_token_and_looks_the_installation_up_again(
+    router: respx.Router, auth: GitHubAppAuth
+) -> None:
+    """After `forget`, the next token is newly minted for a freshly looked-up installation."""
+    lookup = router.get(INSTALLATION_URL).mock(return_value=httpx.Response(200, json={"id": 42}))
+    router.post(TOKENS_URL).mock(
+        side_effect=[
+            token_response("ghs_revoked", START + 3600),
+            token_response("ghs_fresh", START + 3600),
+        ]
+    )
+    assert await auth.token_for(REPO) == "ghs_revoked"
+    assert await auth.forget(REPO, "ghs_someone_else") is False
+    assert await auth.token_for(REPO) == "ghs_revoked"  # an unknown token drops nothing cached
+    assert await auth.forget(REPO, "ghs_revoked") is True
+    assert await auth.token_for(REPO) == "ghs_fresh"
+    assert lookup.call_count == 3

@@ -361,3 +361,48 @@ def test_github_client_is_a_forge_client(transport: ForgeTransport) -> None:
     """`GitHubClient` has the shape the worker expects (checked by mypy and at run time)."""
     client: ForgeClient = GitHubClient(transport, StaticToken(TOKEN))
     assert isinstance(client, ForgeClient)
+
+
+class RenewingTokens:
+    """A token provider whose first token the forge will refuse, as a revoked one."""
+
+    def __init__(self) -> None:
+        self.tokens = ["ghs_revoked", "ghs_fresh"]
+        self.forgotten: list[str] = []
+
+    async def token_for(self, repo: str) -> str:
+        return self.tokens[0]
+
+    async def forget(self, repo: str, token: str) -> bool:
+        self.forgotten.append(token)
+        self.tokens.pop(0)
+        return True
+
+
+async def test_set_status_renews_a_refused_app_token_once(
+    router: respx.Router, transport: ForgeTransport
+) -> None:
+    """A 401 makes the client drop the token and post once more with a new one."""
+    tokens = RenewingTokens()
+    client = GitHubClient(transport, tokens, context="isorunner/build")
+    route = router.post(f"{API}/statuses/{SHA}").mock(
+        side_effect=[httpx.Response(401, json={"message": "Bad credentials"}), httpx.Response(201)]
+    )
+    await client.set_status(REPO, SHA, CommitState.SUCCESS, description="ok", target_url=None)
+    assert [c.request.headers["Authorization"] for c in route.calls] == [
+        "Bearer ghs_revoked",
+        "Bearer ghs_fresh",
+    ]
+    assert tokens.forgotten == ["ghs_revoked"]
+
+
+async def test_set_status_does_not_retry_a_refused_static_token(
+    router: respx.Router, client: GitHubClient
+) -> None:
+    """A refused static token is not retried: it raises Unauthorized at once."""
+    route = router.post(f"{API}/statuses/{SHA}").mock(
+        return_value=httpx.Response(401, json={"message": "Bad credentials"})
+    )
+    with pytest.raises(Unauthorized):
+        await client.set_status(REPO, SHA, CommitState.SUCCESS, description="ok", target_url=None)
+    assert route.call_count == 1
