@@ -225,8 +225,8 @@ class Pipeline:
 
         An exception here would replace the build's outcome (or its cancellation) and
         end the worker's task group, stopping every later build. A first failure is
-        retried once: a sandbox cancelled mid-start may still be removing the same
-        directories in a thread, and the second pass finds them gone.
+        retried once, for passing trouble (a busy mount); the sandbox itself finishes
+        its teardown before a cancellation propagates, so the two never race.
         """
         for attempt in (1, 2):
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -28,6 +29,7 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
+from runner.jobs import NotifyFn
 from runner.logs import configure_logging
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
@@ -185,13 +187,24 @@ def secrets_of(settings: Settings) -> list[SecretStr | None]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Service:
+    """The long-lived objects `running_service` builds, for the web app to share."""
+
+    store: JobStore
+    worker: Worker
+    clients: Mapping[Forge, ForgeClient]
+    logs: BuildLogs
+    notify: NotifyFn
+
+
 @contextlib.asynccontextmanager
 async def running_service(
     settings: Settings,
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
-) -> AsyncIterator[tuple[JobStore, Worker, Mapping[Forge, ForgeClient]]]:
+) -> AsyncIterator[Service]:
     """Open the store and clients and build the worker; close them all on exit.
 
     Args:
@@ -213,6 +226,7 @@ async def running_service(
         on_response = metrics.forge_response if metrics is not None else None
         clients = forge_clients(settings, ForgeTransport(http, on_response=on_response))
         sandbox = BuildSandbox(sandbox_config(settings))
+        logs = BuildLogs(settings.storage.logs_dir)
         pipeline = Pipeline(
             PipelineConfig(
                 work_root=settings.sandbox.sandbox_root / "fetch",
@@ -220,7 +234,7 @@ async def running_service(
             ),
             clients=clients,
             sandbox=sandbox,
-            logs=BuildLogs(settings.storage.logs_dir),
+            logs=logs,
             metrics=metrics,
         )
         worker = Worker(
@@ -234,7 +248,7 @@ async def running_service(
             warning_seconds=settings.sandbox.warning_seconds,
             metrics=metrics,
         )
-        yield store, worker, clients
+        yield Service(store, worker, clients, logs, notify)
 
 
 async def serve(settings: Settings) -> None:
@@ -244,8 +258,9 @@ async def serve(settings: Settings) -> None:
     # runner's instruments and the web app's delivery counter both live on it.
     registry = CollectorRegistry()
     metrics = Metrics(registry, forge_hosts=forge_hosts(settings))
-    async with running_service(settings, metrics=metrics) as (store, worker, clients):
-        for forge in {repo.forge for repo in settings.repos} - set(clients):
+    async with running_service(settings, metrics=metrics) as service:
+        store, worker = service.store, service.worker
+        for forge in {repo.forge for repo in settings.repos} - set(service.clients):
             _log.warning(
                 "no API token for a configured forge: builds run but statuses wait",
                 forge=forge.value,
@@ -253,7 +268,7 @@ async def serve(settings: Settings) -> None:
 
         retention = Retention(
             store,
-            BuildLogs(settings.storage.logs_dir),
+            service.logs,
             settings.sandbox.iso_output_root,
             retention_days=settings.storage.retention_days,
         )
@@ -268,9 +283,9 @@ async def serve(settings: Settings) -> None:
 
         app = create_app(
             webhook_config(settings),
-            sink=WorkerSink(store, worker, notify=status_notifier(settings.server.base_url)),
+            sink=WorkerSink(store, worker, notify=service.notify),
             catalog=store,
-            logs=BuildLogs(settings.storage.logs_dir),
+            logs=service.logs,
             lifespan_hooks=[run_worker],
             browser=store,
             control=WorkerControl(store, worker),
