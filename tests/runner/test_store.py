@@ -199,6 +199,24 @@ async def test_submit_failure_in_a_group_leaves_the_other_writes_committed(
     assert len(await store.list_builds()) == 10
 
 
+async def test_submit_while_another_process_holds_the_write_lock_fails_and_recovers(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A foreign writer holding the lock fails the submit with advice; nothing is lost."""
+    request = make_request()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match=r"refused a write \(database is locked\)"):
+            await store.submit(request)
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    submitted = await store.submit(request)  # the forge's redelivery
+    assert submitted.created
+    assert [b.id for b in await store.list_builds()] == [submitted.build_id]
+
+
 async def test_submit_on_a_store_that_is_not_open_says_so(db_path: Path) -> None:
     """Using a store before `open` raises an actionable StoreError."""
     with pytest.raises(StoreError, match="not open"):
@@ -301,6 +319,8 @@ async def test_open_creates_the_directory_schema_and_wal_mode(db_path: Path) -> 
     """Opening a new path creates its directory and a WAL database at the schema version."""
     async with open_store(f"sqlite://{db_path}"):
         assert await asyncio.to_thread(db_path.exists)
+    # Closed cleanly: the log was checkpointed into the file and removed.
+    assert not db_path.with_name(f"{db_path.name}-wal").exists()
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -1,31 +1,84 @@
-"""Tests of the job store's group-committing writer thread."""
+"""Tests of the job store's writer: group commits on the loop, fsync on a thread."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from runner import store_writer
 from runner.exceptions import StoreError
 from runner.store_writer import Writer
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def writer(tmp_path: Path) -> AsyncIterator[Writer]:
-    """A writer on a fresh WAL file with one table `t(v INTEGER UNIQUE)`."""
-    path = tmp_path / "w.db"
+def _open(path: Path, *, wal: bool = True) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
+    if wal:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("CREATE TABLE t (v INTEGER UNIQUE)")
+    return conn
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """The database file of the test's writer."""
+    return tmp_path / "w.db"
+
+
+@pytest.fixture
+def statements() -> list[str]:
+    """Every SQL statement the writer's connection runs, in order."""
+    return []
+
+
+@pytest.fixture
+async def writer(path: Path, statements: list[str]) -> AsyncIterator[Writer]:
+    """A writer on a fresh WAL file with one table `t(v INTEGER UNIQUE)`."""
+    conn = _open(path)
+    conn.set_trace_callback(statements.append)
     started = Writer(conn, str(path))
     yield started
     await started.aclose()
+
+
+class FsyncGate:
+    """Stands in for `os.fsync`: counts calls, and holds them while closed."""
+
+    def __init__(self) -> None:
+        self._fsync = os.fsync
+        self.calls = 0
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+        self.opened.set()
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.calls += 1
+        self.entered.set()
+        assert self.opened.wait(timeout=10), "the test never opened the fsync gate"
+        if self.error is not None:
+            raise self.error
+        self._fsync(fd)
+
+
+@pytest.fixture
+def fsync(monkeypatch: pytest.MonkeyPatch) -> Iterator[FsyncGate]:
+    """Replace `os.fsync` for the test with an open `FsyncGate`."""
+    gate = FsyncGate()
+    monkeypatch.setattr(os, "fsync", gate)  # the writer calls os.fsync
+    yield gate
+    gate.opened.set()  # never leave the sync thread waiting
 
 
 def _insert(value: int) -> Callable[[sqlite3.Connection], int]:
@@ -40,31 +93,30 @@ def _values(conn: sqlite3.Connection) -> list[int]:
     return [row[0] for row in conn.execute("SELECT v FROM t ORDER BY v")]
 
 
-async def _blocked_group(
+def _read_values(path: Path) -> list[int]:
+    """What another connection sees (committed data, durable or not)."""
+    conn = sqlite3.connect(path)
+    try:
+        return _values(conn)
+    finally:
+        conn.close()
+
+
+async def _group(
     writer: Writer, writes: list[Callable[[sqlite3.Connection], int]]
 ) -> list[int | BaseException]:
-    """Queue `writes` while the thread is held busy, so they commit as one group."""
-    gate = threading.Event()
-    entered = threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> int:
-        entered.set()
-        gate.wait(timeout=10)
-        return 0
-
-    holder = asyncio.ensure_future(writer.run(hold))
-    await asyncio.to_thread(entered.wait, 10)
-    tasks = [asyncio.ensure_future(writer.run(w)) for w in writes]
-    await asyncio.sleep(0)
-    gate.set()
-    await holder
-    return list(await asyncio.gather(*tasks, return_exceptions=True))
+    """Queue `writes` in one turn of the loop, so they commit as one group."""
+    return list(await asyncio.gather(*(writer.run(w) for w in writes), return_exceptions=True))
 
 
-async def test_writer_commits_a_group_and_returns_each_result(writer: Writer) -> None:
-    """Writes queued together all commit, each caller getting its own result."""
-    results = await _blocked_group(writer, [_insert(v) for v in (1, 2, 3)])
+async def test_writer_commits_a_group_in_one_transaction(
+    writer: Writer, statements: list[str]
+) -> None:
+    """Writes queued in one turn of the loop share one transaction; each gets its result."""
+    results = await _group(writer, [_insert(v) for v in (1, 2, 3)])
     assert results == [1, 2, 3]
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert statements.count("COMMIT") == 1
     assert await writer.run(_values) == [1, 2, 3]
 
 
@@ -76,7 +128,7 @@ async def test_writer_undoes_only_the_write_that_raised(writer: Writer) -> None:
         conn.execute("INSERT INTO t (v) VALUES (1)")  # already inserted in this group
         return 50
 
-    results = await _blocked_group(writer, [_insert(1), half_then_fail, _insert(2)])
+    results = await _group(writer, [_insert(1), half_then_fail, _insert(2)])
     assert results[0] == 1
     assert results[2] == 2
     assert isinstance(results[1], StoreError)
@@ -101,3 +153,113 @@ async def test_writer_refuses_writes_after_close(writer: Writer) -> None:
     await writer.aclose()
     with pytest.raises(StoreError, match="closed"):
         await writer.run(_insert(1))
+
+
+async def test_writer_answers_only_after_the_log_is_on_disk(
+    writer: Writer, path: Path, fsync: FsyncGate
+) -> None:
+    """A write is committed at once but acknowledged only once its fsync returns."""
+    fsync.opened.clear()
+    pending = asyncio.ensure_future(writer.run(_insert(1)))
+    await asyncio.to_thread(fsync.entered.wait, 10)
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    assert _read_values(path) == [1]  # committed, waiting for the disk
+    fsync.opened.set()
+    assert await pending == 1
+
+
+async def test_writer_groups_what_arrives_during_an_fsync_into_the_next(
+    writer: Writer, fsync: FsyncGate
+) -> None:
+    """Writes committed while an fsync runs wait for one more fsync, shared by all."""
+    fsync.opened.clear()
+    first = asyncio.ensure_future(writer.run(_insert(1)))
+    await asyncio.to_thread(fsync.entered.wait, 10)
+    later = [asyncio.ensure_future(writer.run(_insert(v))) for v in (2, 3, 4)]
+    await asyncio.sleep(0.01)  # committed in separate turns of the loop
+    fsync.opened.set()
+    assert await asyncio.gather(first, *later) == [1, 2, 3, 4]
+    assert fsync.calls == 2
+
+
+async def test_writer_reports_a_failed_fsync_and_goes_on(writer: Writer, fsync: FsyncGate) -> None:
+    """A failed fsync fails its callers with the reason; later writes work again."""
+    fsync.error = OSError(5, "Input/output error")
+    with pytest.raises(StoreError, match=r"could not be flushed to disk .*Input/output error"):
+        await writer.run(_insert(1))
+    fsync.error = None
+    assert await writer.run(_insert(2)) == 2
+    # The first write was committed before its fsync failed: a redelivery finds it.
+    assert await writer.run(_values) == [1, 2]
+
+
+async def test_writer_takes_writes_from_another_event_loop(writer: Writer) -> None:
+    """A caller on another thread's loop is served by the writer's own loop."""
+    assert await writer.run(_insert(1)) == 1  # binds the writer to this loop
+
+    def elsewhere() -> int:
+        return asyncio.run(writer.run(_insert(2)))
+
+    assert await asyncio.to_thread(elsewhere) == 2
+    assert await writer.run(_values) == [1, 2]
+
+
+async def test_writer_close_finishes_queued_writes(path: Path) -> None:
+    """Closing waits for queued writes and their fsync; none is lost."""
+    writer = Writer(_open(path), str(path))
+    pending = [asyncio.ensure_future(writer.run(_insert(v))) for v in range(5)]
+    await asyncio.sleep(0)
+    await writer.aclose()
+    assert [p.result() for p in pending] == list(range(5))
+    assert _read_values(path) == list(range(5))
+
+
+async def test_writer_checkpoints_the_log_into_the_database_file(
+    writer: Writer, path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a checkpoint due after every fsync, committed rows reach the main file."""
+    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
+    await writer.run(_insert(1))
+    await writer.run(_insert(2))  # the first checkpoint has had time to run
+    for _ in range(100):
+        copy = tmp_path / "main-file-only.db"
+        shutil.copyfile(path, copy)  # without its -wal: only checkpointed pages
+        if _read_values(copy) == [1, 2]:
+            break
+        await asyncio.sleep(0.02)
+    assert _read_values(copy) == [1, 2]
+
+
+async def test_writer_warns_when_a_checkpoint_fails(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed checkpoint is logged; the writes it follows are durable all the same."""
+    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
+
+    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", refuse)  # the checkpointer connects late
+    with capture_logs() as logs:
+        assert await writer.run(_insert(1)) == 1
+        await writer.aclose()  # runs the due checkpoint
+    assert any(
+        entry["event"] == "store_checkpoint_failed" and "unable to open" in entry["error"]
+        for entry in logs
+    )
+
+
+async def test_writer_without_a_log_file_syncs_the_database_file(
+    tmp_path: Path, fsync: FsyncGate
+) -> None:
+    """With no -wal file (everything checkpointed, or no WAL), the main file is synced."""
+    path = tmp_path / "plain.db"
+    writer = Writer(_open(path, wal=False), str(path))
+    try:
+        assert await writer.run(_insert(1)) == 1
+    finally:
+        await writer.aclose()
+    assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 -- a test's one stat
+    assert fsync.calls >= 1
+    assert _read_values(path) == [1]
