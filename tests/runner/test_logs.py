@@ -9,7 +9,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from runner.logs import REDACTED, Redactor, configure_logging
+from runner.logs import REDACTED, Redactor, configure_logging, render_console
 
 
 def test_redactor_replaces_secret_values_anywhere() -> None:
@@ -95,3 +95,57 @@ def test_configure_logging_adds_the_bound_build_id_to_every_line(
         logging.getLogger().handlers[:] = []
     assert lines[0]["build_id"] == 5
     assert "build_id" not in lines[1]
+
+
+def test_render_console_keeps_each_event_on_one_line() -> None:
+    """Values with spaces, quotes or newlines are quoted with escapes; plain ones are not."""
+    line = render_console(
+        None,
+        "info",
+        {
+            "timestamp": "2026-11-29T04:00:00Z",
+            "level": "info",
+            "event": "delivery_accepted",
+            "repo": "owner/profile",
+            "title": 'fix: mirror\nfake_line level=error "x"',
+            "build_id": 7,
+            "duplicate": False,
+            "pr_number": None,
+            "empty": "",
+        },
+    )
+    assert line == (
+        "2026-11-29T04:00:00Z info    delivery_accepted repo=owner/profile"
+        ' title="fix: mirror\\nfake_line level=error \\"x\\"" build_id=7 duplicate=false'
+        ' pr_number=null empty=""'
+    )
+
+
+def test_render_console_escapes_a_message_only_when_it_would_break_the_line() -> None:
+    """A message with spaces stays readable; one with a newline is quoted."""
+    plain = render_console(None, "info", {"level": "warning", "event": "Started server [12]"})
+    broken = render_console(None, "info", {"level": "info", "event": "a\nb"})
+    assert plain == " warning Started server [12]"
+    assert broken == ' info    "a\\nb"'
+
+
+def test_configure_logging_console_lines_are_redacted_with_the_traceback_after(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Console mode: one line per event, secrets redacted, a traceback on the lines after."""
+    token = "ghp_console-secret-5678"
+    try:
+        configure_logging(log_format="console", secrets=[SecretStr(token)])
+        try:
+            fail(f"token {token} refused")
+        except RuntimeError:
+            structlog.get_logger().exception("forge_call_failed", build_id=3, url=f"x?{token}")
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+    first, *traceback = err.splitlines()
+    assert " error   forge_call_failed build_id=3 url=x?[redacted]" in first
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == f"RuntimeError: token {REDACTED} refused"
+    assert token not in err
