@@ -38,10 +38,14 @@ class DeliveryMetrics:
             ["forge", "outcome"],
             registry=registry,
         )
-        for forge in Forge:
-            for outcome in DeliveryOutcome:
-                self._counter.labels(forge=forge.value, outcome=outcome.value)
+        # Every series exists from zero; the children are looked up once, not per
+        # delivery (`labels()` builds and hashes a key each time).
+        self._series = {
+            (forge, outcome): self._counter.labels(forge=forge.value, outcome=outcome.value)
+            for forge in Forge
+            for outcome in DeliveryOutcome
+        }
 
     def count(self, forge: Forge, outcome: DeliveryOutcome) -> None:
         """Count one delivery."""
-        self._counter.labels(forge=forge.value, outcome=outcome.value).inc()
+        self._series[forge, outcome].inc()
