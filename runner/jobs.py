@@ -134,5 +134,5 @@ NotifyFn = Callable[[BuildRecord], Iterable[Outgoing]]
 
 The store calls it inside the transaction that changes the build, so the change and
 its notifications are durable together (nothing can be lost between the two). It must
-be pure and quick: it runs on the store's writer thread.
+be pure and quick: it runs inside the store's write group, on the event loop.
 """

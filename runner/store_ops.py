@@ -47,8 +47,8 @@ _FIND_DUPLICATE = f"""
         )
     ) ORDER BY rank LIMIT 1
 """  # noqa: S608 -- constant text, values bound
-# The common case (a new build) in a single statement, hence a single step, which
-# matters because every step is a GIL round trip on the writer thread.
+# The common case (a new build) in a single statement, hence a single step: it runs
+# on the event loop, for every delivery.
 _INSERT_UNLESS_DUPLICATE = f"""
     INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,
         delivery_id, source_repo, project_id, web_url, title, sender, state, detail,

@@ -92,7 +92,7 @@ class SQLiteStore:
     # ------------------------------------------------------------ lifetime
 
     async def open(self) -> None:
-        """Create the directory and schema if missing and start the writer thread.
+        """Create the directory and schema if missing and start the writer.
 
         Raises:
             StoreError: The directory or file cannot be created or opened, or the
