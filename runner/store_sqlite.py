@@ -32,6 +32,8 @@ READERS: Final = 2
 
 BUSY_TIMEOUT_MS: Final = 5000
 WRITER_BUSY_TIMEOUT_MS: Final = 250
+PRUNE_BATCH: Final = 500
+"""Builds deleted per write group by `prune_finished`."""
 
 T = TypeVar("T")
 
@@ -43,7 +45,7 @@ def _utc_now() -> datetime:
 _FINAL_STATES: Final = tuple(state.value for state in BuildState if state.is_final)
 
 
-def _prune_finished(conn: sqlite3.Connection, cutoff: str) -> list[int]:
+def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[int]:
     # Text comparison is time order: `encode_time` writes fixed-width UTC. The state
     # test is explicit although `finished_at` is only set in final states, so a bug
     # elsewhere can never make retention delete a live build.
@@ -51,9 +53,10 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str) -> list[int]:
     query = (
         f"SELECT id FROM builds WHERE state IN ({marks}) AND finished_at IS NOT NULL"  # noqa: S608 -- placeholders only
         " AND finished_at < ? AND NOT EXISTS"
-        " (SELECT 1 FROM notifications WHERE notifications.build_id = builds.id) ORDER BY id"
+        " (SELECT 1 FROM notifications WHERE notifications.build_id = builds.id)"
+        " ORDER BY id LIMIT ?"
     )
-    ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff))]
+    ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
     conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
     return ids
 
@@ -260,7 +263,14 @@ class SQLiteStore:
             ValueError: `before` is naive.
         """
         cutoff = encode_time(before)
-        return await self._write(lambda c: _prune_finished(c, cutoff))
+        pruned: list[int] = []
+        # In batches: writes run on the event loop, and a first run after a long
+        # pause may have many thousands of builds to delete.
+        while True:
+            batch = await self._write(lambda c: _prune_finished(c, cutoff, PRUNE_BATCH))
+            pruned.extend(batch)
+            if len(batch) < PRUNE_BATCH:
+                return pruned
 
     # ------------------------------------------------------------ outbox
 

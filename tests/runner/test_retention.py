@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from runner import store_sqlite
 from runner.buildlogs import BuildLogs
 from runner.jobs import Event
 from runner.retention import Retention, cutoff
@@ -93,6 +94,19 @@ async def test_prune_finished_keeps_live_young_and_undelivered_builds(
         assert await store.get(build_id) is None
     for build_id in (old_pending, young, running, queued):
         assert await store.get(build_id) is not None
+
+
+@pytest.mark.anyio
+async def test_prune_finished_deletes_in_batches_until_none_is_left(
+    store: SQLiteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More old builds than one batch holds are all deleted, in id order."""
+    monkeypatch.setattr(store_sqlite, "PRUNE_BATCH", 2)
+    old = [await finished_build(store) for _ in range(5)]
+    clock.advance(DAYS * 86400 + 1)
+    young = await finished_build(store)
+    assert await store.prune_finished(clock() - timedelta(days=DAYS)) == old
+    assert [b.id for b in await store.list_builds()] == [young]
 
 
 @pytest.mark.anyio
