@@ -4,7 +4,8 @@
 outbox payload that the job store enqueues in the same transaction as the state
 change, so a status can never be lost between the change and the forge call.
 `Notifier` is the thin I/O shell that drains the outbox through the forge clients,
-retrying with backoff while a forge is down, in order per build.
+retrying with backoff while a forge is down, in order per build; a status the forge
+refuses for good (not an outage) is dropped after `PERMANENT_ATTEMPTS`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import structlog
 
-from runner.forges.exceptions import ForgeError, TransitionRefused
+from runner.forges.exceptions import Conflict, ForgeError, TransitionRefused
 from runner.forges.protocol import CommitState, ForgeClient
 from runner.jobs import Notification, NotifyFn, Outgoing
 from runner.metrics import Metrics
@@ -77,6 +78,19 @@ def status_notifier(base_url: str) -> NotifyFn:
         return [(STATUS, status_payload(record, base_url))]
 
     return notify
+
+
+PERMANENT_ATTEMPTS = 5
+"""Attempts before a status the forge refuses for good (401, 403, 404, 422) is dropped.
+
+A few, not one: GitHub answers 422 for a commit it has not indexed yet, and a token
+may be renewed between attempts. Until it is dropped, a refused status holds back
+the later statuses of its build (they are delivered in order)."""
+
+
+def is_transient(error: ForgeError) -> bool:
+    """Whether the forge may accept the same status later: outages, rate limits, 409s."""
+    return error.transient or isinstance(error, Conflict)
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -174,11 +188,22 @@ class Notifier:
             # the forge already shows this state, which is what we wanted.
             _log.info("status already set", build_id=record.id, reason=str(exc))
         except ForgeError as exc:
+            attempts = notification.attempts + 1
+            if not is_transient(exc) and attempts >= PERMANENT_ATTEMPTS:
+                _log.error(
+                    "status dropped: the forge refused it every time",
+                    build_id=record.id,
+                    state=str(payload["state"]),
+                    attempts=attempts,
+                    error=str(exc),
+                )
+                await self._store.notification_done(notification.id)
+                return DROPPED
             retry_at = self._clock() + retry_delay(notification.attempts)
             _log.warning(
                 "status not delivered; will retry",
                 build_id=record.id,
-                attempts=notification.attempts + 1,
+                attempts=attempts,
                 retry_at=retry_at.isoformat(),
                 error=str(exc),
             )
