@@ -15,9 +15,10 @@ groups committed while it runs wait for the next one. That is exactly what
 with one fsync per burst of deliveries instead of one per transaction, and without
 the event loop and a writer thread taking turns at the GIL for every SQL statement,
 which had cost more than the SQL itself. Checkpoints (copying the log into the
-database file) also run on the sync thread, on a connection of their own, so the loop
-never waits for them; with `synchronous=NORMAL` SQLite syncs the log before and the
-database after each checkpoint.
+database file) run on a thread and connection of their own, at most once a second
+while writes come in (what they leave is copied by the next one, or at close), so
+neither the loop nor an acknowledgement ever waits for one; with `synchronous=NORMAL`
+SQLite syncs the log before and the database after each checkpoint.
 
 Visible before durable: another connection can read a committed group before its
 fsync completes (for well under a millisecond). Nothing acts on that: every write
