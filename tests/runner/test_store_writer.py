@@ -227,7 +227,9 @@ async def test_writer_checkpoints_the_log_into_the_database_file(
         shutil.copyfile(path, copy)  # without its -wal: only checkpointed pages
         try:
             return _read_values(copy)
-        except sqlite3.OperationalError:  # not even the table is in the main file yet
+        # Not even the table is in the main file yet, or the copy caught the
+        # checkpoint half-way through writing it.
+        except sqlite3.DatabaseError:
             return None
 
     for _ in range(250):
