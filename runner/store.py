@@ -94,7 +94,11 @@ class JobStore(Protocol):
     async def supersede(
         self, request: BuildRequest, *, notify: NotifyFn | None = None
     ) -> list[int]:
-        """Cancel older queued or running builds of the same branch or pull request."""
+        """Cancel older queued or running builds of the same branch or pull request.
+
+        Or cancel the request's own build instead, when a build of a later push on
+        that line is already stored (its delivery arrived late). Returns the ids.
+        """
         ...
 
     async def recover_running(

@@ -29,8 +29,8 @@ from webhooks.build import BuildRecord, BuildRequest, BuildState, RefKind, Submi
 
 _INSERT_BUILD = (
     "INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,"
-    " delivery_id, source_repo, project_id, web_url, title, sender, state, detail,"
-    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)"
+    " delivery_id, source_repo, project_id, web_url, title, sender, previous_sha, state,"
+    " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)"
 )
 # A stored build that a request repeats: the same delivery, else the same commit on a
 # branch or pull request (or the same tag and commit for a tag), not cancelled.
@@ -51,11 +51,11 @@ _FIND_DUPLICATE = f"""
 # on the event loop, for every delivery.
 _INSERT_UNLESS_DUPLICATE = f"""
     INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,
-        delivery_id, source_repo, project_id, web_url, title, sender, state, detail,
-        created_at)
+        delivery_id, source_repo, project_id, web_url, title, sender, previous_sha, state,
+        detail, created_at)
     SELECT :forge, :repo, :sha, :ref, :kind, :pr_number, :trusted, :commit_time,
-        :delivery, :source_repo, :project_id, :web_url, :title, :sender, :state, '',
-        :created_at
+        :delivery, :source_repo, :project_id, :web_url, :title, :sender, :previous_sha,
+        :state, '', :created_at
     WHERE NOT EXISTS (SELECT 1 FROM builds WHERE delivery_id = :delivery)
     AND NOT EXISTS (SELECT 1 FROM builds WHERE {_SAME_COMMIT})
 """  # noqa: S608 -- constant text, values bound
@@ -153,6 +153,7 @@ def submit(
         web_url=request.web_url,
         title=request.title,
         sender=request.sender,
+        previous_sha=request.previous_sha,
         state=BuildState.QUEUED.value,
         created_at=encode_time(now),
     )
@@ -271,6 +272,11 @@ def supersede(
     Obsolete means older (a lower id) than the build `request` was stored as, on the
     same line, for another commit. A line is a branch (forge, repo, branch ref) or a
     pull request (forge, repo, number); tags have no line and are never superseded.
+
+    A delivery that arrives late is the exception: when a build on the line already
+    names `request`'s commit as its `previous_sha` (a later push moved the line on
+    from it), `request`'s own build is the obsolete one, so it alone is cancelled.
+    Returns the ids cancelled.
     """
     if request.kind is RefKind.TAG:
         return []
@@ -286,6 +292,15 @@ def supersede(
         if request.kind is RefKind.BRANCH
         else ("pr_number = ?", request.pr_number)
     )
+    later = conn.execute(
+        f"SELECT commit_sha FROM builds WHERE kind = ? AND {line} AND forge = ?"  # noqa: S608 -- fixed clause, values bound
+        " AND repo = ? AND previous_sha = ? AND id != ? ORDER BY id DESC LIMIT 1",
+        (request.kind.value, key, request.forge.value, request.repo, request.commit_sha, anchor),
+    ).fetchone()
+    if later is not None:
+        detail = f"superseded by {str(later[0])[:7]}, pushed after it (delivered late)"
+        apply_event(conn, now, anchor, Event.CANCEL, detail=detail, notify=notify)
+        return [anchor]
     rows = conn.execute(
         f"SELECT id FROM builds WHERE forge = ? AND repo = ? AND kind = ? AND {line}"  # noqa: S608 -- fixed clause, values bound
         " AND commit_sha != ? AND state IN (?, ?) AND id < ? ORDER BY id",

@@ -63,6 +63,12 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         "CREATE INDEX notifications_by_build ON notifications (build_id, id)",
         "CREATE INDEX notifications_by_due ON notifications (next_attempt_at, id)",
     ),
+    # 1 → 2: the commit a push moved its branch from, to order late deliveries.
+    (
+        "ALTER TABLE builds ADD COLUMN previous_sha TEXT",
+        "CREATE INDEX builds_by_previous ON builds (forge, repo, previous_sha)"
+        " WHERE previous_sha IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -70,7 +76,7 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 BUILD_COLUMNS: Final = (
     "id, forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time, delivery_id,"
     " source_repo, project_id, web_url, title, sender, state, detail, created_at,"
-    " started_at, finished_at"
+    " started_at, finished_at, previous_sha"
 )
 
 NOTIFICATION_COLUMNS: Final = "id, build_id, kind, payload, attempts, next_attempt_at, last_error"
@@ -123,7 +129,7 @@ def decode_time(text: str) -> datetime:
 
 
 def request_params(request: BuildRequest) -> tuple[object, ...]:
-    """Return the `builds` column values of a request, in `BUILD_COLUMNS` order."""
+    """Return the `builds` column values of a request, `forge` to `previous_sha`."""
     return (
         request.forge.value,
         request.repo,
@@ -139,6 +145,7 @@ def request_params(request: BuildRequest) -> tuple[object, ...]:
         request.web_url,
         request.title,
         request.sender,
+        request.previous_sha,
     )
 
 
@@ -159,6 +166,7 @@ def build_from_row(row: Sequence[object]) -> BuildRecord:
         web_url=_text(row[12]),
         title=_text(row[13]),
         sender=_text(row[14]),
+        previous_sha=None if row[20] is None else _text(row[20]),
     )
     return BuildRecord(
         id=_int(row[0]),

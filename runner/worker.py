@@ -243,9 +243,9 @@ class WorkerSink:
         """Store `request` durably; supersede older builds of its branch or PR."""
         submission = await self._store.submit(request)
         if submission.created and request.kind is not RefKind.TAG:
+            # Older builds of the line, or this one if it was delivered late.
             for build_id in await self._store.supersede(request, notify=self._notify):
-                if build_id != submission.build_id:
-                    await self._worker.stop_build(build_id)
+                await self._worker.stop_build(build_id)
         self._worker.wake()
         return submission
 

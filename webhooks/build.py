@@ -69,6 +69,11 @@ class BuildRequest:
         web_url: The repository's web page, for links to the commit.
         title: The commit message's first line or the PR title, shown on pages.
         sender: Who pushed or opened the request.
+        previous_sha: The commit the branch or pull request pointed at before this
+            push, when the forge says (GitHub `before`, GitLab `before`/`oldrev`);
+            None for a new branch or tag, or when unknown. A build whose commit is
+            another build's `previous_sha` on the same line is the older of the two,
+            whatever order their deliveries arrived in.
     """
 
     forge: Forge
@@ -85,6 +90,7 @@ class BuildRequest:
     web_url: str = ""
     title: str = ""
     sender: str = ""
+    previous_sha: str | None = None
 
     @property
     def ref_name(self) -> str:

@@ -33,7 +33,7 @@ from webhooks.exceptions import (
     UnsupportedEvent,
     UnsupportedMediaType,
 )
-from webhooks.payload import PayloadModel, lower_headers, parse_payload
+from webhooks.payload import PayloadModel, lower_headers, parse_payload, previous_commit
 from webhooks.verify import verify_github
 
 JSON: Final = "application/json"
@@ -71,6 +71,7 @@ class PushPayload(PayloadModel):
     """The fields of a `push` delivery that isorunner uses."""
 
     ref: str
+    before: str | None = None
     deleted: bool = False
     head_commit: _HeadCommit | None = None
     repository: _Repository
@@ -100,6 +101,7 @@ class PullRequestPayload(PayloadModel):
     """The fields of a `pull_request` delivery that isorunner uses."""
 
     action: str
+    before: str | None = None  # `synchronize` only: the head before the new commits
     pull_request: _PullRequest
     sender: _Account | None = None
 
@@ -237,6 +239,7 @@ def _push(payload: PushPayload, config: WebhookConfig, delivery_id: str) -> Outc
         web_url=payload.repository.html_url,
         title=_title(commit.message),
         sender=payload.sender.login if payload.sender else "",
+        previous_sha=previous_commit(payload.before),
     )
 
 
@@ -269,4 +272,5 @@ def _pull_request(payload: PullRequestPayload, config: WebhookConfig, delivery_i
         web_url=base.html_url,
         title=pr.title,
         sender=payload.sender.login if payload.sender else "",
+        previous_sha=previous_commit(payload.before),
     )

@@ -37,7 +37,7 @@ from pydantic import (
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import ForgeNotConfigured, MalformedPayload, UnsupportedMediaType
-from webhooks.payload import PayloadModel, lower_headers, parse_payload
+from webhooks.payload import PayloadModel, lower_headers, parse_payload, previous_commit
 from webhooks.verify import verify_gitlab_token, verify_standard_webhook
 
 JSON: Final = "application/json"
@@ -83,6 +83,7 @@ class PushPayload(PayloadModel):
     """The fields of a Push Hook or Tag Push Hook delivery that isorunner uses."""
 
     ref: str
+    before: str | None = None
     checkout_sha: Sha | None = None
     project: _Project
     commits: tuple[_Commit, ...] = ()
@@ -252,6 +253,7 @@ def _push(
         web_url=payload.project.web_url,
         title=(head.title or _title(head.message)) if head is not None else "",
         sender=payload.user_username,
+        previous_sha=previous_commit(payload.before),
     )
 
 
@@ -284,4 +286,5 @@ def _merge_request(
         web_url=mr.target.web_url,
         title=mr.title,
         sender=payload.user.username if payload.user else "",
+        previous_sha=previous_commit(mr.oldrev),
     )

@@ -78,6 +78,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "web_url",
             "title",
             "sender",
+            "previous_sha",
         ],
         "properties": {
             "forge": {"type": "string", "enum": [*Forge]},
@@ -95,6 +96,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "web_url": {"type": "string"},
             "title": {"type": "string"},
             "sender": {"type": "string"},
+            "previous_sha": {
+                "type": ["string", "null"],
+                "description": "The commit the branch or PR pointed at before this push.",
+            },
         },
     },
     "Build": {

@@ -7,6 +7,7 @@ naming the first bad field, never echoing its value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -42,6 +43,21 @@ def parse_payload(model: type[M], body: bytes, what: str) -> M:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise MalformedPayload(f"{what} payload is not valid at {where}: {first['msg']}") from exc
+
+
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def previous_commit(sha: str | None) -> str | None:
+    """A forge's "before" commit, or None when it names none.
+
+    Forges send 40 zeros for a branch that did not exist before the push; anything
+    that is not a commit id is treated as unknown rather than refused, because the
+    field only orders builds and never decides whether one is made.
+    """
+    if sha is None or not _SHA.fullmatch(sha) or not sha.strip("0"):
+        return None
+    return sha
 
 
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:

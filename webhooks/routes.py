@@ -257,6 +257,7 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
             "web_url": build.web_url,
             "title": build.title,
             "sender": build.sender,
+            "previous_sha": build.previous_sha,
         },
     }
 

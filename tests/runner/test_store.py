@@ -17,7 +17,7 @@ import pytest
 from runner.exceptions import StoreError
 from runner.jobs import Event
 from runner.store import SQLiteStore, open_store
-from runner.store_schema import SCHEMA_VERSION
+from runner.store_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.runner.store_samples import START, FakeClock, make_request
 from webhooks.build import (
     BuildCatalog,
@@ -65,6 +65,7 @@ async def test_submit_stores_every_request_field_as_a_queued_build(store: SQLite
         source_repo="fork/profile",
         project_id=99,
         commit_time=datetime.fromisoformat("2025-02-01T10:30:00+02:00"),
+        previous_sha="f" * 40,
     )
     sink: BuildSink = store  # the seams the web app is given
     catalog: BuildCatalog = store
@@ -325,6 +326,38 @@ async def test_open_creates_the_directory_schema_and_wal_mode(db_path: Path) -> 
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+
+
+async def test_open_upgrades_a_version_1_database_and_keeps_its_builds(db_path: Path) -> None:
+    """A database written before previous_sha existed is migrated in place."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute(
+            "INSERT INTO builds (forge, repo, commit_sha, ref, kind, trusted, commit_time,"
+            " delivery_id, source_repo, web_url, title, sender, state, detail, created_at)"
+            " VALUES ('github', 'o/r', ?, 'refs/heads/main', 'branch', 1, ?, 'd-1', 'o/r',"
+            " '', '', '', 'succeeded', '', ?)",
+            ("a" * 40, START.isoformat(), START.isoformat()),
+        )
+    finally:
+        conn.close()
+    async with SQLiteStore(db_path) as store:
+        (old,) = await store.list_builds()
+        assert (old.request.commit_sha, old.request.previous_sha) == ("a" * 40, None)
+        later = make_request(previous_sha="a" * 40)
+        created = await store.submit(later)
+        record = await store.get(created.build_id)
+        assert record is not None
+        assert record.request.previous_sha == "a" * 40
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     finally:
         conn.close()
 

@@ -218,6 +218,45 @@ async def test_supersede_never_cancels_newer_builds_or_the_same_commit(
     assert record.state is BuildState.QUEUED
 
 
+async def test_supersede_cancels_a_late_delivery_of_a_push_already_moved_past(
+    store: SQLiteStore,
+) -> None:
+    """A push delivered after the push that moved the branch on from it is cancelled."""
+    old_sha = f"{0xA1:040x}"
+    newer = make_request(previous_sha=old_sha)
+    newer_id = (await store.submit(newer)).build_id
+    assert await store.supersede(newer) == []
+    late = make_request(commit_sha=old_sha)
+    late_id = (await store.submit(late)).build_id
+    assert await store.supersede(late, notify=status_of) == [late_id]
+    cancelled = await store.get(late_id)
+    kept = await store.get(newer_id)
+    assert cancelled is not None
+    assert kept is not None
+    assert (cancelled.state, cancelled.detail) == (
+        BuildState.CANCELLED,
+        f"superseded by {newer.commit_sha[:7]}, pushed after it (delivered late)",
+    )
+    assert kept.state is BuildState.QUEUED
+    assert len(await store.due_notifications(START, 10)) == 1  # the late build's status
+
+
+async def test_supersede_orders_by_previous_sha_only_on_the_same_line(
+    store: SQLiteStore,
+) -> None:
+    """Another branch or PR that moved on from the same commit does not cancel a build."""
+    shared = f"{0xB2:040x}"
+    await store.submit(make_request(ref="refs/heads/dev", previous_sha=shared))
+    pr = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, previous_sha=shared)
+    await store.submit(pr)
+    main = make_request(commit_sha=shared)
+    main_id = (await store.submit(main)).build_id
+    assert await store.supersede(main) == []
+    record = await store.get(main_id)
+    assert record is not None
+    assert record.state is BuildState.QUEUED
+
+
 async def test_supersede_pull_requests_follow_their_number(store: SQLiteStore) -> None:
     """A PR update cancels older builds of that PR, not of another PR with the same branch."""
     pr7 = await store.submit(make_request(kind=RefKind.PULL_REQUEST, pr_number=7))

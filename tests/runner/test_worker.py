@@ -352,6 +352,32 @@ async def test_worker_newer_push_supersedes_running_build(rig: Rig) -> None:
 
 
 @pytest.mark.anyio
+async def test_worker_late_delivery_of_an_older_push_is_cancelled_not_built(rig: Rig) -> None:
+    """The older push, delivered after the newer one, is cancelled; the newer one builds."""
+    old_sha = f"{0xC3:040x}"
+    rig.sandbox.blocking = True
+    async with anyio.create_task_group() as group:
+        await group.start(rig.worker.run)
+        newer = await rig.sink.submit(make_request(previous_sha=old_sha))
+        with anyio.fail_after(10):
+            await rig.sandbox.started.wait()
+        late = await rig.sink.submit(make_request(commit_sha=old_sha))
+        await wait_for_state(rig, late.build_id, BuildState.CANCELLED)
+        rig.sandbox.blocking = False
+        rig.sandbox.block.set()
+        await wait_for_state(rig, newer.build_id, BuildState.SUCCEEDED)
+        with anyio.fail_after(10):  # the forge hears why the late push did not build
+            while not any(
+                s[0] == old_sha and s[1] is CommitState.CANCELLED for s in rig.forge.statuses
+            ):
+                await anyio.sleep(0.05)
+        group.cancel_scope.cancel()
+    assert len(rig.sandbox.seen_epochs) == 1  # only the newer push was built
+    (cancelled,) = [s for s in rig.forge.statuses if s[1] is CommitState.CANCELLED]
+    assert cancelled[2].endswith("pushed after it (delivered late)")
+
+
+@pytest.mark.anyio
 async def test_worker_statuses_survive_a_forge_outage(rig: Rig) -> None:
     """Statuses the forge refuses with 5xx are retried later, in order, none lost."""
     rig.forge.status_failures = 2

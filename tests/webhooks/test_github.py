@@ -213,8 +213,25 @@ def test_receive_builds_pull_request_head() -> None:
 
 
 def test_receive_builds_synchronized_pull_request() -> None:
-    """A pull request whose head moved (synchronize) builds."""
-    assert _build("pull_request_synchronize").kind is RefKind.PULL_REQUEST
+    """A pull request whose head moved (synchronize) builds, remembering the old head."""
+    _, body = load("github", "pull_request_synchronize")
+    build = _build("pull_request_synchronize")
+    assert build.kind is RefKind.PULL_REQUEST
+    assert build.previous_sha == json.loads(body)["before"]
+
+
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        ("0" * 40, None),  # the branch is new
+        ("95790bf891e76fee5e1747ab589903a6a1f80f22", "95790bf891e76fee5e1747ab589903a6a1f80f22"),
+        ("not-a-sha", None),  # unknown, not refused: it only orders builds
+    ],
+)
+def test_receive_records_the_commit_a_push_moved_from(before: str, expected: str | None) -> None:
+    """`before` becomes previous_sha when it names a commit."""
+    _, body = load("github", "push_branch")
+    assert _build("push_branch", edited(body, before=before)).previous_sha == expected
 
 
 def test_receive_builds_reopened_pull_request() -> None:

@@ -87,6 +87,7 @@ def test_receive_builds_branch_push_checkout_sha() -> None:
         web_url="http://example.com/mike/diaspora",
         title="fixed readme",
         sender="jsmith",
+        previous_sha=payload["before"],
     )
 
 
@@ -171,7 +172,9 @@ def test_receive_builds_merge_request_update_with_new_commits() -> None:
     """A merge request update carrying oldrev (new commits) builds."""
     _, body = load("gitlab", "merge_request_open")
     changed = edited(body, object_attributes__action="update", object_attributes__oldrev="a" * 40)
-    assert _build("merge_request_open", changed).kind is RefKind.PULL_REQUEST
+    build = _build("merge_request_open", changed)
+    assert build.kind is RefKind.PULL_REQUEST
+    assert build.previous_sha == "a" * 40  # the head before the new commits
 
 
 def test_receive_ignores_merge_request_update_without_commits() -> None:
