@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,20 @@ from runner.exceptions import StoreError
 CHECKPOINT_EVERY: Final = 1.0
 """Seconds between checkpoints while writes keep coming (SQLite's default is every
 1,000 log pages, a few hundred deliveries; here a busy second is a few thousand)."""
+
+WAL_LIMIT: Final = 256 * 1024 * 1024
+"""Bytes of log file at which the next checkpoint holds commits until it is done.
+
+Checkpoints that run beside new commits may never catch up with them, and SQLite
+only starts the log over after one that did: under sustained load the log grew
+without end (~70 MB/s in the intake benchmark). Past this size, the next checkpoint
+(at most `CHECKPOINT_EVERY` later) holds commits (requests are still read and
+answered, and wait) while it copies the last second's pages, so the next commit
+starts the log over; the writer's `journal_size_limit` (`WAL_KEEP`) then
+truncates the file."""
+
+WAL_KEEP: Final = WAL_LIMIT // 16
+"""Bytes the log file is cut back to when SQLite starts it over."""
 
 _log = structlog.get_logger()
 
@@ -79,11 +92,12 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Write] = []
         self._flush_scheduled = False
+        self._checkpointing = False  # a checkpoint is under way on its thread
+        self._holding = False  # commits wait for that checkpoint (WAL_LIMIT)
         self._committed: list[_Outcome] = []  # committed, waiting for the next fsync
-        self._sync: asyncio.Future[None] | None = None
+        self._sync: asyncio.Future[int] | None = None
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-sync")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-checkpoint")
-        self._checkpointing = threading.Lock()
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._last_checkpoint = time.monotonic()
         self._dirty_since_checkpoint = False
@@ -110,9 +124,7 @@ class Writer:
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append(_Write(fn, future))
         self._idle.clear()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
+        self._schedule_flush()
         # If this caller is cancelled, the future is cancelled but the write goes on:
         # it is queued, and its result is dropped when it is done.
         return await future
@@ -129,8 +141,17 @@ class Writer:
 
     # ------------------------------------------------------------ on the event loop
 
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled or self._holding or not self._pending:
+            return
+        assert self._loop is not None  # set by the first run()
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._holding:  # scheduled before the hold began; the release reschedules
+            return
         group, self._pending = self._pending, []
         outcomes: list[tuple[object, BaseException | None]]
         try:
@@ -159,7 +180,7 @@ class Writer:
         self._sync = self._loop.run_in_executor(self._syncer, self._fsync)
         self._sync.add_done_callback(lambda done: self._synced(done, covered))
 
-    def _synced(self, done: asyncio.Future[None], covered: list[_Outcome]) -> None:
+    def _synced(self, done: asyncio.Future[int], covered: list[_Outcome]) -> None:
         self._sync = None
         error = done.exception()
         if error is not None:
@@ -170,11 +191,46 @@ class Writer:
             failure.__cause__ = error
             covered = [(future, None, failure) for future, _, _ in covered]
         _settle_all(covered)
+        if error is None:
+            self._maybe_checkpoint(log_size=done.result())
         self._start_sync()
         self._check_idle()
 
+    def _maybe_checkpoint(self, *, log_size: int) -> None:
+        """Start a checkpoint on its thread if one is due (see `CHECKPOINT_EVERY`).
+
+        It runs while commits go on, except when the log file has reached
+        `WAL_LIMIT`: then commits are held until it is done (it copies what the
+        last second added), so that it copies everything and the next commit starts
+        the log over.
+        """
+        if self._checkpointing or time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY:
+            return
+        assert self._loop is not None  # set by the first run()
+        self._checkpointing = True
+        self._last_checkpoint = time.monotonic()
+        self._holding = log_size >= WAL_LIMIT
+        if self._holding:
+            _log.info("store_log_full_checkpoint", database=self._path, log_bytes=log_size)
+        done = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
+        done.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, done: asyncio.Future[None]) -> None:
+        self._report_crash(done)
+        self._holding = self._checkpointing = False
+        self._schedule_flush()
+        self._check_idle()
+
+    def _report_crash(self, done: asyncio.Future[None]) -> None:
+        # _checkpoint logs its own SQLite failures; anything else is a bug worth a
+        # line, and commits must go on either way.
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            _log.error("store_checkpoint_crashed", database=self._path, error=str(error))
+
     def _check_idle(self) -> None:
-        if not self._pending and not self._committed and self._sync is None:
+        busy = self._pending or self._committed or self._checkpointing or self._sync is not None
+        if not busy:
             self._idle.set()
 
     def _transaction(
@@ -236,8 +292,8 @@ class Writer:
 
     # ------------------------------------------------------------ on the sync thread
 
-    def _fsync(self) -> None:
-        """Make every commit so far durable, then checkpoint if one is due."""
+    def _fsync(self) -> int:
+        """Make every commit so far durable; return the log file's size in bytes."""
         try:
             fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -246,25 +302,21 @@ class Writer:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
+            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         self._dirty_since_checkpoint = True
-        if (
-            time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY
-            and not self._checkpointing.locked()
-        ):
-            # On a thread of its own: a checkpoint writes and syncs the database
-            # file (tens of milliseconds), and the fsyncs that acknowledge
-            # deliveries must not queue behind it.
-            self._checkpointer.submit(self._checkpoint)
+        return size
+
+    # ------------------------------------------------------------ on the checkpoint thread
 
     def _checkpoint(self) -> None:
-        with self._checkpointing:
-            self._last_checkpoint = time.monotonic()
-            self._dirty_since_checkpoint = False
-            self._run_checkpoint()
+        """Copy the log into the database file, as far as it can without waiting.
 
-    def _run_checkpoint(self) -> None:
+        On a thread of its own: it writes and syncs that file for tens of
+        milliseconds, and acknowledgements must not queue behind it.
+        """
+        self._dirty_since_checkpoint = False
         try:
             if self._checkpoint_conn is None:
                 conn = sqlite3.connect(self._path, isolation_level=None)

@@ -271,3 +271,43 @@ async def test_writer_without_a_log_file_syncs_the_database_file(
     assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 -- a test's one stat
     assert fsync.calls >= 1
     assert _read_values(path) == [1]
+
+
+def _log_frames(path: Path) -> int:
+    """Frames in the write-ahead log since SQLite last started it over."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()
+
+
+async def test_writer_holds_commits_for_a_checkpoint_once_the_log_is_full(
+    writer: Writer, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past WAL_LIMIT, writes wait (uncommitted) until the checkpoint is done."""
+    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
+    monkeypatch.setattr(store_writer, "WAL_LIMIT", 1)  # every checkpoint holds
+    for value in range(20):
+        await writer.run(_insert(value))
+    started = threading.Event()
+    release = threading.Event()
+    checkpoint = Writer._checkpoint
+
+    def gated(self: Writer) -> None:
+        started.set()
+        assert release.wait(timeout=10), "the test never released the checkpoint"
+        checkpoint(self)
+
+    monkeypatch.setattr(Writer, "_checkpoint", gated)
+    await writer.run(_insert(100))  # its fsync starts the held checkpoint
+    await asyncio.to_thread(started.wait, 10)
+    held = asyncio.ensure_future(writer.run(_insert(101)))
+    await asyncio.sleep(0.05)
+    assert not held.done()
+    assert 101 not in _read_values(path)  # not even committed while held
+    release.set()
+    assert await held == 101
+    # The held checkpoint copied everything, so the held write started the log over.
+    assert _log_frames(path) <= 2
+    assert _read_values(path) == [*range(20), 100, 101]
