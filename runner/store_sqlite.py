@@ -24,7 +24,7 @@ from runner import store_ops
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
 from runner.store_schema import encode_time, migrate
-from runner.store_writer import WAL_KEEP, Writer
+from runner.store_writer import Writer
 from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
 
 READERS: Final = 2
@@ -368,7 +368,6 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             if writer:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
-                conn.execute(f"PRAGMA journal_size_limit = {WAL_KEEP:d}")
             conn.execute("PRAGMA foreign_keys = ON")
             if not writer:
                 conn.execute("PRAGMA query_only = ON")

@@ -46,18 +46,19 @@ CHECKPOINT_EVERY: Final = 1.0
 1,000 log pages, a few hundred deliveries; here a busy second is a few thousand)."""
 
 WAL_LIMIT: Final = 256 * 1024 * 1024
-"""Bytes of log file at which the next checkpoint holds commits until it is done.
+"""Bytes of log file past which a checkpoint ends with a pass that holds commits.
 
 Checkpoints that run beside new commits may never catch up with them, and SQLite
 only starts the log over after one that did: under sustained load the log grew
 without end (~70 MB/s in the intake benchmark). Past this size, the next checkpoint
-(at most `CHECKPOINT_EVERY` later) holds commits (requests are still read and
-answered, and wait) while it copies the last second's pages, so the next commit
-starts the log over; the writer's `journal_size_limit` (`WAL_KEEP`) then
-truncates the file."""
+(at most `CHECKPOINT_EVERY` later) is followed by a pass with commits held
+(requests are still read, and wait) that copies what came in meanwhile, so the next
+commit starts the log over. The file keeps its size for reuse (SQLite removes it
+when the store closes): cutting it back with `journal_size_limit` made that commit
+take 100 ms on the event loop while ext4 freed the blocks."""
 
-WAL_KEEP: Final = WAL_LIMIT // 16
-"""Bytes the log file is cut back to when SQLite starts it over."""
+_FRAME_HEADER: Final = 24
+"""Bytes before each page in the log file (https://sqlite.org/fileformat.html#walformat)."""
 
 _log = structlog.get_logger()
 
@@ -95,7 +96,7 @@ class Writer:
         self._checkpointing = False  # a checkpoint is under way on its thread
         self._holding = False  # commits wait for that checkpoint (WAL_LIMIT)
         self._committed: list[_Outcome] = []  # committed, waiting for the next fsync
-        self._sync: asyncio.Future[int] | None = None
+        self._sync: asyncio.Future[None] | None = None
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-sync")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-checkpoint")
         self._checkpoint_conn: sqlite3.Connection | None = None
@@ -180,7 +181,7 @@ class Writer:
         self._sync = self._loop.run_in_executor(self._syncer, self._fsync)
         self._sync.add_done_callback(lambda done: self._synced(done, covered))
 
-    def _synced(self, done: asyncio.Future[int], covered: list[_Outcome]) -> None:
+    def _synced(self, done: asyncio.Future[None], covered: list[_Outcome]) -> None:
         self._sync = None
         error = done.exception()
         if error is not None:
@@ -192,41 +193,54 @@ class Writer:
             covered = [(future, None, failure) for future, _, _ in covered]
         _settle_all(covered)
         if error is None:
-            self._maybe_checkpoint(log_size=done.result())
+            self._maybe_checkpoint()
         self._start_sync()
         self._check_idle()
 
-    def _maybe_checkpoint(self, *, log_size: int) -> None:
+    def _maybe_checkpoint(self) -> None:
         """Start a checkpoint on its thread if one is due (see `CHECKPOINT_EVERY`).
 
-        It runs while commits go on, except when the log file has reached
-        `WAL_LIMIT`: then commits are held until it is done (it copies what the
-        last second added), so that it copies everything and the next commit starts
-        the log over.
+        It runs while commits go on. When it finds the log at `WAL_LIMIT` or more, a
+        second pass follows at once with commits held: it only has to copy what
+        they added during the first, and then the next commit starts the log over.
         """
         if self._checkpointing or time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY:
             return
         assert self._loop is not None  # set by the first run()
         self._checkpointing = True
         self._last_checkpoint = time.monotonic()
-        self._holding = log_size >= WAL_LIMIT
-        if self._holding:
-            _log.info("store_log_full_checkpoint", database=self._path, log_bytes=log_size)
-        done = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
-        done.add_done_callback(self._checkpoint_done)
+        first = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
+        first.add_done_callback(self._after_first_pass)
 
-    def _checkpoint_done(self, done: asyncio.Future[None]) -> None:
+    def _after_first_pass(self, first: asyncio.Future[int]) -> None:
+        assert self._loop is not None  # set by the first run()
+        try:
+            log_bytes = self._report_crash(first)
+            if log_bytes >= WAL_LIMIT:
+                _log.info("store_log_full_checkpoint", database=self._path, log_bytes=log_bytes)
+                self._holding = True
+                second = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
+                second.add_done_callback(self._checkpoint_done)
+                return
+        # Logged, not silent; a callback that raised would leave commits held for good.
+        except Exception:  # noqa: BLE001
+            _log.exception("store_checkpoint_crashed", database=self._path)
+        self._checkpoint_done(first)
+
+    def _checkpoint_done(self, done: asyncio.Future[int]) -> None:
         self._report_crash(done)
         self._holding = self._checkpointing = False
         self._schedule_flush()
         self._check_idle()
 
-    def _report_crash(self, done: asyncio.Future[None]) -> None:
+    def _report_crash(self, done: asyncio.Future[int]) -> int:
+        """Return the pass's result (the log's size); log a crash (size 0) and go on."""
         # _checkpoint logs its own SQLite failures; anything else is a bug worth a
         # line, and commits must go on either way.
         error = None if done.cancelled() else done.exception()
         if error is not None:
             _log.error("store_checkpoint_crashed", database=self._path, error=str(error))
+        return 0 if error is not None or done.cancelled() else done.result()
 
     def _check_idle(self) -> None:
         busy = self._pending or self._committed or self._checkpointing or self._sync is not None
@@ -292,8 +306,8 @@ class Writer:
 
     # ------------------------------------------------------------ on the sync thread
 
-    def _fsync(self) -> int:
-        """Make every commit so far durable; return the log file's size in bytes."""
+    def _fsync(self) -> None:
+        """Make every commit so far durable."""
         try:
             fd = os.open(self._path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -302,30 +316,34 @@ class Writer:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
-            size = os.fstat(fd).st_size
         finally:
             os.close(fd)
         self._dirty_since_checkpoint = True
-        return size
 
     # ------------------------------------------------------------ on the checkpoint thread
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> int:
         """Copy the log into the database file, as far as it can without waiting.
 
-        On a thread of its own: it writes and syncs that file for tens of
-        milliseconds, and acknowledgements must not queue behind it.
+        Returns the size of the log (bytes of frames since SQLite last started it
+        over), or 0 when the checkpoint failed. On a thread of its own: it writes
+        and syncs that file for tens of milliseconds, and acknowledgements must not
+        queue behind it.
         """
         self._dirty_since_checkpoint = False
         try:
-            if self._checkpoint_conn is None:
+            conn = self._checkpoint_conn
+            if conn is None:
                 conn = sqlite3.connect(self._path, isolation_level=None)
                 conn.execute("PRAGMA synchronous = NORMAL")
                 self._checkpoint_conn = conn
-            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             # Not fatal: the commits are durable in the log; the next one tries again.
             _log.warning("store_checkpoint_failed", database=self._path, error=str(exc))
+            return 0
+        return max(int(frames), 0) * (page_size + _FRAME_HEADER)
 
     def _stop_threads(self) -> None:
         self._syncer.shutdown(wait=True)

@@ -285,7 +285,7 @@ def _log_frames(path: Path) -> int:
 async def test_writer_holds_commits_for_a_checkpoint_once_the_log_is_full(
     writer: Writer, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past WAL_LIMIT, writes wait (uncommitted) until the checkpoint is done."""
+    """Past WAL_LIMIT, a checkpoint ends with a pass that writes wait for, uncommitted."""
     monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
     monkeypatch.setattr(store_writer, "WAL_LIMIT", 1)  # every checkpoint holds
     for value in range(20):
@@ -294,13 +294,14 @@ async def test_writer_holds_commits_for_a_checkpoint_once_the_log_is_full(
     release = threading.Event()
     checkpoint = Writer._checkpoint
 
-    def gated(self: Writer) -> None:
-        started.set()
-        assert release.wait(timeout=10), "the test never released the checkpoint"
-        checkpoint(self)
+    def gated(self: Writer) -> int:
+        if self._holding:  # the second pass, the one commits wait for
+            started.set()
+            assert release.wait(timeout=10), "the test never released the checkpoint"
+        return checkpoint(self)
 
     monkeypatch.setattr(Writer, "_checkpoint", gated)
-    await writer.run(_insert(100))  # its fsync starts the held checkpoint
+    await writer.run(_insert(100))  # its fsync starts a checkpoint, then the held pass
     await asyncio.to_thread(started.wait, 10)
     held = asyncio.ensure_future(writer.run(_insert(101)))
     await asyncio.sleep(0.05)
@@ -311,3 +312,23 @@ async def test_writer_holds_commits_for_a_checkpoint_once_the_log_is_full(
     # The held checkpoint copied everything, so the held write started the log over.
     assert _log_frames(path) <= 2
     assert _read_values(path) == [*range(20), 100, 101]
+
+
+async def test_writer_goes_on_when_a_checkpoint_crashes(
+    writer: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that raises (a bug, not SQLite) is logged; writes and close go on."""
+    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
+
+    def crash(self: Writer) -> int:
+        raise RuntimeError("checkpoint bug")
+
+    monkeypatch.setattr(Writer, "_checkpoint", crash)
+    with capture_logs() as logs:
+        for value in range(3):
+            assert await writer.run(_insert(value)) == value
+    assert await writer.run(_values) == [0, 1, 2]
+    assert any(
+        entry["event"] == "store_checkpoint_crashed" and entry["error"] == "checkpoint bug"
+        for entry in logs
+    )
