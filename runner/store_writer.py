@@ -17,8 +17,9 @@ the event loop and a writer thread taking turns at the GIL for every SQL stateme
 which had cost more than the SQL itself. Checkpoints (copying the log into the
 database file) run on a thread and connection of their own, at most once a second
 while writes come in (what they leave is copied by the next one, or at close), so
-neither the loop nor an acknowledgement ever waits for one; with `synchronous=NORMAL`
-SQLite syncs the log before and the database after each checkpoint.
+the loop never waits for one and acknowledgements only for a short pass once the log
+has reached `WAL_LIMIT`; with `synchronous=NORMAL` SQLite syncs the log before and
+the database after each checkpoint.
 
 Visible before durable: another connection can read a committed group before its
 fsync completes (for well under a millisecond). Nothing acts on that: every write
