@@ -91,8 +91,8 @@ def render_console(logger: object, method_name: str, event_dict: MutableMapping[
     `TIME LEVEL EVENT key=value ...`, in the order the keys were given. A value with a
     space, quote, `=` or control character is quoted with JSON escapes (the message
     only when it holds a control character), so a commit title or a forge's error
-    text can never start a line of its own. A traceback (the
-    `exception` key) follows on the next lines, as tracebacks do.
+    text can never start a line of its own. A traceback (the `exception` key)
+    follows on the next lines, as tracebacks do.
 
     Written for the hot path: structlog's `ConsoleRenderer` (padded columns) took
     ~25 µs of a ~150 µs webhook delivery; this takes ~2 µs.
