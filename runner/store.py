@@ -91,6 +91,16 @@ class JobStore(Protocol):
         """Cancel a queued or running build."""
         ...
 
+    async def submit_superseding(
+        self, request: BuildRequest, *, notify: NotifyFn | None = None
+    ) -> tuple[Submission, list[int]]:
+        """`submit`, then `supersede` if that made a new build, in one transaction.
+
+        Returns the submission and the ids `supersede` cancelled. One durable write
+        per delivery instead of two, and no crash can fall between the two.
+        """
+        ...
+
     async def supersede(
         self, request: BuildRequest, *, notify: NotifyFn | None = None
     ) -> list[int]:

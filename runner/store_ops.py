@@ -168,6 +168,20 @@ def submit(
     return Submission(build_id, created=True)
 
 
+def submit_superseding(
+    conn: sqlite3.Connection,
+    now: datetime,
+    request: BuildRequest,
+    on_created: NotifyFn | None,
+    notify: NotifyFn | None,
+) -> tuple[Submission, list[int]]:
+    """`submit` `request`; if that made a new build, `supersede` for it too."""
+    submission = submit(conn, now, request, on_created)
+    if not submission.created:
+        return submission, []
+    return submission, supersede(conn, now, request, notify)
+
+
 def insert_build(
     conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
 ) -> int:

@@ -221,6 +221,19 @@ class SQLiteStore:
             )
         )
 
+    async def submit_superseding(
+        self, request: BuildRequest, *, notify: NotifyFn | None = None
+    ) -> tuple[Submission, list[int]]:
+        """`submit`, then `supersede` if that made a new build, in one transaction.
+
+        Returns the submission and the cancelled ids (see `supersede`).
+        """
+        return await self._write(
+            lambda c: store_ops.submit_superseding(
+                c, self._clock(), request, self._on_created, notify
+            )
+        )
+
     async def supersede(
         self, request: BuildRequest, *, notify: NotifyFn | None = None
     ) -> list[int]:

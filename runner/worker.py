@@ -24,7 +24,7 @@ from runner.metrics import Metrics
 from runner.notifications import STATUS, Notifier, status_payload
 from runner.pipeline import Outcome, Pipeline
 from runner.store import JobStore
-from webhooks.build import BuildRecord, BuildRequest, RefKind, Submission
+from webhooks.build import BuildRecord, BuildRequest, Submission
 
 _log = structlog.get_logger()
 
@@ -241,11 +241,11 @@ class WorkerSink:
 
     async def submit(self, request: BuildRequest) -> Submission:
         """Store `request` durably; supersede older builds of its branch or PR."""
-        submission = await self._store.submit(request)
-        if submission.created and request.kind is not RefKind.TAG:
-            # Older builds of the line, or this one if it was delivered late.
-            for build_id in await self._store.supersede(request, notify=self._notify):
-                await self._worker.stop_build(build_id)
+        # One durable write: the build, and the builds it supersedes (older ones of
+        # its line, or itself if it was delivered late), cancelled with it.
+        submission, cancelled = await self._store.submit_superseding(request, notify=self._notify)
+        for build_id in cancelled:
+            await self._worker.stop_build(build_id)
         self._worker.wake()
         return submission
 

@@ -257,6 +257,26 @@ async def test_supersede_orders_by_previous_sha_only_on_the_same_line(
     assert record.state is BuildState.QUEUED
 
 
+async def test_submit_superseding_stores_the_build_and_cancels_the_older_one(
+    store: SQLiteStore,
+) -> None:
+    """The new build is stored and the older one cancelled; repeats and tags cancel nothing."""
+    older = (await store.submit(make_request())).build_id
+    newer = make_request()
+    submission, cancelled = await store.submit_superseding(newer, notify=status_of)
+    assert (submission.created, cancelled) == (True, [older])
+    record = await store.get(older)
+    assert record is not None
+    assert (record.state, record.detail) == (
+        BuildState.CANCELLED,
+        f"superseded by {newer.commit_sha[:7]}",
+    )
+    again, none = await store.submit_superseding(newer)  # the same delivery once more
+    assert (again.build_id, again.created, none) == (submission.build_id, False, [])
+    tag = make_request(kind=RefKind.TAG, ref="refs/tags/v1")
+    assert (await store.submit_superseding(tag))[1] == []
+
+
 async def test_supersede_pull_requests_follow_their_number(store: SQLiteStore) -> None:
     """A PR update cancels older builds of that PR, not of another PR with the same branch."""
     pr7 = await store.submit(make_request(kind=RefKind.PULL_REQUEST, pr_number=7))
