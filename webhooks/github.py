@@ -33,7 +33,13 @@ from webhooks.exceptions import (
     UnsupportedEvent,
     UnsupportedMediaType,
 )
-from webhooks.payload import PayloadModel, lower_headers, parse_payload, previous_commit
+from webhooks.payload import (
+    PayloadModel,
+    Sha,
+    lower_headers,
+    parse_payload,
+    previous_commit,
+)
 from webhooks.verify import verify_github
 
 JSON: Final = "application/json"
@@ -48,7 +54,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")]
 Timestamp = Annotated[datetime, AfterValidator(_aware)]
 
 

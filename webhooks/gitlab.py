@@ -37,7 +37,13 @@ from pydantic import (
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import ForgeNotConfigured, MalformedPayload, UnsupportedMediaType
-from webhooks.payload import PayloadModel, lower_headers, parse_payload, previous_commit
+from webhooks.payload import (
+    PayloadModel,
+    Sha,
+    lower_headers,
+    parse_payload,
+    previous_commit,
+)
 from webhooks.verify import verify_gitlab_token, verify_standard_webhook
 
 JSON: Final = "application/json"
@@ -57,7 +63,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-Sha = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")]
 Timestamp = Annotated[datetime, BeforeValidator(_utc_suffix), AfterValidator(_aware)]
 Path = Annotated[str, StringConstraints(min_length=1)]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from webhooks.exceptions import MalformedPayload
 
@@ -45,7 +45,13 @@ def parse_payload(model: type[M], body: bytes, what: str) -> M:
         raise MalformedPayload(f"{what} payload is not valid at {where}: {first['msg']}") from exc
 
 
-_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+SHA_PATTERN = r"[0-9a-f]{40}(?:[0-9a-f]{24})?"
+"""A full commit id: SHA-1 (40 hex digits) or SHA-256 (64)."""
+
+Sha = Annotated[str, StringConstraints(pattern=f"^{SHA_PATTERN}$")]
+"""A payload field that must hold a full commit id."""
+
+_SHA = re.compile(SHA_PATTERN)
 
 
 def previous_commit(sha: str | None) -> str | None:
