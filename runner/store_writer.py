@@ -19,7 +19,8 @@ database file) run on a thread and connection of their own, at most once a secon
 while writes come in (what they leave is copied by the next one, or at close), so
 the loop never waits for one and acknowledgements only for a short pass once the log
 has reached `WAL_LIMIT`; with `synchronous=NORMAL` SQLite syncs the log before and
-the database after each checkpoint.
+the database after each checkpoint, and the first commit after it starts the log
+over syncs the log's new header (on the loop: a few milliseconds, once per restart).
 
 Visible before durable: another connection can read a committed group before its
 fsync completes (for well under a millisecond). Nothing acts on that: every write
