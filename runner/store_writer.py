@@ -227,10 +227,13 @@ class Writer:
         # Logged, not silent; a callback that raised would leave commits held for good.
         except Exception:  # noqa: BLE001
             _log.exception("store_checkpoint_crashed", database=self._path)
-        self._checkpoint_done(first)
+        self._end_checkpoint()
 
-    def _checkpoint_done(self, done: asyncio.Future[int]) -> None:
-        self._report_crash(done)
+    def _checkpoint_done(self, second: asyncio.Future[int]) -> None:
+        self._report_crash(second)
+        self._end_checkpoint()
+
+    def _end_checkpoint(self) -> None:
         self._holding = self._checkpointing = False
         self._schedule_flush()
         self._check_idle()
