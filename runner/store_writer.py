@@ -102,6 +102,7 @@ class Writer:
         self._syncer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-sync")
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="isorunner-store-checkpoint")
         self._checkpoint_conn: sqlite3.Connection | None = None
+        self._frame_bytes = 0  # page size + frame header, read once with that connection
         self._last_checkpoint = time.monotonic()
         self._dirty_since_checkpoint = False
         self._closed = False
@@ -341,14 +342,15 @@ class Writer:
             if conn is None:
                 conn = sqlite3.connect(self._path, isolation_level=None)
                 conn.execute("PRAGMA synchronous = NORMAL")
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                self._frame_bytes = page_size + _FRAME_HEADER
                 self._checkpoint_conn = conn
-            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             # Not fatal: the commits are durable in the log; the next one tries again.
             _log.warning("store_checkpoint_failed", database=self._path, error=str(exc))
             return 0
-        return max(int(frames), 0) * (page_size + _FRAME_HEADER)
+        return max(int(frames), 0) * self._frame_bytes
 
     def _stop_threads(self) -> None:
         self._syncer.shutdown(wait=True)
