@@ -376,8 +376,8 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {timeout:d}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] if writer else "wal"
             # The writer commits with NORMAL and makes each group durable itself with
-            # one fsync of the log before acknowledging it, and checkpoints on its
-            # sync thread (`runner.store_writer`).
+            # one fsync of the log before acknowledging it, and checkpoints on a
+            # thread of its own (`runner.store_writer`).
             conn.execute("PRAGMA synchronous = NORMAL")
             if writer:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
