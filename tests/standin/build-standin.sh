@@ -76,7 +76,7 @@ ensure_build_user() {
 
 build_packages() {
     local rootfs="$1" out="$2" work="${dir}/build/makepkg" pkg
-    command -v makepkg >/dev/null || die "makepkg is missing (Debian: pacman-package-manager)"
+    command -v makepkg >/dev/null || die "makepkg is missing (Debian: makepkg; scripts/install installs it)"
     ensure_build_user
     rm -rf -- "${work}" "${out}"
     mkdir -p -- "${work}" "${out}"
