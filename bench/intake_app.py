@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from runner.logs import configure_logging
 from runner.service import freeze_startup_objects
-from runner.store_sqlite import SQLiteStore
+from runner.store.sqlite import SQLiteStore
 from webhooks.app import create_app
 from webhooks.build import Forge
 from webhooks.config import RepoRule, WebhookConfig

@@ -47,7 +47,7 @@ def serve(directory: Path, port: int) -> None:
     sys.path.insert(0, str(ROOT))
     import uvicorn  # noqa: PLC0415
 
-    from tests.runner.store_samples import make_request  # noqa: PLC0415
+    from tests.runner.store.samples import make_request  # noqa: PLC0415
     from webhooks.app import create_app  # noqa: PLC0415
     from webhooks.build import BuildRecord, BuildState  # noqa: PLC0415
     from webhooks.config import WebhookConfig  # noqa: PLC0415

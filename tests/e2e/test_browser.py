@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import require_tool
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.webhooks.webfakes import DirLogs, WebStore
 from webhooks.app import create_app
 from webhooks.build import BuildCatalog, BuildLogSource, BuildState

@@ -33,7 +33,7 @@ from sandbox.exceptions import (
     ProcessLimit,
     TimedOut,
 )
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.runner.test_worker import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from webhooks.build import BuildState, Forge
 

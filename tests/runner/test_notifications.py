@@ -20,7 +20,7 @@ from runner.forges.exceptions import (
 from runner.forges.protocol import CommitState
 from runner.notifications import PERMANENT_ATTEMPTS, STATUS, Notifier, is_transient
 from runner.store import SQLiteStore
-from tests.runner.store_samples import FakeClock, make_request
+from tests.runner.store.samples import FakeClock, make_request
 from webhooks.build import Forge
 
 pytestmark = pytest.mark.anyio

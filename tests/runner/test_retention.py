@@ -14,12 +14,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner import store_sqlite
 from runner.buildlogs import BuildLogs
 from runner.jobs import Event
 from runner.retention import Retention, cutoff
 from runner.store import SQLiteStore
-from tests.runner.store_samples import START, FakeClock, make_request
+from runner.store import sqlite as store_sqlite
+from tests.runner.store.samples import START, FakeClock, make_request
 
 DAYS = 30
 

@@ -13,7 +13,7 @@ from runner.exceptions import StoreError
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.store import SQLiteStore
 from runner.web import ArtifactDirs, RunnerReadiness, WorkerControl
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.runner.test_check import make_base, make_settings
 from webhooks.build import BuildRecord, BuildState
 from webhooks.exceptions import BuildConflict, BuildNotFound

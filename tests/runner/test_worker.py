@@ -28,7 +28,7 @@ from runner.store import SQLiteStore
 from runner.worker import Worker, WorkerSink
 from sandbox.exceptions import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
 from sandbox.sandbox import BuildResult, LogSink, WarningHook
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from webhooks.build import BuildRecord, BuildState, Forge, RefKind
 
 BASE_URL = "https://ci.example.org"

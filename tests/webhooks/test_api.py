@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, WebStore
 from webhooks.api import check_admin, parse_listing

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.webhooks.fakes import MemoryStore
 from tests.webhooks.testclient import TestClient
 from webhooks.app import create_app

@@ -10,7 +10,7 @@ import pytest
 from markupsafe import escape
 from pydantic import SecretStr
 
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, DirArtifacts, DirLogs, WebStore
 from webhooks.app import create_app

@@ -11,7 +11,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.runner.store_samples import make_request
+from tests.runner.store.samples import make_request
 from tests.webhooks.fakes import MemoryStore
 from webhooks.build import (
     ArtifactSource,

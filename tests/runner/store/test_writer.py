@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from runner import store_writer
 from runner.exceptions import StoreError
-from runner.store_writer import Writer
+from runner.store import writer as store_writer
+from runner.store.writer import Writer
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """The SQLite job store's operations, as plain functions of a connection and their inputs.
 
 Blocking I/O on a `sqlite3.Connection` it is given. Write operations expect to run
-inside the writer's group transaction (`runner.store_writer`), which commits them;
+inside the writer's group transaction (`runner.store.writer`), which commits them;
 read operations run on a reader connection in autocommit mode. Deduplication and the
 lifecycle (`runner.jobs.transition`) are decided here, inside the same transaction
 that writes their outcome, so concurrent callers cannot race past them.
@@ -17,7 +17,7 @@ from datetime import datetime
 
 from runner.exceptions import BuildNotFound, NotificationNotFound, StoreError
 from runner.jobs import Event, Notification, NotifyFn, transition
-from runner.store_schema import (
+from runner.store.schema import (
     BUILD_COLUMNS,
     NOTIFICATION_COLUMNS,
     build_from_row,

@@ -1,8 +1,16 @@
-"""The job store's interface (`JobStore`) and the factory that opens one from a URL.
+"""The job store: the `JobStore` contract, and `open_store`, which opens one from a URL.
 
 Pure except for what the chosen store does once opened: `open_store` only parses the
-URL. `runner.store_sqlite.SQLiteStore` is the one implementation today; a PostgreSQL
-store for several hosts will implement the same `JobStore` protocol.
+URL. Raw SQL lives only in this package:
+
+- `__init__.py`: `JobStore` (the protocol every store implements) and `open_store`.
+- `sqlite.py`: `SQLiteStore`, the store in one SQLite file for a single host (I/O shell).
+- `ops.py`: the SQLite store's operations, plain functions of a connection.
+- `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
+- `writer.py`: group commits on the event loop, the fsync and checkpoints on threads.
+
+A PostgreSQL store for several hosts will sit beside `sqlite.py` and implement the
+same `JobStore` protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from urllib.parse import urlsplit
 
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
-from runner.store_sqlite import SQLiteStore
+from runner.store.sqlite import SQLiteStore
 from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
 
 __all__ = ["JobStore", "SQLiteStore", "open_store"]

@@ -11,7 +11,7 @@ import pytest
 from runner.exceptions import BuildNotFound, NotificationNotFound
 from runner.jobs import Notification
 from runner.store import SQLiteStore
-from tests.runner.store_samples import START, FakeClock, make_request
+from tests.runner.store.samples import START, FakeClock, make_request
 
 pytestmark = pytest.mark.anyio
 

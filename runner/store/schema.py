@@ -1,7 +1,7 @@
 """The SQLite job store's schema, its migrations, and row ↔ value conversion.
 
 Blocking I/O on a `sqlite3.Connection` it is given; it never opens or closes one. The
-async store (`runner.store_sqlite`) runs these functions on its own threads.
+async store (`runner.store.sqlite`) runs these functions on its own threads.
 
 Schema versions live in `PRAGMA user_version`. `MIGRATIONS[n]` takes a database from
 version `n` to `n + 1`; a new version appends one entry and never edits an old one.

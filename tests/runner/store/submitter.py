@@ -1,6 +1,6 @@
 """A process that submits builds forever and prints each id once its submit returned.
 
-Run by `tests/runner/test_store.py` as `python -m tests.runner.store_submitter DB`; the
+Run by `tests/runner/store/test_sqlite.py` as `python -m tests.runner.store.submitter DB`; the
 test kills it with SIGKILL mid-stream and checks that every printed id is stored.
 Does I/O: the database file and stdout.
 """

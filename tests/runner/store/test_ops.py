@@ -11,7 +11,7 @@ import pytest
 from runner.exceptions import BuildNotFound, IllegalTransition, StoreError
 from runner.jobs import Event, Outgoing
 from runner.store import SQLiteStore
-from tests.runner.store_samples import START, FakeClock, make_request
+from tests.runner.store.samples import START, FakeClock, make_request
 from webhooks.build import BuildRecord, BuildState, RefKind
 
 pytestmark = pytest.mark.anyio

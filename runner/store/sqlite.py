@@ -1,7 +1,7 @@
 """`SQLiteStore`: the job store in one SQLite file, for a single host.
 
-I/O shell: opens the database file and runs `runner.store_ops` through
-`runner.store_writer`, which commits the writes queued in one turn of the event loop
+I/O shell: opens the database file and runs `runner.store.ops` through
+`runner.store.writer`, which commits the writes queued in one turn of the event loop
 as one group and acknowledges them after one fsync of the write-ahead log on its own
 thread; reads run on a small pool of reader threads and connections, which WAL mode
 lets run beside the writer. Once `submit` returns, the build survives a power cut,
@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from runner import store_ops
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
-from runner.store_schema import encode_time, migrate
-from runner.store_writer import Writer
+from runner.store import ops
+from runner.store.schema import encode_time, migrate
+from runner.store.writer import Writer
 from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
 
 READERS: Final = 2
@@ -146,13 +146,11 @@ class SQLiteStore:
         Deduplication follows `webhooks.build.BuildSink.submit`; a tag build is only
         a repeat of a non-cancelled tag build of the same tag and commit.
         """
-        return await self._write(
-            lambda c: store_ops.submit(c, self._clock(), request, self._on_created)
-        )
+        return await self._write(lambda c: ops.submit(c, self._clock(), request, self._on_created))
 
     async def get(self, build_id: int) -> BuildRecord | None:
         """Return the build with this id, or None."""
-        return await self._read(lambda c: store_ops.get(c, build_id))
+        return await self._read(lambda c: ops.get(c, build_id))
 
     async def list_builds(
         self,
@@ -171,20 +169,18 @@ class SQLiteStore:
             msg = f"limit must be between 1 and 1000, got {limit}"
             raise ValueError(msg)
         return await self._read(
-            lambda c: store_ops.list_builds(
-                c, repo=repo, state=state, limit=limit, before_id=before_id
-            )
+            lambda c: ops.list_builds(c, repo=repo, state=state, limit=limit, before_id=before_id)
         )
 
     async def count_by_state(self) -> dict[BuildState, int]:
         """Return how many builds are in each state, every state present."""
-        return await self._read(store_ops.count_by_state)
+        return await self._read(ops.count_by_state)
 
     # ------------------------------------------------------------ worker
 
     async def claim_next(self, *, notify: NotifyFn | None = None) -> BuildRecord | None:
         """Atomically move the oldest queued build to running and return it, or None."""
-        return await self._write(lambda c: store_ops.claim_next(c, self._clock(), notify))
+        return await self._write(lambda c: ops.claim_next(c, self._clock(), notify))
 
     async def finish(
         self, build_id: int, event: Event, detail: str = "", *, notify: NotifyFn | None = None
@@ -197,14 +193,14 @@ class SQLiteStore:
                 (e.g. the build was cancelled while it ran).
         """
         return await self._write(
-            lambda c: store_ops.apply_event(
+            lambda c: ops.apply_event(
                 c, self._clock(), build_id, event, detail=detail, notify=notify
             )
         )
 
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
-        await self._write(lambda c: store_ops.set_detail(c, build_id, detail))
+        await self._write(lambda c: ops.set_detail(c, build_id, detail))
 
     async def cancel(
         self, build_id: int, detail: str, *, notify: NotifyFn | None = None
@@ -216,7 +212,7 @@ class SQLiteStore:
             IllegalTransition: The build is already final.
         """
         return await self._write(
-            lambda c: store_ops.apply_event(
+            lambda c: ops.apply_event(
                 c, self._clock(), build_id, Event.CANCEL, detail=detail, notify=notify
             )
         )
@@ -229,9 +225,7 @@ class SQLiteStore:
         Returns the submission and the cancelled ids (see `supersede`).
         """
         return await self._write(
-            lambda c: store_ops.submit_superseding(
-                c, self._clock(), request, self._on_created, notify
-            )
+            lambda c: ops.submit_superseding(c, self._clock(), request, self._on_created, notify)
         )
 
     async def supersede(
@@ -245,15 +239,13 @@ class SQLiteStore:
         Raises:
             StoreError: `request` has not been submitted.
         """
-        return await self._write(lambda c: store_ops.supersede(c, self._clock(), request, notify))
+        return await self._write(lambda c: ops.supersede(c, self._clock(), request, notify))
 
     async def recover_running(
         self, requeue: bool, *, notify: NotifyFn | None = None
     ) -> list[BuildRecord]:
         """At start-up, re-queue (or end as errored) every build left running."""
-        return await self._write(
-            lambda c: store_ops.recover_running(c, self._clock(), requeue, notify)
-        )
+        return await self._write(lambda c: ops.recover_running(c, self._clock(), requeue, notify))
 
     async def retry(self, build_id: int) -> Submission:
         """Queue a new build of a finished build's request.
@@ -262,9 +254,7 @@ class SQLiteStore:
             BuildNotFound: No build has this id.
             StoreError: The build is not final yet.
         """
-        return await self._write(
-            lambda c: store_ops.retry(c, self._clock(), build_id, self._on_created)
-        )
+        return await self._write(lambda c: ops.retry(c, self._clock(), build_id, self._on_created))
 
     async def prune_finished(self, before: datetime) -> list[int]:
         """Delete finished builds that ended before `before`; return their ids, ascending.
@@ -292,24 +282,22 @@ class SQLiteStore:
     ) -> int:
         """Add a forge notification to the durable outbox, due now; return its id."""
         return await self._write(
-            lambda c: store_ops.enqueue_notification(c, self._clock(), build_id, kind, payload)
+            lambda c: ops.enqueue_notification(c, self._clock(), build_id, kind, payload)
         )
 
     async def due_notifications(self, now: datetime, limit: int) -> list[Notification]:
         """Return notifications due at `now`, earliest first, one per build (its oldest)."""
-        return await self._read(lambda c: store_ops.due_notifications(c, now, limit))
+        return await self._read(lambda c: ops.due_notifications(c, now, limit))
 
     async def notification_done(self, notification_id: int) -> None:
         """Remove a delivered notification from the outbox."""
-        await self._write(lambda c: store_ops.notification_done(c, notification_id))
+        await self._write(lambda c: ops.notification_done(c, notification_id))
 
     async def notification_failed(
         self, notification_id: int, retry_at: datetime, error: str
     ) -> None:
         """Record a failed delivery and when to retry; `error` must hold no secret."""
-        await self._write(
-            lambda c: store_ops.notification_failed(c, notification_id, retry_at, error)
-        )
+        await self._write(lambda c: ops.notification_failed(c, notification_id, retry_at, error))
 
     # ------------------------------------------------------------ plumbing
 
@@ -377,7 +365,7 @@ class SQLiteStore:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] if writer else "wal"
             # The writer commits with NORMAL and makes each group durable itself with
             # one fsync of the log before acknowledging it, and checkpoints on a
-            # thread of its own (`runner.store_writer`).
+            # thread of its own (`runner.store.writer`).
             conn.execute("PRAGMA synchronous = NORMAL")
             if writer:
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
