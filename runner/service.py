@@ -30,7 +30,6 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
-from runner.jobs import NotifyFn
 from runner.logs import configure_logging
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
@@ -196,7 +195,6 @@ class Service:
     worker: Worker
     clients: Mapping[Forge, ForgeClient]
     logs: BuildLogs
-    notify: NotifyFn
 
 
 @contextlib.asynccontextmanager
@@ -216,10 +214,9 @@ async def running_service(
             what they do; None records nothing.
     """
     base_url = settings.server.base_url
-    notify = status_notifier(base_url)
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with (
-        open_store(settings.storage.database, on_created=notify) as store,
+        open_store(settings.storage.database, notify=status_notifier(base_url)) as store,
         httpx.AsyncClient(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,
@@ -242,14 +239,13 @@ async def running_service(
             store,
             pipeline,
             Notifier(store, clients, metrics=metrics),
-            notify=notify,
             base_url=base_url,
             max_concurrent=settings.sandbox.max_concurrent_builds,
             cleanup_stale=sandbox.cleanup_stale,
             warning_seconds=settings.sandbox.warning_seconds,
             metrics=metrics,
         )
-        yield Service(store, worker, clients, logs, notify)
+        yield Service(store, worker, clients, logs)
 
 
 def freeze_startup_objects() -> None:
@@ -296,7 +292,7 @@ async def serve(settings: Settings) -> None:
 
         app = create_app(
             webhook_config(settings),
-            sink=WorkerSink(store, worker, notify=service.notify),
+            sink=WorkerSink(store, worker),
             catalog=store,
             logs=service.logs,
             lifespan_hooks=[run_worker],

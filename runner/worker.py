@@ -4,7 +4,8 @@ The I/O shell around the job store, the pipeline and the notifier. At start-up i
 recovers builds that were running when the process died (re-queued, or ended as
 errored) and removes the sandboxes a crash left. Then `max_concurrent` slots each
 claim the oldest queued build and run it; a state change and its commit status are
-stored together (the store's `notify` hook), and the notifier delivers statuses.
+stored together (the status hook the store was opened with), and the notifier
+delivers statuses.
 
 `WorkerSink` is the `webhooks.build.BuildSink` the web app gets: it stores a request,
 supersedes older builds of the same branch or pull request (stopping them if they
@@ -19,7 +20,7 @@ import anyio
 import structlog
 
 from runner.exceptions import IllegalTransition, StoreError
-from runner.jobs import Event, NotifyFn
+from runner.jobs import Event
 from runner.metrics import Metrics
 from runner.notifications import STATUS, Notifier, status_payload
 from runner.pipeline import Outcome, Pipeline
@@ -36,7 +37,6 @@ class Worker:
         store: The job store.
         pipeline: Runs one build.
         notifier: Delivers commit statuses from the store's outbox.
-        notify: The hook that turns state changes into status notifications.
         base_url: The public base URL (links in statuses).
         max_concurrent: How many builds may run at once.
         requeue_on_recovery: Re-run builds that a dead process left running (else
@@ -54,7 +54,6 @@ class Worker:
         pipeline: Pipeline,
         notifier: Notifier,
         *,
-        notify: NotifyFn,
         base_url: str,
         max_concurrent: int = 1,
         requeue_on_recovery: bool = True,
@@ -66,7 +65,6 @@ class Worker:
         self._store = store
         self._pipeline = pipeline
         self._notifier = notifier
-        self._notify = notify
         self._base_url = base_url
         self._max_concurrent = max_concurrent
         self._requeue = requeue_on_recovery
@@ -95,7 +93,7 @@ class Worker:
         """Recover, then run builds and deliver statuses until cancelled."""
         if self._cleanup_stale is not None:
             await self._cleanup_stale()
-        recovered = await self._store.recover_running(self._requeue, notify=self._notify)
+        recovered = await self._store.recover_running(self._requeue)
         for record in recovered:
             _log.warning(
                 "build interrupted by a restart",
@@ -129,7 +127,7 @@ class Worker:
             IllegalTransition: The build has already finished.
             BuildNotFound: No such build.
         """
-        record = await self._store.cancel(build_id, detail, notify=self._notify)
+        record = await self._store.cancel(build_id, detail)
         await self.stop_build(build_id)
         self.wake()
         return record
@@ -137,7 +135,7 @@ class Worker:
     async def _slot(self) -> None:
         while True:
             try:
-                record = await self._store.claim_next(notify=self._notify)
+                record = await self._store.claim_next()
             except StoreError:
                 _log.exception("could not claim a build; trying again", retry_seconds=self._poll)
                 await anyio.sleep(self._poll)
@@ -170,7 +168,6 @@ class Worker:
                     record.id,
                     Event.ERROR,
                     "internal error in isorunner; see the service log",
-                    notify=self._notify,
                 )
             except (StoreError, IllegalTransition):
                 _log.exception("could not end the crashed build", build_id=record.id)
@@ -202,9 +199,7 @@ class Worker:
             return
         with anyio.CancelScope(shield=True):
             try:
-                finished = await self._store.finish(
-                    record.id, outcome.event, outcome.detail, notify=self._notify
-                )
+                finished = await self._store.finish(record.id, outcome.event, outcome.detail)
             except IllegalTransition:
                 log.info("build ended after it was cancelled", outcome=outcome.event.value)
                 return
@@ -231,19 +226,17 @@ class WorkerSink:
     Args:
         store: The job store.
         worker: The worker to wake and whose superseded builds to stop.
-        notify: The status hook applied to superseded builds.
     """
 
-    def __init__(self, store: JobStore, worker: Worker, *, notify: NotifyFn) -> None:
+    def __init__(self, store: JobStore, worker: Worker) -> None:
         self._store = store
         self._worker = worker
-        self._notify = notify
 
     async def submit(self, request: BuildRequest) -> Submission:
         """Store `request` durably; supersede older builds of its branch or PR."""
         # One durable write: the build, and the builds it supersedes (older ones of
         # its line, or itself if it was delivered late), cancelled with it.
-        submission, cancelled = await self._store.submit_superseding(request, notify=self._notify)
+        submission, cancelled = await self._store.submit_superseding(request)
         for build_id in cancelled:
             await self._worker.stop_build(build_id)
         self._worker.wake()

@@ -35,8 +35,9 @@ class JobStore(Protocol):
 
     A `webhooks.build.BuildSink` and `BuildCatalog` for the web app, plus what the
     worker needs. Every write is durable when it returns. Every state change goes
-    through `runner.jobs.transition`; `notify`, where accepted, enqueues notifications
-    in the same transaction as the change.
+    through `runner.jobs.transition`, and the status hook the store was opened with
+    (`open_store(url, notify=...)`) enqueues its notifications in the same transaction
+    as every new build and every state change, so no change can skip its status.
     """
 
     async def open(self) -> None:
@@ -79,13 +80,11 @@ class JobStore(Protocol):
         """Return how many builds are in each state, every state present."""
         ...
 
-    async def claim_next(self, *, notify: NotifyFn | None = None) -> BuildRecord | None:
+    async def claim_next(self) -> BuildRecord | None:
         """Atomically move the oldest queued build to running and return it."""
         ...
 
-    async def finish(
-        self, build_id: int, event: Event, detail: str = "", *, notify: NotifyFn | None = None
-    ) -> BuildRecord:
+    async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
         """Apply `event` to the build through the lifecycle table."""
         ...
 
@@ -93,15 +92,11 @@ class JobStore(Protocol):
         """Replace the build's detail note."""
         ...
 
-    async def cancel(
-        self, build_id: int, detail: str, *, notify: NotifyFn | None = None
-    ) -> BuildRecord:
+    async def cancel(self, build_id: int, detail: str) -> BuildRecord:
         """Cancel a queued or running build."""
         ...
 
-    async def submit_superseding(
-        self, request: BuildRequest, *, notify: NotifyFn | None = None
-    ) -> tuple[Submission, list[int]]:
+    async def submit_superseding(self, request: BuildRequest) -> tuple[Submission, list[int]]:
         """`submit`, then `supersede` if that made a new build, in one transaction.
 
         Returns the submission and the ids `supersede` cancelled. One durable write
@@ -109,9 +104,7 @@ class JobStore(Protocol):
         """
         ...
 
-    async def supersede(
-        self, request: BuildRequest, *, notify: NotifyFn | None = None
-    ) -> list[int]:
+    async def supersede(self, request: BuildRequest) -> list[int]:
         """Cancel older queued or running builds of the same branch or pull request.
 
         Or cancel the request's own build instead, when a build of a later push on
@@ -119,9 +112,7 @@ class JobStore(Protocol):
         """
         ...
 
-    async def recover_running(
-        self, requeue: bool, *, notify: NotifyFn | None = None
-    ) -> list[BuildRecord]:
+    async def recover_running(self, requeue: bool) -> list[BuildRecord]:
         """Re-queue, or end as errored, every build left running by a dead process."""
         ...
 
@@ -158,13 +149,14 @@ class JobStore(Protocol):
         ...
 
 
-def open_store(url: str, *, on_created: NotifyFn | None = None) -> JobStore:
+def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
     """Return the (not yet opened) job store that `url` names; use it with `async with`.
 
     Args:
         url: `sqlite:///absolute/path/to/isorunner.db` (the path must be absolute;
             `:memory:` is refused because a 202 promises durability).
-        on_created: Notifications to enqueue with every new build, in its transaction.
+        notify: The status hook: notifications to enqueue with every new build and
+            every state change, in its transaction; None enqueues nothing.
 
     Returns:
         The store; `async with open_store(url) as store:` opens and closes it.
@@ -198,4 +190,4 @@ def open_store(url: str, *, on_created: NotifyFn | None = None) -> JobStore:
             " must survive a restart)"
         )
         raise StoreError(msg)
-    return SQLiteStore(Path("/" + name), on_created=on_created)
+    return SQLiteStore(Path("/" + name), notify=notify)

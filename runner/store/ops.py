@@ -169,14 +169,10 @@ def submit(
 
 
 def submit_superseding(
-    conn: sqlite3.Connection,
-    now: datetime,
-    request: BuildRequest,
-    on_created: NotifyFn | None,
-    notify: NotifyFn | None,
+    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
 ) -> tuple[Submission, list[int]]:
     """`submit` `request`; if that made a new build, `supersede` for it too."""
-    submission = submit(conn, now, request, on_created)
+    submission = submit(conn, now, request, notify)
     if not submission.created:
         return submission, []
     return submission, supersede(conn, now, request, notify)
@@ -201,7 +197,8 @@ def retry(
     """Queue a new build with the request of final build `build_id`.
 
     The copy gets the delivery id `<original>#retry-<new id>`, so that it is unique
-    and a later redelivery of the original still finds the original.
+    and a later redelivery of the original still finds the original. `notify` sees the
+    copy once it has that final delivery id.
     """
     record = _require(conn, build_id)
     if not record.state.is_final:

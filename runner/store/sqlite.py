@@ -73,19 +73,20 @@ class SQLiteStore:
         path: Path,
         *,
         clock: Callable[[], datetime] = _utc_now,
-        on_created: NotifyFn | None = None,
+        notify: NotifyFn | None = None,
     ) -> None:
         """Prepare a store for the file at `path`; nothing is opened until `open`.
 
         Args:
             path: The database file; its directory is created if missing.
             clock: Returns the current time, timezone-aware (tests pass a fake).
-            on_created: Notifications to enqueue, in the same transaction, with every
-                newly created build (e.g. the forge's "queued" status).
+            notify: The status hook: the notifications to enqueue, in the same
+                transaction, with every new build and every state change (e.g. the
+                forge's commit status). None enqueues nothing.
         """
         self.path = path
         self._clock = clock
-        self._on_created = on_created
+        self._notify = notify
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -146,7 +147,7 @@ class SQLiteStore:
         Deduplication follows `webhooks.build.BuildSink.submit`; a tag build is only
         a repeat of a non-cancelled tag build of the same tag and commit.
         """
-        return await self._write(lambda c: ops.submit(c, self._clock(), request, self._on_created))
+        return await self._write(lambda c: ops.submit(c, self._clock(), request, self._notify))
 
     async def get(self, build_id: int) -> BuildRecord | None:
         """Return the build with this id, or None."""
@@ -178,13 +179,11 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ worker
 
-    async def claim_next(self, *, notify: NotifyFn | None = None) -> BuildRecord | None:
+    async def claim_next(self) -> BuildRecord | None:
         """Atomically move the oldest queued build to running and return it, or None."""
-        return await self._write(lambda c: ops.claim_next(c, self._clock(), notify))
+        return await self._write(lambda c: ops.claim_next(c, self._clock(), self._notify))
 
-    async def finish(
-        self, build_id: int, event: Event, detail: str = "", *, notify: NotifyFn | None = None
-    ) -> BuildRecord:
+    async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
         """Apply `event` to the build through `runner.jobs.transition`; return the new record.
 
         Raises:
@@ -194,7 +193,7 @@ class SQLiteStore:
         """
         return await self._write(
             lambda c: ops.apply_event(
-                c, self._clock(), build_id, event, detail=detail, notify=notify
+                c, self._clock(), build_id, event, detail=detail, notify=self._notify
             )
         )
 
@@ -202,9 +201,7 @@ class SQLiteStore:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
         await self._write(lambda c: ops.set_detail(c, build_id, detail))
 
-    async def cancel(
-        self, build_id: int, detail: str, *, notify: NotifyFn | None = None
-    ) -> BuildRecord:
+    async def cancel(self, build_id: int, detail: str) -> BuildRecord:
         """Cancel a queued or running build; return its new record.
 
         Raises:
@@ -213,24 +210,20 @@ class SQLiteStore:
         """
         return await self._write(
             lambda c: ops.apply_event(
-                c, self._clock(), build_id, Event.CANCEL, detail=detail, notify=notify
+                c, self._clock(), build_id, Event.CANCEL, detail=detail, notify=self._notify
             )
         )
 
-    async def submit_superseding(
-        self, request: BuildRequest, *, notify: NotifyFn | None = None
-    ) -> tuple[Submission, list[int]]:
+    async def submit_superseding(self, request: BuildRequest) -> tuple[Submission, list[int]]:
         """`submit`, then `supersede` if that made a new build, in one transaction.
 
         Returns the submission and the cancelled ids (see `supersede`).
         """
         return await self._write(
-            lambda c: ops.submit_superseding(c, self._clock(), request, self._on_created, notify)
+            lambda c: ops.submit_superseding(c, self._clock(), request, self._notify)
         )
 
-    async def supersede(
-        self, request: BuildRequest, *, notify: NotifyFn | None = None
-    ) -> list[int]:
+    async def supersede(self, request: BuildRequest) -> list[int]:
         """Cancel older queued or running builds of the same branch or pull request.
 
         Returns the cancelled ids, running ones included so that the worker stops
@@ -239,13 +232,13 @@ class SQLiteStore:
         Raises:
             StoreError: `request` has not been submitted.
         """
-        return await self._write(lambda c: ops.supersede(c, self._clock(), request, notify))
+        return await self._write(lambda c: ops.supersede(c, self._clock(), request, self._notify))
 
-    async def recover_running(
-        self, requeue: bool, *, notify: NotifyFn | None = None
-    ) -> list[BuildRecord]:
+    async def recover_running(self, requeue: bool) -> list[BuildRecord]:
         """At start-up, re-queue (or end as errored) every build left running."""
-        return await self._write(lambda c: ops.recover_running(c, self._clock(), requeue, notify))
+        return await self._write(
+            lambda c: ops.recover_running(c, self._clock(), requeue, self._notify)
+        )
 
     async def retry(self, build_id: int) -> Submission:
         """Queue a new build of a finished build's request.
@@ -254,7 +247,7 @@ class SQLiteStore:
             BuildNotFound: No build has this id.
             StoreError: The build is not final yet.
         """
-        return await self._write(lambda c: ops.retry(c, self._clock(), build_id, self._on_created))
+        return await self._write(lambda c: ops.retry(c, self._clock(), build_id, self._notify))
 
     async def prune_finished(self, before: datetime) -> list[int]:
         """Delete finished builds that ended before `before`; return their ids, ascending.

@@ -219,8 +219,7 @@ async def parts(
     tmp_path: Path, metrics: Metrics
 ) -> AsyncIterator[tuple[SQLiteStore, FakeSandbox, FakeForge, Worker, WorkerSink]]:
     """A worker over a real store, fake forge and sandbox, recording on `metrics`."""
-    notify = status_notifier(BASE_URL)
-    async with SQLiteStore(tmp_path / "db.sqlite", on_created=notify) as store:
+    async with SQLiteStore(tmp_path / "db.sqlite", notify=status_notifier(BASE_URL)) as store:
         forge = FakeForge(profile_tarball())
         sandbox = FakeSandbox(tmp_path / "sandbox")
         pipeline = Pipeline(
@@ -235,12 +234,11 @@ async def parts(
             store,
             pipeline,
             notifier,
-            notify=notify,
             base_url=BASE_URL,
             poll_seconds=0.05,
             metrics=metrics,
         )
-        yield store, sandbox, forge, worker, WorkerSink(store, worker, notify=notify)
+        yield store, sandbox, forge, worker, WorkerSink(store, worker)
 
 
 async def run_until(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.exceptions import BuildNotFound, IllegalTransition, StoreError
-from runner.jobs import Event, Outgoing
+from runner.jobs import Event, Notification, Outgoing
 from runner.store import SQLiteStore
 from tests.runner.store.samples import START, FakeClock, make_request
 from webhooks.build import BuildRecord, BuildState, RefKind
@@ -33,6 +33,23 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
 def status_of(record: BuildRecord) -> Iterable[Outgoing]:
     """Announce every change as a status notification naming the new state."""
     return [("status", {"state": record.state.value, "detail": record.detail})]
+
+
+@pytest.fixture
+async def announcing(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
+    """An open store whose status hook is `status_of`, closed after the test."""
+    async with SQLiteStore(tmp_path / "announcing.db", clock=clock, notify=status_of) as opened:
+        yield opened
+
+
+async def announced(store: SQLiteStore, clock: FakeClock) -> list[tuple[int, object]]:
+    """Empty the outbox; return each notification's (build id, state) in enqueue order."""
+    found: list[Notification] = []
+    while due := await store.due_notifications(clock.now, 100):
+        for notification in due:
+            found.append(notification)
+            await store.notification_done(notification.id)
+    return [(n.build_id, n.payload["state"]) for n in sorted(found, key=lambda n: n.id)]
 
 
 async def _running(store: SQLiteStore) -> BuildRecord:
@@ -120,13 +137,14 @@ async def test_finish_unknown_build_raises_build_not_found(store: SQLiteStore) -
         await store.finish(404, Event.FAIL)
 
 
-async def test_finish_with_notify_enqueues_in_the_same_change(
-    store: SQLiteStore, clock: FakeClock
+async def test_finish_enqueues_the_hooks_notification_in_the_same_change(
+    announcing: SQLiteStore, clock: FakeClock
 ) -> None:
     """The notification built from the new record is due as soon as the build ends."""
-    claimed = await _running(store)
-    await store.finish(claimed.id, Event.FAIL, "exit 1", notify=status_of)
-    (due,) = await store.due_notifications(clock.now, 10)
+    claimed = await _running(announcing)
+    assert await announced(announcing, clock) == [(claimed.id, "queued"), (claimed.id, "running")]
+    await announcing.finish(claimed.id, Event.FAIL, "exit 1")
+    (due,) = await announcing.due_notifications(clock.now, 10)
     assert (due.build_id, due.kind, due.payload) == (
         claimed.id,
         "status",
@@ -134,17 +152,20 @@ async def test_finish_with_notify_enqueues_in_the_same_change(
     )
 
 
-async def test_finish_whose_notify_raises_is_rolled_back(store: SQLiteStore) -> None:
+async def test_finish_whose_hook_raises_is_rolled_back(tmp_path: Path) -> None:
     """If building the notification fails, the state change is undone too."""
 
     def broken(record: BuildRecord) -> Iterable[Outgoing]:
-        msg = f"cannot describe build {record.id}"
-        raise RuntimeError(msg)
+        if record.state is BuildState.SUCCEEDED:
+            msg = f"cannot describe build {record.id}"
+            raise RuntimeError(msg)
+        return []
 
-    claimed = await _running(store)
-    with pytest.raises(RuntimeError, match="cannot describe"):
-        await store.finish(claimed.id, Event.SUCCEED, notify=broken)
-    record = await store.get(claimed.id)
+    async with SQLiteStore(tmp_path / "broken.db", notify=broken) as store:
+        claimed = await _running(store)
+        with pytest.raises(RuntimeError, match="cannot describe"):
+            await store.finish(claimed.id, Event.SUCCEED)
+        record = await store.get(claimed.id)
     assert record is not None
     assert record.state is BuildState.RUNNING
 
@@ -178,9 +199,10 @@ async def test_cancel_a_queued_build_and_refuse_a_final_one(store: SQLiteStore) 
 
 
 async def test_supersede_cancels_older_queued_and_running_builds_of_the_branch(
-    store: SQLiteStore,
+    announcing: SQLiteStore, clock: FakeClock
 ) -> None:
     """A newer push cancels the branch's older queued and running builds, and only those."""
+    store = announcing
     done = await _running(store)
     await store.finish(done.id, Event.SUCCEED)
     running = await _running(store)
@@ -188,7 +210,7 @@ async def test_supersede_cancels_older_queued_and_running_builds_of_the_branch(
     other_branch = await store.submit(make_request(ref="refs/heads/dev"))
     newer = make_request()
     await store.submit(newer)
-    cancelled = await store.supersede(newer, notify=status_of)
+    cancelled = await store.supersede(newer)
     assert cancelled == [running.id, queued.build_id]
     for build_id in cancelled:
         record = await store.get(build_id)
@@ -200,7 +222,8 @@ async def test_supersede_cancels_older_queued_and_running_builds_of_the_branch(
     untouched = await store.get(other_branch.build_id)
     assert untouched is not None
     assert untouched.state is BuildState.QUEUED
-    assert len(await store.due_notifications(START, 10)) == 2
+    statuses = await announced(store, clock)
+    assert [build for build, state in statuses if state == "cancelled"] == cancelled
 
 
 async def test_supersede_never_cancels_newer_builds_or_the_same_commit(
@@ -219,16 +242,17 @@ async def test_supersede_never_cancels_newer_builds_or_the_same_commit(
 
 
 async def test_supersede_cancels_a_late_delivery_of_a_push_already_moved_past(
-    store: SQLiteStore,
+    announcing: SQLiteStore, clock: FakeClock
 ) -> None:
     """A push delivered after the push that moved the branch on from it is cancelled."""
+    store = announcing
     old_sha = f"{0xA1:040x}"
     newer = make_request(previous_sha=old_sha)
     newer_id = (await store.submit(newer)).build_id
     assert await store.supersede(newer) == []
     late = make_request(commit_sha=old_sha)
     late_id = (await store.submit(late)).build_id
-    assert await store.supersede(late, notify=status_of) == [late_id]
+    assert await store.supersede(late) == [late_id]
     cancelled = await store.get(late_id)
     kept = await store.get(newer_id)
     assert cancelled is not None
@@ -238,7 +262,8 @@ async def test_supersede_cancels_a_late_delivery_of_a_push_already_moved_past(
         f"superseded by {newer.commit_sha[:7]}, pushed after it (delivered late)",
     )
     assert kept.state is BuildState.QUEUED
-    assert len(await store.due_notifications(START, 10)) == 1  # the late build's status
+    statuses = await announced(store, clock)
+    assert [build for build, state in statuses if state == "cancelled"] == [late_id]
 
 
 async def test_supersede_orders_by_previous_sha_only_on_the_same_line(
@@ -263,7 +288,7 @@ async def test_submit_superseding_stores_the_build_and_cancels_the_older_one(
     """The new build is stored and the older one cancelled; repeats and tags cancel nothing."""
     older = (await store.submit(make_request())).build_id
     newer = make_request()
-    submission, cancelled = await store.submit_superseding(newer, notify=status_of)
+    submission, cancelled = await store.submit_superseding(newer)
     assert (submission.created, cancelled) == (True, [older])
     record = await store.get(older)
     assert record is not None
@@ -317,8 +342,8 @@ async def test_recover_running_requeues_builds_left_running(
     async with SQLiteStore(path, clock=clock) as before_crash:
         claimed = await _running(before_crash)
         waiting = await before_crash.submit(make_request())
-    async with SQLiteStore(path, clock=clock) as after:
-        recovered = await after.recover_running(requeue=True, notify=status_of)
+    async with SQLiteStore(path, clock=clock, notify=status_of) as after:
+        recovered = await after.recover_running(requeue=True)
         assert [(r.id, r.state, r.started_at) for r in recovered] == [
             (claimed.id, BuildState.QUEUED, None)
         ]
@@ -330,7 +355,8 @@ async def test_recover_running_requeues_builds_left_running(
         untouched = await after.get(waiting.build_id)
         assert untouched is not None
         assert untouched.state is BuildState.QUEUED
-        assert len(await after.due_notifications(clock.now, 10)) == 1
+        statuses = await announced(after, clock)
+    assert statuses == [(claimed.id, "queued"), (claimed.id, "running")]
 
 
 async def test_recover_running_can_end_them_with_error(store: SQLiteStore) -> None:
@@ -369,15 +395,21 @@ async def test_retry_refuses_a_build_that_is_not_final(store: SQLiteStore) -> No
         await store.retry(999)
 
 
-async def test_on_created_enqueues_with_every_new_build(tmp_path: Path, clock: FakeClock) -> None:
-    """The on_created hook adds a notification for new builds, not for repeats."""
-    async with SQLiteStore(tmp_path / "x.db", clock=clock, on_created=status_of) as store:
-        request = make_request()
-        first = await store.submit(request)
-        await store.submit(request)
-        claimed = await store.claim_next()
-        assert claimed is not None
-        await store.finish(claimed.id, Event.ERROR)
-        await store.retry(first.build_id)
-        due = await store.due_notifications(clock.now, 10)
-    assert [n.payload["state"] for n in due] == ["queued", "queued"]
+async def test_hook_enqueues_with_every_new_build_and_change_not_repeats(
+    announcing: SQLiteStore, clock: FakeClock
+) -> None:
+    """The status hook announces new builds (retries too) and every change, not repeats."""
+    store = announcing
+    request = make_request()
+    first = await store.submit(request)
+    await store.submit(request)
+    claimed = await store.claim_next()
+    assert claimed is not None
+    await store.finish(claimed.id, Event.ERROR)
+    retried = await store.retry(first.build_id)
+    assert await announced(store, clock) == [
+        (first.build_id, "queued"),
+        (first.build_id, "running"),
+        (first.build_id, "errored"),
+        (retried.build_id, "queued"),
+    ]
