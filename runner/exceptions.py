@@ -17,11 +17,7 @@ RunnerError                    root of everything `runner` raises on purpose
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from runner.jobs import Event
-    from webhooks.build import BuildState
+from webhooks.build import BuildState
 
 
 class RunnerError(Exception):
@@ -37,11 +33,11 @@ class IllegalTransition(RunnerError):
 
     Attributes:
         state: The state the build was in.
-        event: The event that was refused.
+        event: The event that was refused: the value of a `runner.jobs.Event`.
         build_id: The build concerned, when known.
     """
 
-    def __init__(self, state: BuildState, event: Event, build_id: int | None = None) -> None:
+    def __init__(self, state: BuildState, event: str, build_id: int | None = None) -> None:
         self.state = state
         self.event = event
         self.build_id = build_id
@@ -51,9 +47,7 @@ class IllegalTransition(RunnerError):
             if state.is_final
             else "this is a bug in the caller: check the state before sending the event"
         )
-        super().__init__(
-            f"{subject} is {state.value}: the event {event.value!r} is not allowed ({hint})"
-        )
+        super().__init__(f"{subject} is {state.value}: the event {event!r} is not allowed ({hint})")
 
 
 class StoreError(RunnerError):

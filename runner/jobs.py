@@ -100,7 +100,7 @@ def transition(state: BuildState, event: Event, *, build_id: int | None = None) 
     try:
         return TRANSITIONS[state][event]
     except KeyError:
-        raise IllegalTransition(state, event, build_id) from None
+        raise IllegalTransition(state, event.value, build_id) from None
 
 
 @dataclass(frozen=True, slots=True)
