@@ -98,7 +98,7 @@ def vmhwm_mib() -> float:
 async def _upload(
     uploads: str, release_id: int, path: Path, size: int, name: str
 ) -> dict[str, Any]:
-    timeout = httpx.Timeout(30.0, connect=10.0)  # as runner.service builds its client
+    timeout = httpx.Timeout(30.0, connect=10.0)  # as runner.wiring builds its client
     async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": "isorunner/0.1"}) as http:
         transport = ForgeTransport(http)
         request = github.build_upload_asset(uploads, TOKEN, REPO, release_id, name=name, size=size)

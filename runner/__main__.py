@@ -1,8 +1,9 @@
 """The `isorunner` command: `serve`, `build` and `check`.
 
 I/O shell: parses arguments, loads the configuration once (`--config`, else
-`$ISORUNNER_CONFIG`, else `./isorunner.toml`), and hands over to `runner.service` or
-`runner.localbuild`. Errors a user can fix are printed as one message, exit code 2.
+`$ISORUNNER_CONFIG`, else `./isorunner.toml`), and hands over to `runner.service`
+(serve), `runner.check` or `runner.localbuild` (build). Errors a user can fix are
+printed as one message, exit code 2.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from runner.forges import github, gitlab
 from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import ForgeError
 from runner.forges.tokens import TokenProvider
-from runner.service import USER_AGENT, github_tokens, sandbox_config
 from runner.settings import Settings
 from runner.store import open_store
+from runner.wiring import USER_AGENT, github_tokens, sandbox_config
 from sandbox.config import parse_size
 from webhooks.build import Forge
 

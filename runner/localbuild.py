@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 
 from runner.artifacts import collect_artifacts
-from runner.service import sandbox_config
 from runner.settings import Settings
+from runner.wiring import sandbox_config
 from sandbox.exceptions import SandboxError
 from sandbox.sandbox import BuildSandbox
 

@@ -2,8 +2,8 @@
 
 I/O shell, thin: each class wraps a runner object in one of the `Protocol`s declared
 in `webhooks.build` and translates the runner's errors into `webhooks.exceptions`
-(the web app never imports `runner`). The composition root (`runner.service`) builds
-them and passes them to `webhooks.app.create_app`.
+(the web app never imports `runner`). `runner.service` builds them and passes them
+to `webhooks.app.create_app`.
 
 - `WorkerControl`   → `BuildControl`: cancel (stopping a running build) and retry.
 - `ArtifactDirs`    → `ArtifactSource`: `<iso_output_root>/<build id>/`, as the
@@ -16,18 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import anyio
 
+from runner.check import DiskUsage, Finding, check_base, check_disk
 from runner.exceptions import BuildNotFound, IllegalTransition, StoreError
 from runner.settings import Settings
 from runner.store import JobStore
 from webhooks import exceptions as web
 from webhooks.build import BuildRecord, ReadinessCheck
-
-if TYPE_CHECKING:
-    from runner.check import DiskUsage, Finding
 
 
 class Canceller(Protocol):
@@ -146,9 +144,6 @@ class RunnerReadiness:
 
     async def check(self) -> list[ReadinessCheck]:
         """Run every check; a failing check is reported, never raised."""
-        # Imported here: runner.check imports runner.service, which imports this module.
-        from runner.check import check_base, check_disk  # noqa: PLC0415
-
         settings = self._settings
         base = await anyio.to_thread.run_sync(check_base, settings)
         disks = await anyio.to_thread.run_sync(lambda: check_disk(settings, usage=self._usage))

@@ -1,25 +1,23 @@
-"""The composition root: builds every long-lived object from `Settings` and serves.
+"""Wiring: builds the runner's components from `Settings`.
 
-I/O shell. This is the only place that turns the configuration into objects: the job
-store, the HTTP client and forge clients, the sandbox, the pipeline, the worker and
-the web app. Everything below it receives what it needs in its constructor.
+I/O shell (it opens the store and the HTTP client, and reads the GitHub App's key).
+This is where the configuration turns into objects: the sandbox's and the web app's
+configurations, the forge clients, and (in `running_service`) the job store, the
+HTTP client, the sandbox, the pipeline and the worker. Everything below it receives
+what it needs in its constructor. `runner.service` runs what this builds;
+`runner.check` and `runner.localbuild` reuse its pieces.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
 import httpx
-import structlog
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
-from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from runner.buildlogs import BuildLogs
@@ -30,22 +28,17 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
-from runner.logs import configure_logging
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
-from runner.retention import Retention
 from runner.settings import Settings
 from runner.store import JobStore, open_store
-from runner.web import ArtifactDirs, RunnerReadiness, WorkerControl
-from runner.worker import Worker, WorkerSink
+from runner.worker import Worker
 from sandbox.config import SandboxConfig, parse_size
 from sandbox.sandbox import BuildSandbox
-from webhooks.app import create_app
 from webhooks.build import Forge
 from webhooks.config import RepoRule, WebhookConfig
 
-_log = structlog.get_logger()
 USER_AGENT = "isorunner/0.1"
 
 
@@ -246,72 +239,3 @@ async def running_service(
             metrics=metrics,
         )
         yield Service(store, worker, clients, logs)
-
-
-def freeze_startup_objects() -> None:
-    """Take everything allocated so far out of the garbage collector's rounds.
-
-    Modules, models, templates and the app live as long as the process; left in the
-    collector's oldest generation, every full collection walks them all, and under
-    load that pause (12-28 ms measured) lands on every delivery in flight. Called
-    once, just before serving (see `gc.freeze`).
-    """
-    gc.collect()
-    gc.freeze()
-
-
-async def serve(settings: Settings) -> None:
-    """Serve webhooks and pages and run the worker until SIGINT/SIGTERM."""
-    configure_logging(log_format=settings.server.log_format, secrets=secrets_of(settings))
-    # One registry for the process, rendered by the web app's GET /metrics; the
-    # runner's instruments and the web app's delivery counter both live on it.
-    registry = CollectorRegistry()
-    metrics = Metrics(registry, forge_hosts=forge_hosts(settings))
-    async with running_service(settings, metrics=metrics) as service:
-        store, worker = service.store, service.worker
-        for forge in {repo.forge for repo in settings.repos} - set(service.clients):
-            _log.warning(
-                "no API token for a configured forge: builds run but statuses wait",
-                forge=forge.value,
-            )
-
-        retention = Retention(
-            store,
-            service.logs,
-            settings.sandbox.iso_output_root,
-            retention_days=settings.storage.retention_days,
-        )
-
-        @contextlib.asynccontextmanager
-        async def run_worker() -> AsyncIterator[None]:
-            async with anyio.create_task_group() as group:
-                await group.start(worker.run)
-                group.start_soon(retention.run)
-                yield
-                group.cancel_scope.cancel()
-
-        app = create_app(
-            webhook_config(settings),
-            sink=WorkerSink(store, worker),
-            catalog=store,
-            logs=service.logs,
-            lifespan_hooks=[run_worker],
-            browser=store,
-            control=WorkerControl(store, worker),
-            artifacts=ArtifactDirs(settings.sandbox.iso_output_root),
-            readiness=RunnerReadiness(settings, store),
-            admin_token=settings.server.admin_token,
-            registry=registry,
-        )
-        config = uvicorn.Config(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            log_config=None,
-            proxy_headers=False,
-            server_header=False,
-            # Live log streams stay open; do not let them hold a restart for long.
-            timeout_graceful_shutdown=5,
-        )
-        freeze_startup_objects()
-        await uvicorn.Server(config).serve()

@@ -31,7 +31,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from runner.service import machine_prefix
+from runner.wiring import machine_prefix
 from sandbox.host import V1_CONTROLLERS, detect_host
 from tests.conftest import require, require_root, require_tool
 from tests.e2e.fakeforge import FakeForge, run_fake_forge

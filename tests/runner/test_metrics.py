@@ -21,8 +21,6 @@ from runner.forges.request import ForgeRequest
 from runner.metrics import Metrics, limit_kind
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
-from runner.service import forge_hosts
-from runner.settings import GitHubSettings, GitLabSettings, Settings
 from runner.store import SQLiteStore
 from runner.worker import Worker, WorkerSink
 from sandbox.exceptions import (
@@ -103,19 +101,6 @@ def test_metrics_forge_response_labels_forge_method_and_status(
     assert registry.get_sample_value(sample, labels) == 1
     labels = {"forge": "other", "method": "GET", "status": "200"}
     assert registry.get_sample_value(sample, labels) == 1
-
-
-def test_forge_hosts_maps_configured_apis_to_their_forge() -> None:
-    """The service labels github.com's API, upload and codeload hosts and GitLab's host."""
-    settings = Settings(
-        github=GitHubSettings(), gitlab=GitLabSettings(url="https://git.example.org")
-    )
-    assert forge_hosts(settings) == {
-        "api.github.com": "github",
-        "uploads.github.com": "github",
-        "codeload.github.com": "github",
-        "git.example.org": "gitlab",
-    }
 
 
 # ---------------------------------------------------------------- forge transport hook
