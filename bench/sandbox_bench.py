@@ -19,9 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from sandbox import overlay
-from sandbox.config import SandboxConfig
-from sandbox.sandbox import BuildSandbox
+from sandbox import BuildSandbox, SandboxConfig, overlay
 
 
 def make_synthetic(path: Path, total: int = 2 << 30, file_size: int = 4 << 20) -> None:

@@ -8,7 +8,6 @@ line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing fail
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -27,12 +26,9 @@ from runner.forges.tokens import TokenProvider
 from runner.settings import Settings
 from runner.store import open_store
 from runner.wiring import USER_AGENT, github_tokens, sandbox_config
-from sandbox.config import parse_size
+from sandbox import BaseMissing, parse_size, validate_base
 from webhooks.build import Forge
 
-MANIFEST = "etc/isorunner/manifest.json"
-#: Directories the base must hold for nspawn's read-only binds (DESIGN: sandbox facts).
-BASE_MOUNT_POINTS = ("build/profile", "build/work", "build/output")
 #: A check must not hang on a dead forge for the transport's two-minute retry budget.
 FORGE_RETRY_SECONDS = 10.0
 GIB = 1024**3
@@ -62,58 +58,26 @@ def check_tools() -> Finding:
     return Finding("tools", True, "systemd-nspawn found")
 
 
-def check_base(settings: Settings) -> Finding:  # noqa: PLR0911 - one return per problem
-    """The sandbox base exists, is prepared, carries its manifest and matches the config."""
-    base = settings.sandbox.base
-    manifest = base / MANIFEST
+def check_base(settings: Settings) -> Finding:
+    """The sandbox base exists, is prepared, carries its manifest and matches the config.
+
+    The contract itself is `sandbox.base.validate_base`'s; this turns its answer into a
+    finding (also read by `GET /readyz`).
+    """
     try:
         sandbox_config(settings)
     except ValueError as exc:
         return Finding("sandbox base", False, f"[sandbox]: {exc}")
-    if not base.is_dir():
-        return Finding("sandbox base", False, f"{base} is missing: run scripts/setup-sandbox.sh")
+    section = settings.sandbox
     try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError) as exc:
-        return Finding(
-            "sandbox base",
-            False,
-            f"{manifest} is unreadable ({exc}): run scripts/setup-sandbox.sh again",
-        )
-    if not isinstance(data, dict):
-        return Finding(
-            "sandbox base", False, f"{manifest} is not a JSON object: run setup-sandbox.sh again"
-        )
-    uid_base = settings.sandbox.uid_base
-    if data.get("uid_base") != uid_base:
-        return Finding(
-            "sandbox base",
-            False,
-            f"the base is owned by uid range {data.get('uid_base')} but sandbox.uid_base is "
-            f"{uid_base}: make them agree (set sandbox.uid_base, or rebuild the base with "
-            f"scripts/setup-sandbox.sh --uid-base {uid_base})",
-        )
-    missing = [point for point in BASE_MOUNT_POINTS if not (base / point).is_dir()]
-    if missing:
-        return Finding(
-            "sandbox base",
-            False,
-            f"{base} lacks {', '.join(missing)} (needed for the read-only binds): "
-            "run scripts/setup-sandbox.sh again",
-        )
-    owner = base.stat().st_uid
-    if settings.sandbox.isolation == "userns" and owner != uid_base:
-        return Finding(
-            "sandbox base",
-            False,
-            f"{base} belongs to uid {owner}, not sandbox.uid_base {uid_base}: the manifest "
-            "and the files disagree; rebuild the base with scripts/setup-sandbox.sh",
-        )
+        info = validate_base(section.base, uid_base=section.uid_base, isolation=section.isolation)
+    except BaseMissing as exc:
+        return Finding("sandbox base", False, str(exc))
     return Finding(
         "sandbox base",
         True,
-        f"{base} (made {data.get('created', '?')}, {len(data.get('packages') or {})} "
-        f"packages in its mirror, uid range {uid_base})",
+        f"{info.path} (made {info.created}, {info.packages} packages in its mirror, "
+        f"uid range {info.uid_base})",
     )
 
 

@@ -16,8 +16,7 @@ import anyio
 from runner.artifacts import collect_artifacts
 from runner.settings import Settings
 from runner.wiring import sandbox_config
-from sandbox.exceptions import SandboxError
-from sandbox.sandbox import BuildSandbox
+from sandbox import BuildSandbox, SandboxError
 
 
 def newest_mtime(profile: Path) -> int:

@@ -27,7 +27,7 @@ import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sandbox.exceptions import DiskLimit, OutOfMemory, ProcessLimit, TimedOut
+from sandbox import DiskLimit, OutOfMemory, ProcessLimit, TimedOut
 from webhooks.build import BuildState
 
 _log = structlog.get_logger()

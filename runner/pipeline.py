@@ -26,18 +26,20 @@ from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event
 from runner.metrics import Metrics
-from sandbox.exceptions import (
+from sandbox import (
     BuildFailed,
+    BuildResult,
     Cancelled,
     DiskLimit,
+    LogSink,
     OutOfMemory,
     OutputRejected,
     ProcessLimit,
     ProfileInvalid,
     SandboxError,
     TimedOut,
+    WarningHook,
 )
-from sandbox.sandbox import BuildResult, LogSink, WarningHook
 from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind
 
 _log = structlog.get_logger()

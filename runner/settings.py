@@ -35,7 +35,7 @@ from pydantic_settings import (
 )
 
 from runner.exceptions import ConfigError
-from sandbox.config import parse_size
+from sandbox import parse_size
 from webhooks.build import Forge
 
 DEFAULT_CONFIG_PATH = Path("isorunner.toml")

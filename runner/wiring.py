@@ -34,8 +34,7 @@ from runner.pipeline import Pipeline, PipelineConfig
 from runner.settings import Settings
 from runner.store import JobStore, open_store
 from runner.worker import Worker
-from sandbox.config import SandboxConfig, parse_size
-from sandbox.sandbox import BuildSandbox
+from sandbox import BuildSandbox, SandboxConfig, parse_size
 from webhooks.build import Forge
 from webhooks.config import RepoRule, WebhookConfig
 

@@ -1,4 +1,74 @@
 """The build sandbox: hardened systemd-nspawn containers that turn a profile into an ISO.
 
-It knows nothing of forges or HTTP.
+It knows nothing of forges or HTTP. The public API is re-exported here
+(`from sandbox import BuildSandbox, SandboxConfig`); the modules:
+
+- `sandbox.py`: `BuildSandbox`, the only process spawner (the I/O shell), and its
+  results `BuildResult` and `CommandResult`.
+- `config.py`: `SandboxConfig`, the frozen settings, and `parse_size`/`format_size`.
+- `base.py`: the base's contract (mount points, manifest, UID range) and
+  `validate_base`.
+- `nspawn.py`: pure argv builders for systemd-nspawn (and systemd-run around it).
+- `overlay.py`: a build's directories and its overlay mount.
+- `cgroups.py`, `cgexec.py`, `host.py`: resource limits, the cgroup entry helper, and
+  what the host offers (cgroup mode, systemd as PID 1).
+- `profile.py`, `output.py`: checks of the profile going in and the files coming out.
+- `streams.py`: the container's output, line by line.
+- `exceptions.py`: the `SandboxError` tree.
 """
+
+from sandbox.base import (
+    DEFAULT_UID_BASE,
+    MANIFEST,
+    MOUNT_POINTS,
+    UID_COUNT,
+    BaseInfo,
+    validate_base,
+)
+from sandbox.config import SandboxConfig, format_size, parse_size
+from sandbox.exceptions import (
+    BaseMissing,
+    BuildEnded,
+    BuildFailed,
+    Cancelled,
+    DiskLimit,
+    LimitSetupFailed,
+    OutOfMemory,
+    OutputRejected,
+    ProcessLimit,
+    ProfileInvalid,
+    SandboxError,
+    SetupError,
+    TimedOut,
+)
+from sandbox.sandbox import BuildResult, BuildSandbox, CommandResult, LogSink, WarningHook
+
+__all__ = [
+    "DEFAULT_UID_BASE",
+    "MANIFEST",
+    "MOUNT_POINTS",
+    "UID_COUNT",
+    "BaseInfo",
+    "BaseMissing",
+    "BuildEnded",
+    "BuildFailed",
+    "BuildResult",
+    "BuildSandbox",
+    "Cancelled",
+    "CommandResult",
+    "DiskLimit",
+    "LimitSetupFailed",
+    "LogSink",
+    "OutOfMemory",
+    "OutputRejected",
+    "ProcessLimit",
+    "ProfileInvalid",
+    "SandboxConfig",
+    "SandboxError",
+    "SetupError",
+    "TimedOut",
+    "WarningHook",
+    "format_size",
+    "parse_size",
+    "validate_base",
+]

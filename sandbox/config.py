@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Isolation = Literal["userns", "root"]
+from sandbox.base import DEFAULT_UID_BASE, UID_COUNT
 
-#: Default container UID/GID range start, as in tests/standin/CONTRACT.md (0x7FFE0000).
-DEFAULT_UID_BASE = 2147352576
-#: Size of the UID/GID range a container gets (`--private-users=<base>:65536`).
-UID_COUNT = 65536
+Isolation = Literal["userns", "root"]
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -146,7 +143,7 @@ class SandboxConfig:
             raise ValueError("max_output_bytes must be positive and max_line_bytes >= 80")
         if self.uid_base <= 0 or self.uid_base % UID_COUNT or self.uid_base + UID_COUNT > 2**32:
             raise ValueError(
-                f"uid_base {self.uid_base} must be a positive multiple of 65536 below 2^32"
+                f"uid_base {self.uid_base} must be a positive multiple of {UID_COUNT} below 2^32"
             )
         if self.isolation not in ("userns", "root"):
             raise ValueError(f"isolation must be 'userns' or 'root', got {self.isolation!r}")

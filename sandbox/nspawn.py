@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbox.config import UID_COUNT, SandboxConfig, format_size
+from sandbox import base
+from sandbox.base import UID_COUNT
+from sandbox.config import SandboxConfig, format_size
 from sandbox.host import HostInfo
 
 #: Where the profile, mkarchiso's work dir and the output appear inside the container.
-#: The base provides these as empty directories (the root is read-only).
-PROFILE_MOUNT = "/build/profile"
-WORK_MOUNT = "/build/work"
-OUTPUT_MOUNT = "/build/output"
-#: The offline pacman.conf inside the base (tests/standin/CONTRACT.md).
-OFFLINE_PACMAN_CONF = "/etc/isorunner/pacman.conf"
+#: The base provides these as empty directories (the root is read-only; `sandbox.base`).
+PROFILE_MOUNT = f"/{base.PROFILE_MOUNT}"
+WORK_MOUNT = f"/{base.WORK_MOUNT}"
+OUTPUT_MOUNT = f"/{base.OUTPUT_MOUNT}"
+#: The offline pacman.conf inside the base (`sandbox.base`, tests/standin/CONTRACT.md).
+OFFLINE_PACMAN_CONF = f"/{base.OFFLINE_PACMAN_CONF}"
 #: The base's `mount`/`umount` wrappers in /usr/local/sbin must come first.
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

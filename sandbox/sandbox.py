@@ -28,6 +28,7 @@ import anyio
 import structlog
 
 from sandbox import overlay
+from sandbox.base import missing_mount_points
 from sandbox.cgroups import BuildCgroup, parent_dirs, parse_proc_cgroup, plan_cgroups, remove_tree
 from sandbox.config import SandboxConfig, format_size
 from sandbox.exceptions import (
@@ -53,7 +54,6 @@ WarningHook = Callable[[], Awaitable[None]]
 _CGEXEC = Path(__file__).with_name("cgexec.py")
 # The environment of nspawn itself: nothing of isorunner's (which may hold secrets).
 _SPAWN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
-_BASE_MOUNT_POINTS = ("build/profile", "build/work", "build/output")
 
 log = structlog.get_logger()
 
@@ -267,7 +267,7 @@ class BuildSandbox:
 
     def _check_base(self) -> None:
         base = self.config.base_dir
-        missing = [p for p in _BASE_MOUNT_POINTS if not (base / p).is_dir()]
+        missing = missing_mount_points(base)
         if not base.is_dir() or missing:
             raise BaseMissing(
                 f"the sandbox base {base} is missing or not prepared "

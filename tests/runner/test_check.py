@@ -18,7 +18,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from runner.check import BASE_MOUNT_POINTS, MANIFEST, DiskUsage, check_base, check_disk, run_checks
+from runner.check import DiskUsage, check_base, check_disk, run_checks
 from runner.settings import (
     GitHubSettings,
     GitLabSettings,
@@ -28,6 +28,7 @@ from runner.settings import (
     Settings,
     StorageSettings,
 )
+from sandbox.base import MANIFEST, MOUNT_POINTS
 from webhooks.build import Forge
 
 GITHUB_API = "https://api.github.com"
@@ -75,7 +76,7 @@ def make_settings(
 def make_base(settings: Settings, *, uid_base: int = UID_BASE) -> Path:
     """A prepared base: mount points and a manifest naming `uid_base`."""
     base = settings.sandbox.base
-    for point in BASE_MOUNT_POINTS:
+    for point in MOUNT_POINTS:
         (base / point).mkdir(parents=True)
     manifest = base / MANIFEST
     manifest.parent.mkdir(parents=True)
