@@ -9,12 +9,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from pydantic import SecretStr
 
-from webhooks.build import Artifact, BuildRecord, BuildState
+from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
 MAX_LIMIT: Final = 100
@@ -108,6 +109,56 @@ def check_admin(authorization: str | None, token: SecretStr | None) -> None:
         raise AdminTokenRequired(
             "this call needs the header `Authorization: Bearer <server.admin_token>`"
         )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def record_json(record: BuildRecord) -> dict[str, Any]:
+    """Return the JSON form of a stored build, as `GET /api/builds/{id}` sends it."""
+    build = record.request
+    return {
+        "id": record.id,
+        "state": str(record.state),
+        "detail": record.detail,
+        "created_at": _iso(record.created_at),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "request": {
+            "forge": str(build.forge),
+            "repo": build.repo,
+            "commit_sha": build.commit_sha,
+            "ref": build.ref,
+            "ref_name": build.ref_name,
+            "kind": str(build.kind),
+            "pr_number": build.pr_number,
+            "trusted": build.trusted,
+            "commit_time": _iso(build.commit_time),
+            "delivery_id": build.delivery_id,
+            "source_repo": build.source_repo,
+            "project_id": build.project_id,
+            "web_url": build.web_url,
+            "title": build.title,
+            "sender": build.sender,
+            "previous_sha": build.previous_sha,
+        },
+    }
+
+
+def admin_control(
+    authorization: str | None, token: SecretStr | None, control: BuildControl | None
+) -> BuildControl:
+    """Return `control` for an admin call that `check_admin` allows.
+
+    Raises:
+        AdminDisabled: No admin token is configured, or no worker is attached.
+        AdminTokenRequired: The `Authorization` header does not carry the token.
+    """
+    check_admin(authorization, token)
+    if control is None:
+        raise AdminDisabled("this server cannot cancel or retry builds (no worker attached)")
+    return control
 
 
 def artifact_json(build_id: int, artifact: Artifact) -> dict[str, Any]:

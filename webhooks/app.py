@@ -29,7 +29,8 @@ from webhooks.config import WebhookConfig
 from webhooks.live import LogFollowers
 from webhooks.metrics import DeliveryMetrics
 from webhooks.pages import Pages
-from webhooks.routes import EXCEPTION_HANDLERS, ROUTES, AppState
+from webhooks.routes import EXCEPTION_HANDLERS, ROUTES
+from webhooks.state import AppState
 
 LifespanHook = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 """A resource the app's lifespan enters at start-up and exits at shut-down."""

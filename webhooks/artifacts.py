@@ -1,10 +1,11 @@
 """A finished build's downloadable files: listing, checksums, and safe opening.
 
-Does file I/O (blocking; callers run it in a worker thread). Files are only ever
-opened relative to the build's artifact directory, by plain names, with
-`O_NOFOLLOW`: a symbolic link (planted in the directory, or the directory itself
-being one) is never followed, and only regular files are listed or served.
-`is_plain_name` and `parse_sums` are pure.
+Does file I/O (blocking; callers run it in a worker thread, except `stream_file`, which
+runs its reads in one itself). Files are only ever opened relative to the build's
+artifact directory, by plain names, with `O_NOFOLLOW`: a symbolic link (planted in the
+directory, or the directory itself being one) is never followed, and only regular
+files are listed or served. `is_plain_name`, `parse_sums` and `download_headers` are
+pure.
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
+
+import anyio
 
 from webhooks.build import Artifact
 from webhooks.exceptions import ArtifactNotFound
 
 SUMS_FILES: Final = ("sha256sums", "b2sums")
 _MAX_SUMS_BYTES: Final = 1024 * 1024
+_STREAM_BLOCK: Final = 1024 * 1024
 _MAX_NAME_BYTES: Final = 255
 
 
@@ -142,3 +147,32 @@ def open_artifact(directory: Path | None, name: str) -> tuple[int, int]:
 def read_block(fd: int, offset: int, size: int) -> bytes:
     """Read up to `size` bytes at `offset` of an open file."""
     return os.pread(fd, size, offset)
+
+
+async def stream_file(fd: int, length: int) -> AsyncIterator[bytes]:
+    """Yield the first `length` bytes of an open file in bounded blocks; close it at the end.
+
+    Each block is read on a worker thread. The file is closed however the iteration
+    ends (finished, or abandoned by a client that went away).
+    """
+    try:
+        offset = 0
+        while offset < length:
+            block = await anyio.to_thread.run_sync(
+                read_block, fd, offset, min(_STREAM_BLOCK, length - offset)
+            )
+            if not block:
+                break
+            offset += len(block)
+            yield block
+    finally:
+        os.close(fd)
+
+
+def download_headers(name: str, length: int) -> dict[str, str]:
+    """Return the headers of an artifact download: its length, file name, no sniffing."""
+    return {
+        "Content-Length": str(length),
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+        "X-Content-Type-Options": "nosniff",
+    }

@@ -1,4 +1,4 @@
-"""What the webhook intake accepts: configuration, repository rules, `Ignored`.
+"""What the webhook intake accepts: configuration, repository rules, `Ignored`, `Receiver`.
 
 Pure: frozen values and the functions that decide from them, no I/O. The runner
 builds a `WebhookConfig` from its Settings and passes it to `create_app`; nothing here
@@ -7,8 +7,11 @@ reads the environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from pydantic import SecretStr
 
@@ -150,3 +153,18 @@ class Ignored:
 
 Outcome = BuildRequest | Ignored
 """What a verified, parsed delivery becomes: a build to store, or a reason not to."""
+
+
+class Receiver(Protocol):
+    """What `github.receive` and `gitlab.receive` are: a verified delivery's outcome."""
+
+    def __call__(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        config: WebhookConfig,
+        *,
+        received_at: datetime,
+    ) -> Outcome:
+        """Verify, parse and filter one delivery; raise a `WebhookError` to refuse it."""
+        ...

@@ -1,9 +1,9 @@
 """Live build logs over server-sent events: one tailer per build, shared by followers.
 
-I/O shell around a pure core (`sse_message`, `end_message`). While at least one client
-follows a build, one tailer task polls that build's log file, reads what was appended
-(whole lines only, one bounded block at a time) and keeps the most recent chunks in
-a small window; every follower of the build sends from that window, so a hundred
+I/O shell around a pure core (`start_offset`, `sse_message`, `end_message`). While at
+least one client follows a build, one tailer task polls that build's log file, reads
+what was appended (whole lines only, one bounded block at a time) and keeps the most
+recent chunks in a small window; every follower of the build sends from that window, so a hundred
 followers cost one file poll and mostly the same pre-encoded bytes. A follower that
 is behind the window (it resumed from an old offset, or it is slow) reads the file
 itself, block by block. Nothing ever holds a whole log.
@@ -35,11 +35,36 @@ import structlog
 
 from webhooks import logfile
 from webhooks.build import BuildCatalog, BuildLogSource, BuildRecord
+from webhooks.exceptions import InvalidParameter
 
 log = structlog.get_logger()
 
 RETRY_MS: Final = 1000
 """How long a browser waits before reconnecting a dropped stream."""
+_MAX_OFFSET_DIGITS: Final = 18
+
+
+def start_offset(last_event_id: str | None, after: str | None) -> int:
+    """Return where a stream starts: `Last-Event-ID`, else `?after=`, else the log's start.
+
+    A reconnecting browser sends `Last-Event-ID`; a page sends `after`, the offset of
+    the log it already shows. Empty values count as absent.
+
+    Raises:
+        InvalidParameter: A value is not a byte offset (a whole number).
+    """
+    resume = _offset(last_event_id, "Last-Event-ID")
+    if resume is not None:
+        return resume
+    return _offset(after, "after") or 0
+
+
+def _offset(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_OFFSET_DIGITS:
+        raise InvalidParameter(f"{name} must be a byte offset (a whole number)")
+    return int(raw)
 
 
 def sse_message(end: int, data: bytes) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +24,7 @@ import jinja2
 from markupsafe import Markup
 
 from webhooks.build import Artifact, BuildRecord, BuildRequest, BuildState, Forge, RefKind
+from webhooks.logview import LogView
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 SHORT_SHA: Final = 10
@@ -84,21 +84,6 @@ def size(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-@dataclass(frozen=True, slots=True)
-class LogView:
-    """Which part of the log the page shows, and where the live stream continues.
-
-    Attributes:
-        start: The first byte shown (0 unless the log is longer than the page shows).
-        end: The offset after the last complete line shown; the stream resumes here.
-        live: Whether the build may still write (the stream is opened).
-    """
-
-    start: int
-    end: int
-    live: bool
 
 
 def _row(record: BuildRecord, now: datetime) -> dict[str, Any]:
@@ -211,3 +196,15 @@ def content_security_policy(nonce: str) -> str:
         "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; "
         "frame-ancestors 'none'"
     )
+
+
+_PAGE_HEADERS: Final = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def page_headers(nonce: str) -> dict[str, str]:
+    """Return the headers of every HTML page: no caching, no sniffing, the CSP for `nonce`."""
+    return {**_PAGE_HEADERS, "Content-Security-Policy": content_security_policy(nonce)}

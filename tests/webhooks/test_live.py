@@ -15,7 +15,8 @@ from tests.webhooks.webfakes import T0, DirLogs, WebStore
 from webhooks.app import create_app
 from webhooks.build import BuildCatalog, BuildLogSource, BuildState
 from webhooks.config import WebhookConfig
-from webhooks.live import LogFollowers, end_message, sse_message
+from webhooks.exceptions import InvalidParameter
+from webhooks.live import LogFollowers, end_message, sse_message, start_offset
 
 CONFIG = WebhookConfig(public_url="https://ci.example.org", repos=())
 
@@ -166,6 +167,23 @@ def test_stream_refuses_a_bad_offset(
 ) -> None:
     """An offset that is not a whole number is 400."""
     assert client.get(f"/builds/1/log/stream{query}", headers=headers).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("last_event_id", "after", "start"),
+    [(None, None, 0), ("", "", 0), (None, "40", 40), ("12", "40", 12), ("0", "40", 0)],
+)
+def test_start_offset_prefers_last_event_id_then_after(
+    last_event_id: str | None, after: str | None, start: int
+) -> None:
+    """A reconnecting browser's Last-Event-ID wins over the page's `after`; else 0."""
+    assert start_offset(last_event_id, after) == start
+
+
+def test_start_offset_refuses_more_than_18_digits() -> None:
+    """An offset too long to be a file position is refused, naming the parameter."""
+    with pytest.raises(InvalidParameter, match="Last-Event-ID must be a byte offset"):
+        start_offset("9" * 19, None)
 
 
 def test_stream_of_unknown_build_is_404(client: TestClient) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import quote_plus
 
 import pytest
 import structlog.testing
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.types import Message, Scope
 
@@ -27,7 +28,8 @@ from tests.webhooks.testclient import TestClient
 from webhooks.app import create_app
 from webhooks.build import BuildRecord, BuildState, Forge
 from webhooks.config import RepoRule, WebhookConfig
-from webhooks.routes import AppState
+from webhooks.metrics import DeliveryMetrics
+from webhooks.state import AppState
 
 RECEIVED = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 NOW = int(RECEIVED.timestamp())
@@ -201,7 +203,12 @@ def _asgi_scope(store: MemoryStore, headers: dict[str, str]) -> Scope:
         "server": ("testserver", 80),
         # What the lifespan would have put there.
         "state": AppState(
-            config=CONFIG, sink=store, catalog=store, logs=None, clock=lambda: RECEIVED
+            config=CONFIG,
+            sink=store,
+            catalog=store,
+            logs=None,
+            clock=lambda: RECEIVED,
+            deliveries=DeliveryMetrics(CollectorRegistry()),
         ),
     }
 
