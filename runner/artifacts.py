@@ -13,8 +13,7 @@ from pathlib import Path
 import anyio
 
 from runner.checksums import compute_checksums_async, format_sums_file
-
-SUMS_FILES = ("sha256sums", "b2sums")
+from webhooks.build import B2_SUMS, SHA256_SUMS, SUMS_FILES
 
 
 async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
@@ -39,6 +38,6 @@ async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
         sums = await compute_checksums_async(iso)  # one read for both sums
         sha256.append((sums.sha256, iso.name))
         b2.append((sums.b2, iso.name))
-    (target / "sha256sums").write_text(format_sums_file(sha256))
-    (target / "b2sums").write_text(format_sums_file(b2))
+    (target / SHA256_SUMS).write_text(format_sums_file(sha256))
+    (target / B2_SUMS).write_text(format_sums_file(b2))
     return [*moved, *(target / name for name in SUMS_FILES)]

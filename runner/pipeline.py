@@ -40,7 +40,7 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind
+from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
 
 _log = structlog.get_logger()
 
@@ -186,7 +186,7 @@ class Pipeline:
 
     def artifacts_dir(self, build_id: int) -> Path:
         """Where a build's published files are kept."""
-        return self._config.artifacts_root / str(int(build_id))
+        return artifacts_dir(self._config.artifacts_root, build_id)
 
     async def run(self, record: BuildRecord, *, on_warning: WarningHook | None = None) -> Outcome:
         """Build `record` and return how it ended; never raises for a build's failure.

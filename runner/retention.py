@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from runner.buildlogs import BuildLogs
-from webhooks.build import BuildRecord
+from webhooks.build import BuildRecord, artifacts_dir
 
 _log = structlog.get_logger()
 
@@ -149,7 +149,7 @@ class Retention:
 
     def _remove_files(self, build_id: int) -> None:
         self._logs.remove(build_id)
-        artifacts = self._artifacts_root / str(int(build_id))
+        artifacts = artifacts_dir(self._artifacts_root, build_id)
         if artifacts.is_symlink() or artifacts.is_file():
             artifacts.unlink()
         elif artifacts.is_dir():

@@ -6,7 +6,7 @@ in `webhooks.build` and translates the runner's errors into `webhooks.exceptions
 to `webhooks.app.create_app`.
 
 - `WorkerControl`   → `BuildControl`: cancel (stopping a running build) and retry.
-- `ArtifactDirs`    → `ArtifactSource`: `<iso_output_root>/<build id>/`, as the
+- `ArtifactDirs`    → `ArtifactSource`: `webhooks.build.artifacts_dir`, where the
   pipeline keeps a finished build's ISOs and checksum files.
 - `RunnerReadiness` → `ReadinessProbe`: the store answers, the sandbox base is
   present and matches its manifest, and the disks have room for a build.
@@ -25,7 +25,7 @@ from runner.exceptions import BuildNotFound, IllegalTransition, StoreError
 from runner.settings import Settings
 from runner.store import JobStore
 from webhooks import exceptions as web
-from webhooks.build import BuildRecord, ReadinessCheck
+from webhooks.build import BuildRecord, ReadinessCheck, artifacts_dir
 
 
 class Canceller(Protocol):
@@ -87,7 +87,7 @@ class WorkerControl:
 
 
 class ArtifactDirs:
-    """A finished build's files in `<root>/<build id>/` (see `Pipeline.artifacts_dir`).
+    """A finished build's files, in `webhooks.build.artifacts_dir(root, build_id)`.
 
     Args:
         root: `sandbox.iso_output_root`.
@@ -98,7 +98,7 @@ class ArtifactDirs:
 
     def directory(self, build_id: int) -> Path | None:
         """Return the build's artifact directory, or None if it has none."""
-        path = self._root / str(int(build_id))
+        path = artifacts_dir(self._root, build_id)
         return path if path.is_dir() else None
 
 

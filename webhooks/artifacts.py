@@ -20,10 +20,9 @@ from urllib.parse import quote
 
 import anyio
 
-from webhooks.build import Artifact
+from webhooks.build import B2_SUMS, SHA256_SUMS, SUMS_FILES, Artifact
 from webhooks.exceptions import ArtifactNotFound
 
-SUMS_FILES: Final = ("sha256sums", "b2sums")
 _MAX_SUMS_BYTES: Final = 1024 * 1024
 _STREAM_BLOCK: Final = 1024 * 1024
 _MAX_NAME_BYTES: Final = 255
@@ -91,8 +90,8 @@ def _read_sums(dir_fd: int, name: str) -> dict[str, str]:
 
 
 def _scan(dir_fd: int) -> list[Artifact]:
-    sha256 = _read_sums(dir_fd, "sha256sums")
-    b2 = _read_sums(dir_fd, "b2sums")
+    sha256 = _read_sums(dir_fd, SHA256_SUMS)
+    b2 = _read_sums(dir_fd, B2_SUMS)
     found = []
     with os.scandir(dir_fd) as entries:
         for entry in entries:

@@ -3,6 +3,9 @@
 Pure: values and `Protocol`s only, no I/O. `webhooks/` produces `BuildRequest`s and
 reads `BuildRecord`s; `runner/` implements `BuildSink` and `BuildCatalog` (its job
 store) and passes them to `create_app`, so this package never imports `runner`.
+
+The artifact layout is defined here too, for both sides: a finished build's ISOs and
+its sums files (`SUMS_FILES`) live in `artifacts_dir(root, build_id)`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 
 class Forge(enum.StrEnum):
@@ -206,6 +209,23 @@ class BuildControl(Protocol):
     async def retry(self, build_id: int) -> int:
         """Queue a new build of a finished build's request; return the new id."""
         ...
+
+
+SHA256_SUMS: Final = "sha256sums"
+"""The file beside a build's ISOs listing their SHA-256 sums (`sha256sum -c` reads it)."""
+B2_SUMS: Final = "b2sums"
+"""The file beside a build's ISOs listing their BLAKE2b sums (`b2sum -c` reads it)."""
+SUMS_FILES: Final = (SHA256_SUMS, B2_SUMS)
+"""Every sums file a finished build has, in the order they are written and listed."""
+
+
+def artifacts_dir(root: Path, build_id: int) -> Path:
+    """Return where a finished build's ISOs and sums files are kept: `<root>/<build id>/`.
+
+    `root` is the runner's `sandbox.iso_output_root`: the pipeline writes there, the web
+    app serves from there and retention removes it.
+    """
+    return root / str(int(build_id))
 
 
 class ArtifactSource(Protocol):
