@@ -3,6 +3,14 @@
 `configure_logging` is called once by the composition root. The redaction processor is
 pure and is also what tests exercise: it replaces every configured secret value, and
 the value of any key that names a secret, wherever it appears in an event.
+
+The naming rule for events, in every package (runner, sandbox, webhooks): the event is
+a constant snake_case name, subject first then what happened (`delivery_accepted`,
+`build_started`, `status_not_delivered`, `sandbox_kill_incomplete`), so that a log
+query can match it exactly. Everything else (ids, reasons, what happens next) goes
+in key=value fields, never into the event name; an event name never holds a value
+from a delivery, a build or an error. Only third-party loggers (uvicorn) write
+phrases, through the standard library.
 """
 
 from __future__ import annotations

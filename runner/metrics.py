@@ -144,7 +144,7 @@ class Metrics:
             try:
                 await self.refresh_builds(store)
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
-                _log.warning("build metrics not refreshed", error=str(exc))
+                _log.warning("build_metrics_not_refreshed", error=str(exc))
             with anyio.move_on_after(interval):
                 await changed.wait()
 

@@ -157,7 +157,7 @@ class Notifier:
         """Try one delivery; return `DELIVERED`, `FAILED` (retried later) or `DROPPED`."""
         if record is None or notification.kind != STATUS:
             _log.error(
-                "notification dropped",
+                "notification_dropped",
                 notification_id=notification.id,
                 build_id=notification.build_id,
                 kind=notification.kind,
@@ -186,12 +186,13 @@ class Notifier:
         except TransitionRefused as exc:
             # GitLab refuses a transition it considers done (e.g. running → running):
             # the forge already shows this state, which is what we wanted.
-            _log.info("status already set", build_id=record.id, reason=str(exc))
+            _log.info("status_already_set", build_id=record.id, reason=str(exc))
         except ForgeError as exc:
             attempts = notification.attempts + 1
             if not is_transient(exc) and attempts >= PERMANENT_ATTEMPTS:
                 _log.error(
-                    "status dropped: the forge refused it every time",
+                    "status_dropped",
+                    reason="the forge refused it every time",
                     build_id=record.id,
                     state=str(payload["state"]),
                     attempts=attempts,
@@ -201,7 +202,7 @@ class Notifier:
                 return DROPPED
             retry_at = self._clock() + retry_delay(notification.attempts)
             _log.warning(
-                "status not delivered; will retry",
+                "status_not_delivered",
                 build_id=record.id,
                 attempts=attempts,
                 retry_at=retry_at.isoformat(),

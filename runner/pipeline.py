@@ -215,7 +215,7 @@ class Pipeline:
                 if self._metrics is not None:
                     self._metrics.sandbox_error(exc)
                 if outcome.detail.startswith("internal error"):
-                    _log.exception("build crashed", build_id=record.id)
+                    _log.exception("build_crashed", build_id=record.id)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._clean_up(record.id, workspace)
@@ -236,7 +236,7 @@ class Pipeline:
                 await anyio.to_thread.run_sync(_remove_tree, workspace)
             except Exception:  # noqa: BLE001 - leftovers are removed at the next start-up
                 if attempt == 2:
-                    _log.exception("build clean-up failed", build_id=build_id)
+                    _log.exception("build_cleanup_failed", build_id=build_id)
                 continue
             return
 

@@ -99,7 +99,7 @@ class Retention:
             try:
                 await self.prune()
             except Exception:  # noqa: BLE001 - logged; the next run tries again
-                _log.exception("retention run failed; will retry")
+                _log.exception("retention_run_failed", retry=True)
             await anyio.sleep(self._interval)
 
     async def prune(self) -> PruneReport:
@@ -108,7 +108,7 @@ class Retention:
         pruned = await self._store.prune_finished(before)
         for build_id in pruned:
             await anyio.to_thread.run_sync(self._remove_files, build_id)
-            _log.info("build pruned", build_id=build_id, retention_days=self._days)
+            _log.info("build_pruned", build_id=build_id, retention_days=self._days)
         orphans = await self._sweep(before, set(pruned))
         return PruneReport(tuple(pruned), tuple(orphans))
 
@@ -119,7 +119,7 @@ class Retention:
         for build_id in sorted(candidates - skip):
             if await self._store.get(build_id) is None:
                 await anyio.to_thread.run_sync(self._remove_files, build_id)
-                _log.info("orphaned build files removed", build_id=build_id)
+                _log.info("orphaned_build_files_removed", build_id=build_id)
                 orphans.append(build_id)
         return orphans
 

@@ -51,8 +51,9 @@ async def serve(settings: Settings) -> None:
         store, worker = service.store, service.worker
         for forge in {repo.forge for repo in settings.repos} - set(service.clients):
             _log.warning(
-                "no API token for a configured forge: builds run but statuses wait",
+                "forge_token_missing",
                 forge=forge.value,
+                effect="builds run, but their statuses wait until a token is configured",
             )
 
         retention = Retention(

@@ -96,7 +96,7 @@ class Worker:
         recovered = await self._store.recover_running(self._requeue)
         for record in recovered:
             _log.warning(
-                "build interrupted by a restart",
+                "build_interrupted_by_restart",
                 build_id=record.id,
                 action="re-queued" if self._requeue else "ended as errored",
             )
@@ -137,7 +137,7 @@ class Worker:
             try:
                 record = await self._store.claim_next()
             except StoreError:
-                _log.exception("could not claim a build; trying again", retry_seconds=self._poll)
+                _log.exception("build_claim_failed", retry_seconds=self._poll)
                 await anyio.sleep(self._poll)
                 continue
             if record is None:
@@ -151,7 +151,7 @@ class Worker:
             try:
                 await self._build(record)
             except Exception:  # noqa: BLE001 - one build's crash must not stop every slot
-                _log.exception("build crashed its worker slot", build_id=record.id)
+                _log.exception("worker_slot_crashed", build_id=record.id)
                 await self._end_crashed(record)
             if self._metrics is not None:
                 self._metrics.builds_changed()
@@ -170,7 +170,7 @@ class Worker:
                     "internal error in isorunner; see the service log",
                 )
             except (StoreError, IllegalTransition):
-                _log.exception("could not end the crashed build", build_id=record.id)
+                _log.exception("crashed_build_not_ended", build_id=record.id)
                 return
             self._notifier.wake()
 
@@ -182,7 +182,7 @@ class Worker:
 
     async def _run_build(self, record: BuildRecord) -> None:
         log = _log.bind(build_id=record.id, repo=record.request.repo)
-        log.info("build started", sha=record.request.commit_sha, ref=record.request.ref)
+        log.info("build_started", sha=record.request.commit_sha, ref=record.request.ref)
         outcome: Outcome | None = None
         started = anyio.current_time()
         with anyio.CancelScope() as scope:
@@ -195,18 +195,18 @@ class Worker:
             # Cancelled: by `cancel`/supersede (the store already says so) or because
             # the worker is shutting down (the build stays running and is recovered at
             # the next start-up).
-            log.info("build stopped")
+            log.info("build_stopped")
             return
         with anyio.CancelScope(shield=True):
             try:
                 finished = await self._store.finish(record.id, outcome.event, outcome.detail)
             except IllegalTransition:
-                log.info("build ended after it was cancelled", outcome=outcome.event.value)
+                log.info("build_ended_after_cancel", outcome=outcome.event.value)
                 return
             self._notifier.wake()
         if self._metrics is not None:
             self._metrics.build_finished(finished.state.value, anyio.current_time() - started)
-        log.info("build finished", outcome=outcome.event.value, detail=outcome.detail)
+        log.info("build_finished", outcome=outcome.event.value, detail=outcome.detail)
 
     async def warn(self, record: BuildRecord) -> None:
         """Tell the forge that a build is running long (the sandbox's warning)."""

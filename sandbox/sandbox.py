@@ -423,14 +423,14 @@ class BuildSandbox:
     async def _stop(self, run: _Run, reason: SandboxError) -> None:
         if run.stop_reason is None:
             run.stop_reason = reason
-            log.warning("sandbox.stop", build_id=run.build_id, reason=reason.message)
+            log.warning("sandbox_stopping", build_id=run.build_id, reason=reason.message)
         await self._kill_all(run)
 
     async def _kill_all(self, run: _Run) -> None:
         """Kill every process of the container: its cgroup, else nspawn's process group."""
         if run.cgroup is not None:
             if not await run.cgroup.kill(self.config.kill_wait_seconds):
-                log.error("sandbox.kill_incomplete", build_id=run.build_id, pids=run.cgroup.pids())
+                log.error("sandbox_kill_incomplete", build_id=run.build_id, pids=run.cgroup.pids())
             return
         proc = run.proc
         if proc is not None and proc.returncode is None:
@@ -496,7 +496,7 @@ class BuildSandbox:
             _remove_propagate_dir(self.config.machine_name(build_id))
             cleaned.append(build_id)
         if cleaned:
-            log.warning("sandbox.cleanup_stale", cleaned=cleaned)
+            log.warning("sandbox_stale_removed", cleaned=cleaned)
         return cleaned
 
 
@@ -532,4 +532,4 @@ def _remove_propagate_dir(machine: str) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        log.warning("sandbox.propagate_dir_left", path=str(path), error=exc.strerror)
+        log.warning("sandbox_propagate_dir_left", path=str(path), error=exc.strerror)

@@ -16,10 +16,10 @@ def test_redactor_replaces_secret_values_anywhere() -> None:
     """A configured secret is replaced inside any string value of the event."""
     redactor = Redactor([SecretStr("hunter2-very-secret"), None])
     event = redactor(
-        None, "info", {"event": "call failed", "url": "https://x/?t=hunter2-very-secret"}
+        None, "info", {"event": "forge_call_failed", "url": "https://x/?t=hunter2-very-secret"}
     )
     assert event["url"] == f"https://x/?t={REDACTED}"
-    assert event["event"] == "call failed"
+    assert event["event"] == "forge_call_failed"
 
 
 def test_redactor_hides_values_of_secret_named_keys() -> None:
@@ -67,7 +67,7 @@ def test_configure_logging_redacts_a_token_from_an_exception_traceback(
         try:
             fail(f"GET https://x-access-token:{token}@github.com/o/r failed")
         except RuntimeError:
-            structlog.get_logger().exception("build crashed", build_id=12)
+            structlog.get_logger().exception("build_crashed", build_id=12)
         err = capsys.readouterr().err
     finally:
         structlog.reset_defaults()

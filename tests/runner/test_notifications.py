@@ -118,10 +118,11 @@ async def test_a_refused_status_is_dropped_and_the_next_one_delivered(
         await deliver_until_idle(notifier, clock)
     assert forge.calls == PERMANENT_ATTEMPTS + 1
     assert forge.delivered == [(CommitState.SUCCESS, "success")]
-    dropped = [e for e in logs if e["event"].startswith("status dropped")]
+    dropped = [e for e in logs if e["event"] == "status_dropped"]
     assert dropped == [
         {
-            "event": "status dropped: the forge refused it every time",
+            "event": "status_dropped",
+            "reason": "the forge refused it every time",
             "log_level": "error",
             "build_id": build_id,
             "state": "running",
