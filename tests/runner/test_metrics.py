@@ -31,8 +31,8 @@ from sandbox.exceptions import (
     ProcessLimit,
     TimedOut,
 )
+from tests.runner.fakes import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from tests.runner.store.samples import make_request
-from tests.runner.test_worker import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from webhooks.build import BuildState, Forge
 
 HOSTS = {"api.github.com": "github", "gitlab.example.com": "gitlab"}

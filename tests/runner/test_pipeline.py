@@ -1,0 +1,198 @@
+"""Tests for runner.pipeline: one build from fetch to publish, and its pure rules.
+
+`Pipeline.run` is driven directly with a fake forge and sandbox (`tests.runner.fakes`)
+and real build logs and artifact directories in a temporary directory; the worker
+around it is tested in test_worker.py, the real sandbox end to end in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from runner.buildlogs import BuildLogs
+from runner.exceptions import ArchiveRejected
+from runner.forges.exceptions import ForgeUnavailable
+from runner.jobs import Event
+from runner.pipeline import Outcome, Pipeline, PipelineConfig, classify, is_error_line
+from sandbox import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
+from tests.runner.fakes import FakeForge, FakeSandbox, profile_tarball
+from tests.runner.store.samples import make_request
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, RefKind
+
+STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Parts:
+    """A pipeline over a fake forge and sandbox, with what it writes on disk."""
+
+    pipeline: Pipeline
+    forge: FakeForge
+    sandbox: FakeSandbox
+    logs: BuildLogs
+    ids: list[int]
+
+    async def run(self, request: BuildRequest) -> tuple[int, Outcome]:
+        """Run `request` as a new running build; return its id and outcome."""
+        build_id = len(self.ids) + 1
+        self.ids.append(build_id)
+        record = BuildRecord(
+            build_id, request, BuildState.RUNNING, created_at=STARTED, started_at=STARTED
+        )
+        return build_id, await self.pipeline.run(record)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Parts:
+    """A pipeline whose forge serves a tiny profile and whose sandbox writes an ISO."""
+    forge = FakeForge(profile_tarball())
+    sandbox = FakeSandbox(tmp_path / "sandbox")
+    logs = BuildLogs(tmp_path / "logs")
+    pipeline = Pipeline(
+        PipelineConfig(work_root=tmp_path / "work", artifacts_root=tmp_path / "artifacts"),
+        clients={Forge.GITHUB: forge},
+        sandbox=sandbox,
+        logs=logs,
+    )
+    return Parts(pipeline, forge, sandbox, logs, [])
+
+
+@pytest.mark.anyio
+async def test_pipeline_branch_build_keeps_iso_and_sums_and_cleans_up(parts: Parts) -> None:
+    """A branch build succeeds, keeps its ISO and sums, logs the build, publishes nothing."""
+    build_id, outcome = await parts.run(make_request())
+    assert outcome == Outcome(Event.SUCCEED, "ISO built in 2s")
+    artifacts = parts.pipeline.artifacts_dir(build_id)
+    assert sorted(p.name for p in artifacts.iterdir()) == ["b2sums", "sha256sums", "t-1-x86_64.iso"]
+    assert "[mkarchiso] INFO: building" in parts.logs.path(build_id).read_text()
+    assert parts.forge.releases == []
+    assert parts.sandbox.discarded == [f"build-{build_id}"]
+
+
+@pytest.mark.anyio
+async def test_pipeline_trusted_tag_publishes_release_with_sums(parts: Parts) -> None:
+    """A trusted tag build publishes the ISO with both checksum files."""
+    _, outcome = await parts.run(make_request(ref="refs/tags/v1.0", kind=RefKind.TAG))
+    assert parts.forge.releases == [("v1.0", ["t-1-x86_64.iso", "sha256sums", "b2sums"])]
+    assert outcome.event is Event.SUCCEED
+    assert outcome.detail.endswith("release published")
+
+
+@pytest.mark.anyio
+async def test_pipeline_untrusted_tag_never_publishes(parts: Parts) -> None:
+    """Fork code is built but never published, even on a tag ref."""
+    request = make_request(ref="refs/tags/v1.0", kind=RefKind.TAG, trusted=False)
+    _, outcome = await parts.run(request)
+    assert outcome.event is Event.SUCCEED
+    assert parts.forge.releases == []
+
+
+@pytest.mark.anyio
+async def test_pipeline_source_date_epoch_is_the_archives_commit_time(parts: Parts) -> None:
+    """The archive's entry time (git archive's commit time) is SOURCE_DATE_EPOCH."""
+    parts.forge.archive = profile_tarball(mtime=1_735_787_045)
+    build_id, _ = await parts.run(make_request())
+    assert parts.sandbox.seen_epochs == [1_735_787_045]
+    assert "SOURCE_DATE_EPOCH=1735787045" in parts.logs.path(build_id).read_text()
+
+
+@pytest.mark.anyio
+async def test_pipeline_source_date_epoch_falls_back_to_webhook_time(parts: Parts) -> None:
+    """Without entry times in the archive, the webhook's commit time is used."""
+    request = make_request()
+    await parts.run(request)
+    assert parts.sandbox.seen_epochs == [int(request.commit_time.timestamp())]
+
+
+@pytest.mark.anyio
+async def test_pipeline_failure_detail_leads_with_the_logs_first_error(parts: Parts) -> None:
+    """A failed build's detail starts with the log's first error line, e.g. pacman's."""
+    parts.sandbox.log_lines = [
+        "error: target not found: no-such-package",
+        "==> ERROR: Failed to install packages to new root",
+    ]
+    parts.sandbox.error = BuildFailed("the build command exited with status 1", exit_code=1)
+    _, outcome = await parts.run(make_request())
+    assert outcome == Outcome(
+        Event.FAIL,
+        "error: target not found: no-such-package; the build command exited with status 1",
+    )
+
+
+@pytest.mark.anyio
+async def test_pipeline_survives_sandbox_clean_up_errors(parts: Parts) -> None:
+    """A clean-up that fails is retried, then logged; the outcome stands, later builds run."""
+    parts.sandbox.discard_errors = [
+        FileNotFoundError("ovl-work"),  # retried: the second pass succeeds
+        OSError("busy"),
+        OSError("still busy"),  # failed twice: logged, the build keeps its outcome
+    ]
+    outcomes = [(await parts.run(make_request()))[1].event for _ in range(3)]
+    assert outcomes == [Event.SUCCEED] * 3
+    assert parts.sandbox.discard_errors == []
+    assert len(parts.sandbox.discarded) == 5
+
+
+@pytest.mark.anyio
+async def test_pipeline_hostile_archive_fails_naming_entry(parts: Parts) -> None:
+    """An archive with an escaping entry fails the build and names the entry."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("top/../../etc/evil")
+        tar.addfile(info, io.BytesIO(b""))
+    parts.forge.archive = buffer.getvalue()
+    _, outcome = await parts.run(make_request())
+    assert outcome.event is Event.FAIL
+    assert "profile archive rejected" in outcome.detail
+    assert "etc/evil" in outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("exc", "event"),
+    [
+        (ArchiveRejected("entry 'x' escapes"), Event.FAIL),
+        (ProfileInvalid("no profiledef.sh", path="profiledef.sh"), Event.FAIL),
+        (BuildFailed("exit 1", exit_code=1), Event.FAIL),
+        (TimedOut("timed out after 1200 s"), Event.ERROR),
+        (Cancelled("cancelled"), Event.CANCEL),
+        (ForgeUnavailable("502 from forge", status_code=502), Event.ERROR),
+        (RuntimeError("bug"), Event.ERROR),
+    ],
+)
+def test_classify_maps_errors_to_events(exc: Exception, event: Event) -> None:
+    """Profile problems fail a build; infrastructure problems error it."""
+    assert classify(exc).event is event
+
+
+def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:
+    """The log's error line leads a failed command's detail, not a limit's or a timeout's."""
+    reason = "error: target not found: x"
+    failed = classify(BuildFailed("exit 1", exit_code=1), reason=reason)
+    assert failed.detail == f"{reason}; exit 1"
+    assert classify(OutOfMemory("out of memory", exit_code=137), reason=reason).detail == (
+        "out of memory"
+    )
+    assert classify(TimedOut("timed out"), reason=reason).detail == "timed out"
+    assert classify(BuildFailed("exit 1", exit_code=1)).detail == "exit 1"
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("error: target not found: x", True),
+        ("[mkarchiso] ERROR: Profile 'x' does not exist", True),
+        ("==> ERROR: Failed to install packages to new root", True),
+        ("[mkarchiso] INFO: Installing packages", False),
+        ("warning: no /build/work/pacman-cache/ cache exists, creating...", False),
+        ("  error: indented is not pacman's", False),
+    ],
+)
+def test_is_error_line_knows_pacman_mkarchiso_and_pacstrap(line: str, error: bool) -> None:
+    """Only pacman's, mkarchiso's and pacstrap's error lines count as a build's reason."""
+    assert is_error_line(line) is error
