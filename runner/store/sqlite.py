@@ -74,6 +74,7 @@ class SQLiteStore:
         *,
         clock: Callable[[], datetime] = _utc_now,
         notify: NotifyFn | None = None,
+        prune_batch: int = PRUNE_BATCH,
     ) -> None:
         """Prepare a store for the file at `path`; nothing is opened until `open`.
 
@@ -83,10 +84,12 @@ class SQLiteStore:
             notify: The status hook: the notifications to enqueue, in the same
                 transaction, with every new build and every state change (e.g. the
                 forge's commit status). None enqueues nothing.
+            prune_batch: Builds deleted per write group by `prune_finished`.
         """
         self.path = path
         self._clock = clock
         self._notify = notify
+        self._prune_batch = prune_batch
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -263,9 +266,9 @@ class SQLiteStore:
         # In batches: writes run on the event loop, and a first run after a long
         # pause may have many thousands of builds to delete.
         while True:
-            batch = await self._write(lambda c: _prune_finished(c, cutoff, PRUNE_BATCH))
+            batch = await self._write(lambda c: _prune_finished(c, cutoff, self._prune_batch))
             pruned.extend(batch)
-            if len(batch) < PRUNE_BATCH:
+            if len(batch) < self._prune_batch:
                 return pruned
 
     # ------------------------------------------------------------ outbox

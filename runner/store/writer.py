@@ -80,18 +80,51 @@ class _IsolateWrites(Exception):
 _Outcome = tuple["asyncio.Future[Any]", object, BaseException | None]
 
 
+def checkpoint_connection(path: str) -> sqlite3.Connection:
+    """Open the connection checkpoints run on (on the checkpoint thread)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+def passive_checkpoint(conn: sqlite3.Connection) -> int:
+    """Copy the log into the database file without waiting; return the log's frames."""
+    _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
 class Writer:
     """Owns the write connection; commits on its event loop, syncs on its own thread."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        *,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+        wal_limit: int = WAL_LIMIT,
+        fsync: Callable[[int], None] = os.fsync,
+        connect: Callable[[str], sqlite3.Connection] = checkpoint_connection,
+        checkpoint: Callable[[sqlite3.Connection], int] = passive_checkpoint,
+    ) -> None:
         """Take ownership of `conn` (autocommit mode, `synchronous=NORMAL`).
 
         `path` is the database file: it names the store in errors, and its `-wal`
         file is what the sync thread flushes. The writer belongs to the event loop
         of its first `run`; calls from another loop are handed over to it.
+
+        The keyword arguments replace the defaults (tests): `checkpoint_every` and
+        `wal_limit` (see `CHECKPOINT_EVERY`, `WAL_LIMIT`); `fsync`, which makes the
+        log durable on the sync thread; `connect`, which opens the checkpoint
+        thread's connection; and `checkpoint`, one checkpoint pass on it.
         """
         self._conn = conn
         self._path = path
+        self._checkpoint_every = checkpoint_every
+        self._wal_limit = wal_limit
+        self._os_fsync = fsync
+        self._connect = connect
+        self._checkpoint_pass = checkpoint
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Write] = []
         self._flush_scheduled = False
@@ -207,7 +240,7 @@ class Writer:
         second pass follows at once with commits held: it only has to copy what
         they added during the first, and then the next commit starts the log over.
         """
-        if self._checkpointing or time.monotonic() - self._last_checkpoint < CHECKPOINT_EVERY:
+        if self._checkpointing or time.monotonic() - self._last_checkpoint < self._checkpoint_every:
             return
         assert self._loop is not None  # set by the first run()
         self._checkpointing = True
@@ -219,7 +252,7 @@ class Writer:
         assert self._loop is not None  # set by the first run()
         try:
             log_bytes = self._report_crash(first)
-            if log_bytes >= WAL_LIMIT:
+            if log_bytes >= self._wal_limit:
                 _log.info("store_log_full_checkpoint", database=self._path, log_bytes=log_bytes)
                 self._holding = True
                 second = self._loop.run_in_executor(self._checkpointer, self._checkpoint)
@@ -321,7 +354,7 @@ class Writer:
             # database file, so that file holds every commit.
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            os.fsync(fd)
+            self._os_fsync(fd)
         finally:
             os.close(fd)
         self._dirty_since_checkpoint = True
@@ -340,12 +373,11 @@ class Writer:
         try:
             conn = self._checkpoint_conn
             if conn is None:
-                conn = sqlite3.connect(self._path, isolation_level=None)
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn = self._connect(self._path)
                 page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
                 self._frame_bytes = page_size + _FRAME_HEADER
                 self._checkpoint_conn = conn
-            _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            frames = self._checkpoint_pass(conn)
         except sqlite3.Error as exc:
             # Not fatal: the commits are durable in the log; the next one tries again.
             _log.warning("store_checkpoint_failed", database=self._path, error=str(exc))

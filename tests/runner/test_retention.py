@@ -18,7 +18,6 @@ from runner.buildlogs import BuildLogs
 from runner.jobs import Event
 from runner.retention import Retention, cutoff
 from runner.store import SQLiteStore
-from runner.store import sqlite as store_sqlite
 from tests.runner.store.samples import START, FakeClock, make_request
 
 DAYS = 30
@@ -98,15 +97,15 @@ async def test_prune_finished_keeps_live_young_and_undelivered_builds(
 
 @pytest.mark.anyio
 async def test_prune_finished_deletes_in_batches_until_none_is_left(
-    store: SQLiteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: FakeClock
 ) -> None:
     """More old builds than one batch holds are all deleted, in id order."""
-    monkeypatch.setattr(store_sqlite, "PRUNE_BATCH", 2)
-    old = [await finished_build(store) for _ in range(5)]
-    clock.advance(DAYS * 86400 + 1)
-    young = await finished_build(store)
-    assert await store.prune_finished(clock() - timedelta(days=DAYS)) == old
-    assert [b.id for b in await store.list_builds()] == [young]
+    async with SQLiteStore(tmp_path / "batched.db", clock=clock, prune_batch=2) as store:
+        old = [await finished_build(store) for _ in range(5)]
+        clock.advance(DAYS * 86400 + 1)
+        young = await finished_build(store)
+        assert await store.prune_finished(clock() - timedelta(days=DAYS)) == old
+        assert [b.id for b in await store.list_builds()] == [young]
 
 
 @pytest.mark.anyio

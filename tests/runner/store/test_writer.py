@@ -9,13 +9,13 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from runner.exceptions import StoreError
-from runner.store import writer as store_writer
-from runner.store.writer import Writer
+from runner.store.writer import Writer, passive_checkpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +42,8 @@ def statements() -> list[str]:
     return []
 
 
-@pytest.fixture
-async def writer(path: Path, statements: list[str]) -> AsyncIterator[Writer]:
-    """A writer on a fresh WAL file with one table `t(v INTEGER UNIQUE)`."""
-    conn = _open(path)
-    conn.set_trace_callback(statements.append)
-    started = Writer(conn, str(path))
-    yield started
-    await started.aclose()
-
-
 class FsyncGate:
-    """Stands in for `os.fsync`: counts calls, and holds them while closed."""
+    """Stands in for `os.fsync` (given to the writer): counts calls, holds them while closed."""
 
     def __init__(self) -> None:
         self._fsync = os.fsync
@@ -73,12 +63,42 @@ class FsyncGate:
 
 
 @pytest.fixture
-def fsync(monkeypatch: pytest.MonkeyPatch) -> Iterator[FsyncGate]:
-    """Replace `os.fsync` for the test with an open `FsyncGate`."""
+def fsync() -> Iterator[FsyncGate]:
+    """An open `FsyncGate`, the fsync of the test's writers."""
     gate = FsyncGate()
-    monkeypatch.setattr(os, "fsync", gate)  # the writer calls os.fsync
     yield gate
     gate.opened.set()  # never leave the sync thread waiting
+
+
+MakeWriter = Callable[..., Writer]
+
+
+@pytest.fixture
+async def make_writer(
+    path: Path, statements: list[str], fsync: FsyncGate
+) -> AsyncIterator[MakeWriter]:
+    """Makes a writer on a fresh WAL file with one table `t(v INTEGER UNIQUE)`.
+
+    Its keyword arguments go to `Writer`; the fsync is `fsync`'s gate unless given.
+    Every writer made is closed after the test.
+    """
+    made: list[Writer] = []
+
+    def make(**options: Any) -> Writer:
+        conn = _open(path)
+        conn.set_trace_callback(statements.append)
+        made.append(Writer(conn, str(path), **{"fsync": fsync, **options}))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        await writer.aclose()
+
+
+@pytest.fixture
+def writer(make_writer: MakeWriter) -> Writer:
+    """A writer on a fresh WAL file with one table `t(v INTEGER UNIQUE)`."""
+    return make_writer()
 
 
 def _insert(value: int) -> Callable[[sqlite3.Connection], int]:
@@ -216,10 +236,10 @@ async def test_writer_close_finishes_queued_writes(path: Path) -> None:
 
 
 async def test_writer_checkpoints_the_log_into_the_database_file(
-    writer: Writer, path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_writer: MakeWriter, path: Path, tmp_path: Path
 ) -> None:
     """With a checkpoint due after every fsync, a committed row reaches the main file."""
-    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
+    writer = make_writer(checkpoint_every=0.0)
     await writer.run(_insert(1))  # its fsync starts a checkpoint on the other thread
     copy = tmp_path / "main-file-only.db"
 
@@ -239,16 +259,13 @@ async def test_writer_checkpoints_the_log_into_the_database_file(
     assert checkpointed() == [1]
 
 
-async def test_writer_warns_when_a_checkpoint_fails(
-    writer: Writer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_writer_warns_when_a_checkpoint_fails(make_writer: MakeWriter) -> None:
     """A failed checkpoint is logged; the writes it follows are durable all the same."""
-    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
 
-    def refuse(*args: object, **kwargs: object) -> sqlite3.Connection:
+    def refuse(path: str) -> sqlite3.Connection:
         raise sqlite3.OperationalError("unable to open database file")
 
-    monkeypatch.setattr(sqlite3, "connect", refuse)  # the checkpointer connects late
+    writer = make_writer(checkpoint_every=0.0, connect=refuse)  # the checkpointer connects late
     with capture_logs() as logs:
         assert await writer.run(_insert(1)) == 1
         await writer.aclose()  # runs the due checkpoint
@@ -263,7 +280,7 @@ async def test_writer_without_a_log_file_syncs_the_database_file(
 ) -> None:
     """With no -wal file (everything checkpointed, or no WAL), the main file is synced."""
     path = tmp_path / "plain.db"
-    writer = Writer(_open(path, wal=False), str(path))
+    writer = Writer(_open(path, wal=False), str(path), fsync=fsync)
     try:
         assert await writer.run(_insert(1)) == 1
     finally:
@@ -283,51 +300,55 @@ def _log_frames(path: Path) -> int:
 
 
 async def test_writer_holds_commits_for_a_checkpoint_once_the_log_is_full(
-    writer: Writer, path: Path, monkeypatch: pytest.MonkeyPatch
+    make_writer: MakeWriter, path: Path
 ) -> None:
     """Past WAL_LIMIT, a checkpoint ends with a pass that writes wait for, uncommitted."""
-    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
-    monkeypatch.setattr(store_writer, "WAL_LIMIT", 1)  # every checkpoint holds
-    for value in range(20):
-        await writer.run(_insert(value))
+    armed = threading.Event()
     started = threading.Event()
     release = threading.Event()
-    checkpoint = Writer._checkpoint
+    made: list[Writer] = []
 
-    def gated(self: Writer) -> int:
-        if self._holding:  # the second pass, the one commits wait for
+    def gated(conn: sqlite3.Connection) -> int:
+        if armed.is_set() and made[0]._holding:  # the second pass, the one commits wait for
             started.set()
             assert release.wait(timeout=10), "the test never released the checkpoint"
-        return checkpoint(self)
+        return passive_checkpoint(conn)
 
-    monkeypatch.setattr(Writer, "_checkpoint", gated)
-    await writer.run(_insert(100))  # its fsync starts a checkpoint, then the held pass
-    await asyncio.to_thread(started.wait, 10)
+    # wal_limit=1: every checkpoint holds.
+    writer = make_writer(checkpoint_every=0.0, wal_limit=1, checkpoint=gated)
+    made.append(writer)
+    for value in range(20):
+        await writer.run(_insert(value))
+    armed.set()
+    # Its fsync starts a checkpoint, then the held pass; or, if a checkpoint of the
+    # writes above is still under way, that one's held pass holds this write too.
+    before = asyncio.ensure_future(writer.run(_insert(100)))
+    assert await asyncio.to_thread(started.wait, 10)
     held = asyncio.ensure_future(writer.run(_insert(101)))
     await asyncio.sleep(0.05)
     assert not held.done()
     assert 101 not in _read_values(path)  # not even committed while held
     release.set()
+    assert await before == 100
     assert await held == 101
     # The held checkpoint copied everything, so the held write started the log over.
     assert _log_frames(path) <= 2
     assert _read_values(path) == [*range(20), 100, 101]
 
 
-async def test_writer_goes_on_when_a_checkpoint_crashes(
-    writer: Writer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_writer_goes_on_when_a_checkpoint_crashes(make_writer: MakeWriter) -> None:
     """A checkpoint that raises (a bug, not SQLite) is logged; writes and close go on."""
-    monkeypatch.setattr(store_writer, "CHECKPOINT_EVERY", 0.0)
-
     passes = 0
+    crashing = True
 
-    def crash(self: Writer) -> int:
+    def crash(conn: sqlite3.Connection) -> int:
         nonlocal passes
+        if not crashing:
+            return passive_checkpoint(conn)
         passes += 1
         raise RuntimeError("checkpoint bug")
 
-    monkeypatch.setattr(Writer, "_checkpoint", crash)
+    writer = make_writer(checkpoint_every=0.0, checkpoint=crash)
     with capture_logs() as logs:
         for value in range(3):
             assert await writer.run(_insert(value)) == value
@@ -339,3 +360,4 @@ async def test_writer_goes_on_when_a_checkpoint_crashes(
     crashes = [entry for entry in logs if entry["event"] == "store_checkpoint_crashed"]
     # At most once per pass (the last pass may still be running as the block ends).
     assert len(crashes) <= passes
+    crashing = False  # the writer is closed after the test, with a working checkpoint
