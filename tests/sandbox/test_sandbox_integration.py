@@ -6,9 +6,11 @@ Every attack is written into the profile's profiledef.sh, which mkarchiso source
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,14 +49,19 @@ def standin() -> Path:
 
 @pytest.fixture
 def root(tmp_path: Path) -> Iterator[Path]:
-    """A sandbox_root on disk (not tmpfs), removed afterwards."""
-    path = Path("/var/tmp") / f"isorunner-it-{tmp_path.name}"
+    """A sandbox_root of this test alone, on disk (not tmpfs), removed afterwards.
+
+    Unique per run, as is the machine prefix derived from it (see `_config`), so that
+    runs of these tests side by side never see each other's containers or cgroups.
+    """
+    path = Path(tempfile.mkdtemp(prefix="isorunner-it-", dir="/var/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
 def _config(standin: Path, root: Path, **overrides: object) -> SandboxConfig:
     values: dict[str, object] = {
+        "machine_prefix": "it" + hashlib.sha256(str(root).encode()).hexdigest()[:10],
         "base_dir": standin / "base",
         "sandbox_root": root,
         "memory_limit": 1 << 30,
