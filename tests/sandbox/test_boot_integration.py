@@ -9,8 +9,10 @@ kernel, no serial console.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,8 @@ VARIANTS = {
 
 def _config(root: Path) -> SandboxConfig:
     return SandboxConfig(
+        # Unique per run (like the root): runs side by side never see each other's cgroups.
+        machine_prefix="bt" + hashlib.sha256(str(root).encode()).hexdigest()[:10],
         base_dir=STANDIN / "base",
         sandbox_root=root,
         memory_limit=2 << 30,
@@ -70,7 +74,7 @@ async def _build(config: SandboxConfig, profile: Path, name: str, out: Path) -> 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     """A sandbox_root on disk for the module, removed afterwards."""
-    path = Path("/var/tmp") / f"isorunner-boot-it-{os.getpid()}"
+    path = Path(tempfile.mkdtemp(prefix="isorunner-boot-it-", dir="/var/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -118,7 +122,9 @@ def _assert_nothing_left(root: Path) -> None:
     for line in own.splitlines():
         _hid, controllers, path = line.split(":", 2)
         if controllers in ("memory", "pids"):
-            mine = Path("/sys/fs/cgroup", controllers, path.lstrip("/"), "isorunner")
+            mine = Path(
+                "/sys/fs/cgroup", controllers, path.lstrip("/"), _config(root).machine_prefix
+            )
             assert not mine.is_dir() or not [p for p in mine.iterdir() if p.is_dir()], mine
 
 
