@@ -1,4 +1,4 @@
-"""One build from start to end: fetch the profile, build it, sum it, publish it.
+"""One build from start to end: fetch the profile, build it, sum it, boot it, publish it.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -20,6 +20,7 @@ import structlog
 
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_artifacts
+from runner.boottest import BootPlan, BootStep, verdict
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
@@ -40,7 +41,7 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
+from webhooks.build import BOOT_DIR, BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
 
 _log = structlog.get_logger()
 
@@ -167,6 +168,10 @@ class Pipeline:
         sandbox: The build sandbox.
         logs: Where build logs are written.
         metrics: Counts builds stopped by a sandbox limit; None counts nothing.
+        boot: Boots each built ISO in QEMU before anything is published; None
+            boots nothing.
+        boot_plans: The boot tests of a request (its repository's policy), or None
+            when they are off for it.
     """
 
     def __init__(
@@ -177,7 +182,11 @@ class Pipeline:
         sandbox: Sandbox,
         logs: BuildLogs,
         metrics: Metrics | None = None,
+        boot: BootStep | None = None,
+        boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
     ) -> None:
+        self._boot = boot
+        self._boot_plans = boot_plans
         self._config = config
         self._clients = clients
         self._sandbox = sandbox
@@ -280,14 +289,32 @@ class Pipeline:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
         files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
         detail = f"ISO built in {_duration(result.duration_seconds)}"
+        plan = self._boot_plans(request) if self._boot is not None else None
+        release_line = ""
+        if self._boot is not None and plan is not None:
+            isos = [path for path in files if path.suffix == ".iso"]
+            records = await self._boot.run(
+                run_id=sandbox_id(record.id),
+                iso=isos[0],
+                plan=plan,
+                boot_dir=self.artifacts_dir(record.id) / BOOT_DIR,
+                log=log,
+                build_id=record.id,
+            )
+            judged = verdict(records)
+            detail = f"{detail}; {judged.detail}" if judged.detail else detail
+            if judged.event is not None:
+                return Outcome(judged.event, detail)
+            release_line = judged.release_line
         if request.kind is RefKind.TAG and request.trusted:
             log.write_line(f"[isorunner] publishing release {request.ref_name}")
+            body = f"Built by isorunner from {request.commit_sha}."
             url = await client.publish_release(
                 request.repo,
                 request.ref_name,
                 files,
                 name=request.ref_name,
-                body=f"Built by isorunner from {request.commit_sha}.",
+                body=f"{body}\n\n{release_line}" if release_line else body,
             )
             log.write_line(f"[isorunner] release published: {url}")
             detail += "; release published"

@@ -7,6 +7,7 @@ URL. Raw SQL lives only in this package:
 - `sqlite.py`: `SQLiteStore`, the store in one SQLite file for a single host (I/O shell).
 - `ops.py`: the SQLite store's operations, plain functions of a connection.
 - `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
+- `boottests.py`: the SQLite store's boot test results (one row per boot of an ISO).
 - `writer.py`: group commits on the event loop, the fsync and checkpoints on threads.
 
 A PostgreSQL store for several hosts will sit beside `sqlite.py` and implement the
@@ -15,7 +16,7 @@ same `JobStore` protocol.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
 from runner.store.sqlite import SQLiteStore
-from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
+from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
 
 __all__ = ["JobStore", "SQLiteStore", "open_store"]
 
@@ -90,6 +91,14 @@ class JobStore(Protocol):
 
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note."""
+        ...
+
+    async def save_boot_tests(self, build_id: int, tests: Sequence[BootTestRecord]) -> None:
+        """Store the build's boot test results (QEMU), replacing earlier ones."""
+        ...
+
+    async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
+        """Return the build's boot test results in the order they ran."""
         ...
 
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +22,10 @@ from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
-from runner.store import ops
+from runner.store import boottests, ops
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
-from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
+from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
 
 READERS: Final = 2
 """Reader connections (and threads); reads are short, so two cover a 2-core host."""
@@ -57,6 +57,7 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
         " ORDER BY id LIMIT ?"
     )
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
+    boottests.delete(conn, ids)
     conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
     return ids
 
@@ -199,6 +200,18 @@ class SQLiteStore:
                 c, self._clock(), build_id, event, detail=detail, notify=self._notify
             )
         )
+
+    async def save_boot_tests(self, build_id: int, tests: Sequence[BootTestRecord]) -> None:
+        """Store the boot test results of build `build_id`, replacing earlier ones.
+
+        Raises:
+            BuildNotFound: No such build.
+        """
+        await self._write(lambda c: boottests.save(c, build_id, tests))
+
+    async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
+        """Return build `build_id`'s boot test results in the order they ran."""
+        return await self._read(lambda c: boottests.load(c, build_id))
 
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
