@@ -1,7 +1,8 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
 I/O shell: looks at the tools, the sandbox base and its manifest, free disk space and
-the database, and makes one read-only API call per configured repository with that
+the database; boots QEMU's probe guest in the sandbox (does the boot test run, does
+KVM really work); and makes one read-only API call per configured repository with that
 forge's token (through the real `ForgeTransport`). Each finding is printed on its own
 line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
+import anyio
 import httpx
 
 from runner.exceptions import RunnerError
@@ -25,8 +27,9 @@ from runner.forges.exceptions import ForgeError
 from runner.forges.tokens import TokenProvider
 from runner.settings import Settings
 from runner.store import open_store
-from runner.wiring import USER_AGENT, github_tokens, sandbox_config
-from sandbox import BaseMissing, parse_size, validate_base
+from runner.wiring import USER_AGENT, boot_tester, github_tokens, sandbox_config
+from sandbox import BaseMissing, BootTester, SandboxError, parse_size, validate_base
+from sandbox.base import missing_mount_points
 from webhooks.build import Forge
 
 #: A check must not hang on a dead forge for the transport's two-minute retry budget.
@@ -265,6 +268,49 @@ async def check_forges(
         ]
 
 
+async def check_boot(settings: Settings, *, tester: BootTester | None = None) -> list[Finding]:
+    """Whether the boot test can run: QEMU in the sandbox, OVMF for UEFI, and KVM.
+
+    KVM counts as working only when a probe guest really runs under it; without it the
+    boot test emulates the CPU (TCG), which is slower but passes the same.
+
+    Args:
+        settings: The configuration.
+        tester: The boot tester to ask (tests inject one); built from `settings` if None.
+    """
+    base = settings.sandbox.base
+    if await anyio.to_thread.run_sync(missing_mount_points, base):
+        return [Finding("boot test", False, "not checked: the sandbox base is not ready")]
+    tester = tester if tester is not None else boot_tester(settings)
+    findings: list[Finding] = []
+    try:
+        works, what = await tester.probe("tcg")
+        if not works:
+            return [
+                Finding(
+                    "boot test",
+                    False,
+                    f"QEMU cannot run a guest in the sandbox ({what}); the base needs "
+                    "qemu-system-x86 (run scripts/setup-sandbox.sh)",
+                )
+            ]
+        findings.append(Finding("boot test", True, f"QEMU runs in the sandbox: {what}"))
+        if "uefi" in settings.boot_test.firmware:
+            firmware = await anyio.to_thread.run_sync(tester.uefi_firmware)
+            findings.append(Finding("uefi firmware", True, f"OVMF at {firmware.code}"))
+        accelerator, why = await tester.accelerator()
+    except SandboxError as exc:
+        findings.append(Finding("boot test", False, str(exc)))
+        return findings
+    if accelerator == "kvm":
+        findings.append(Finding("kvm", True, f"works ({why}): boot tests run under KVM"))
+    else:
+        findings.append(
+            Finding("kvm", True, f"not used, {why}; boot tests emulate the CPU (TCG, slower)")
+        )
+    return findings
+
+
 async def run_checks(
     settings: Settings,
     *,
@@ -285,6 +331,7 @@ async def run_checks(
         check_base(settings),
         *check_disk(settings),
         await check_database(settings),
+        *await check_boot(settings),
         *await check_forges(
             settings, http_transport=http_transport, retry_seconds=forge_retry_seconds
         ),

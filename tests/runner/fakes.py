@@ -41,6 +41,7 @@ class FakeForge:
         self.archive = archive
         self.statuses: list[tuple[str, CommitState, str]] = []
         self.releases: list[tuple[str, list[str]]] = []
+        self.release_bodies: list[str] = []
         self.status_failures = 0
 
     async def set_status(
@@ -66,6 +67,7 @@ class FakeForge:
         self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
     ) -> str:
         self.releases.append((tag, [f.name for f in files]))
+        self.release_bodies.append(body)
         return f"https://forge/{repo}/releases/{tag}"
 
 
