@@ -76,7 +76,7 @@ def test_tag_boots_on_bios_and_uefi_and_the_page_shows_it(
     statuses = server.wait_statuses(forge, "github", TAGGED, sha, DONE, timeout=BOOT_SECONDS)
     record = server.wait_finished(build_id, timeout=BOOT_SECONDS)
     assert statuses[-1].state == "success", (statuses[-1], server.log_tail())
-    assert "boots on BIOS and UEFI (QEMU)" in statuses[-1].description
+    assert "boots on BIOS and UEFI (QEMU)" in str(statuses[-1].description)
     assert "release published" in str(record["detail"])
     (release,) = forge.releases("github", TAGGED)
     assert release.body is not None
@@ -129,7 +129,7 @@ def test_required_boot_test_of_a_panicking_iso_fails_the_build(
     statuses = server.wait_statuses(forge, "github", PANICS, sha, DONE, timeout=BOOT_SECONDS)
     record = server.wait_finished(build_id, timeout=BOOT_SECONDS)
     assert statuses[-1].state == "failure", statuses[-1]
-    assert "boot test failed (bios, kernel)" in statuses[-1].description
+    assert "boot test failed (bios, kernel)" in str(statuses[-1].description)
     (test,) = cast(list[dict[str, Any]], record["boot_tests"])
     assert test["outcome"] == "failed"
     assert "Kernel panic - not syncing" in test["reason"]
