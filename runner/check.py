@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
 import anyio
 import httpx
@@ -28,8 +28,9 @@ from runner.forges.tokens import TokenProvider
 from runner.settings import Settings
 from runner.store import open_store
 from runner.wiring import USER_AGENT, boot_tester, github_tokens, sandbox_config
-from sandbox import BaseMissing, BootTester, SandboxError, parse_size, validate_base
+from sandbox import Accelerator, BaseMissing, SandboxError, parse_size, validate_base
 from sandbox.base import missing_mount_points
+from sandbox.vm import UefiFirmware
 from webhooks.build import Forge
 
 #: A check must not hang on a dead forge for the transport's two-minute retry budget.
@@ -268,7 +269,23 @@ async def check_forges(
         ]
 
 
-async def check_boot(settings: Settings, *, tester: BootTester | None = None) -> list[Finding]:
+class BootProbe(Protocol):
+    """What `check_boot` asks of `sandbox.BootTester` (tests give a fake)."""
+
+    async def probe(self, accelerator: Accelerator) -> tuple[bool, str]:
+        """Boot the probe guest; whether it ran, and what happened."""
+        ...
+
+    async def accelerator(self) -> tuple[Accelerator, str]:
+        """KVM if it really works, else TCG, and why."""
+        ...
+
+    def uefi_firmware(self) -> UefiFirmware:
+        """OVMF's files in the base (raises SetupError without)."""
+        ...
+
+
+async def check_boot(settings: Settings, *, tester: BootProbe | None = None) -> list[Finding]:
     """Whether the boot test can run: QEMU in the sandbox, OVMF for UEFI, and KVM.
 
     KVM counts as working only when a probe guest really runs under it; without it the
@@ -281,7 +298,8 @@ async def check_boot(settings: Settings, *, tester: BootTester | None = None) ->
     base = settings.sandbox.base
     if await anyio.to_thread.run_sync(missing_mount_points, base):
         return [Finding("boot test", False, "not checked: the sandbox base is not ready")]
-    tester = tester if tester is not None else boot_tester(settings)
+    if tester is None:
+        tester = boot_tester(settings)
     findings: list[Finding] = []
     try:
         works, what = await tester.probe("tcg")
@@ -317,6 +335,7 @@ async def run_checks(
     http_transport: httpx.AsyncBaseTransport | None = None,
     out: TextIO | None = None,
     forge_retry_seconds: float = FORGE_RETRY_SECONDS,
+    boot: BootProbe | None = None,
 ) -> int:
     """Run every check, print one line each; return 0 when all passed.
 
@@ -325,13 +344,14 @@ async def run_checks(
         http_transport: Replaces the network for the forge checks (tests).
         out: Where the lines go; standard output by default.
         forge_retry_seconds: How long one forge call may retry (tests pass 0).
+        boot: Runs the boot test's probes; None builds the real `sandbox.BootTester`.
     """
     findings = [
         check_tools(),
         check_base(settings),
         *check_disk(settings),
         await check_database(settings),
-        *await check_boot(settings),
+        *await check_boot(settings, tester=boot),
         *await check_forges(
             settings, http_transport=http_transport, retry_seconds=forge_retry_seconds
         ),
