@@ -93,8 +93,8 @@ def test_tag_boots_on_bios_and_uefi_and_the_page_shows_it(
         assert png.headers["content-type"] == "image/png"
         _not_blank(png.content)
     log = server.build_log(build_id)
-    assert "console: archiso login:" in log
-    assert "[isorunner] boot test (uefi): passed" in log
+    assert "console: :: isorunner stand-in live system up (archiso)" in log
+    assert "[isorunner] boot test (uefi): passed, 'archiso login:' after" in log
 
     with chromium() as browser:
         browser.get(f"{server.url}/builds/{build_id}")
