@@ -9,6 +9,7 @@ the panic in its result. `python -m runner build` does the same on a local profi
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -146,7 +147,22 @@ def test_isorunner_build_boots_the_iso_on_bios_and_uefi(tmp_path: Path) -> None:
         f'base_dir = "{STANDIN}/base"\nmemory_limit = "2G"\ncpus = 2\n'
         "[boot_test]\ntimeout_seconds = 300\n"
     )
-    run = subprocess.run(
+    sandbox_root = Path(f"/var/tmp/{tmp_path.name}-sbx")
+    try:
+        run = _run_build(out, config)
+    finally:
+        shutil.rmtree(sandbox_root, ignore_errors=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "boots on BIOS and UEFI (QEMU)" in run.stdout
+    for name in ("bios.png", "uefi.png"):
+        _not_blank((out / "boot" / name).read_bytes())
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".iso") == [
+        "isorunner-boot-1.0-x86_64.iso"
+    ]
+
+
+def _run_build(out: Path, config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -163,10 +179,3 @@ def test_isorunner_build_boots_the_iso_on_bios_and_uefi(tmp_path: Path) -> None:
         timeout=BOOT_SECONDS,
         check=False,
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "boots on BIOS and UEFI (QEMU)" in run.stdout
-    for name in ("bios.png", "uefi.png"):
-        _not_blank((out / "boot" / name).read_bytes())
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".iso") == [
-        "isorunner-boot-1.0-x86_64.iso"
-    ]
