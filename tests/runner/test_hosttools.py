@@ -281,7 +281,7 @@ echo done; helper; scripts/install; "${var}" arg
 
 
 def test_python_programs_finds_argv_heads_and_lookups() -> None:
-    """Spawn calls, argv names, option lists, loops and parametrize count; CLI args do not."""
+    """Spawn calls, argv names, option lists, helpers, loops, parametrize count; CLI args not."""
     source = """
 import subprocess, shutil, pytest
 subprocess.run(["xorriso", "-indev", iso])
@@ -295,6 +295,8 @@ for tool in ("repo-add", "bsdtar"):
     require_tool(tool)
 @pytest.mark.parametrize(("tool", "field"), [("b2sum", "b2")])
 def t(tool, field): ...
+run("gpg", "--verify", sig)
+await sandbox.run("it-ok", profile)
 main(["check", "--config", path])
 assert calls == ["fail", "/t/proc"]
 labels = ["forge", "kind"]
@@ -306,6 +308,7 @@ labels = ["forge", "kind"]
         "curl",
         "tar",
         "wrk",
+        "gpg",
         "chromium",
         "repo-add",
         "bsdtar",

@@ -7,6 +7,7 @@ files are read with `ast`. What counts as running a program:
   (`subprocess.run`, `Popen`, `create_subprocess_exec`, `os.execvp`, a local `_run`…),
   assigned to a name containing `argv` or `cmd`, or whose second element is an option
   (`["taskset", "-c", …]`, whoever builds it; not the arguments of a CLI's own `main`);
+  the first of several constant arguments to a local helper (`run("gpg", "--verify")`);
   the first word of each command of a `shell=True` string; a constant given to
   `shutil.which` or `require_tool`, also through a `for` loop over constants or a
   `parametrize` column named `tool`.
@@ -34,7 +35,7 @@ ROOT = Path(__file__).parents[2]
 PYTHON_DIRS = ("runner", "sandbox", "webhooks", "tests", "bench")
 #: Shell scripts that run on the host (tests/standin/mkarchiso and the packages'
 #: .install scriptlets run inside the sandbox base, so they are not listed here).
-SHELL_GLOBS = ("scripts/*", ".ci/*", "tests/**/*.sh", "tests/standin/packages/*/PKGBUILD")
+SHELL_GLOBS = ("scripts/*", ".ci/*", "tests/**/*.sh", "tests/**/PKGBUILD")
 
 SPAWNERS = frozenset(
     {
@@ -129,6 +130,14 @@ def _python_programs(tree: ast.AST) -> Iterator[str]:  # noqa: PLR0912 - one bra
                     yield head
                 elif any(k.arg == "shell" for k in node.keywords):
                     yield from _shell_head(node.args[0])
+                elif (
+                    # A local helper taking the argv as arguments: run("gpg", "--verify", …)
+                    isinstance(node.func, ast.Name)
+                    and len(node.args) > 1
+                    and (value := _const(node.args[0]))
+                    and _TOOLISH.fullmatch(value)
+                ):
+                    yield value
             elif name == "parametrize" and len(node.args) >= 2:
                 yield from _parametrized_tools(node.args[0], node.args[1])
         elif isinstance(node, ast.Assign | ast.AnnAssign):
