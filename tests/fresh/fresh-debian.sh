@@ -19,7 +19,8 @@
 # read-only from the host's stand-in cache when it has one, to save the download.
 # <dir> is $ISORUNNER_FRESH_DIR or /var/cache/isorunner-test/fresh. $ISORUNNER_FRESH_REV
 # checks another commit than HEAD (`ISORUNNER_FRESH_REV=$(git stash create)` checks the
-# staged work before it is committed).
+# staged work before it is committed). ISORUNNER_FRESH_INTEGRATION=1 also runs the
+# integration tests in there (nested nspawn): not part of CI yet, see inside.sh.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -109,7 +110,9 @@ main() {
     run="$(mktemp -d -- "${dir}/runs/XXXXXX")"
     # shellcheck disable=SC2064 # the run directory is fixed now
     trap "cleanup '${run}'" EXIT
-    mkdir -- "${run}/upper" "${run}/work" "${run}/root" "${run}/src"
+    mkdir -- "${run}/upper" "${run}/work" "${run}/root" "${run}/src" "${run}/tmp" "${run}/var-tmp"
+    chmod 1777 -- "${run}/tmp" "${run}/var-tmp"
+    mkdir -p -- "${run}/standin/debootstrap"
     mount -t overlay overlay \
         -o "lowerdir=${dir}/debootstrap/rootfs,upperdir=${run}/upper,workdir=${run}/work" "${run}/root"
     write_sources "${run}/root" "${mirror}"
@@ -120,8 +123,14 @@ main() {
 
     local trust_env=()
     mapfile -t trust_env < <(host_trust "${run}/root")
+    # /tmp, /var/tmp and the stand-in live on the host's file system, as on a machine:
+    # an overlay's upper directory and an idmapped bind cannot sit on the container's
+    # own overlay root.
     local binds=(
         "--bind=${run}/src:/src"
+        "--bind=${run}/tmp:/tmp"
+        "--bind=${run}/var-tmp:/var/tmp"
+        "--bind=${run}/standin:/var/cache/isorunner-test/standin"
         "--bind=${dir}/cache/apt-archives:/var/cache/apt/archives"
         "--bind=${dir}/cache/root-cache:/root/.cache"
     )
@@ -131,7 +140,8 @@ main() {
     fi
     local status=0
     systemd-nspawn --quiet --register=no --keep-unit --console=pipe -D "${run}/root" \
-        "${binds[@]}" "${trust_env[@]}" --setenv=CI=true --setenv=UV_LINK_MODE=copy --chdir=/src \
+        "${binds[@]}" "${trust_env[@]}" --setenv=CI=true \
+        --setenv=ISORUNNER_FRESH_INTEGRATION="${ISORUNNER_FRESH_INTEGRATION:-0}" --setenv=UV_LINK_MODE=copy --chdir=/src \
         -- /src/tests/fresh/inside.sh || status=$?
     ((status == 0)) || die "the fresh Debian ${SUITE} machine failed (exit ${status}); output above"
     say "passed in $((SECONDS - start)) s"
