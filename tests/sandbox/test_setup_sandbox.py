@@ -559,16 +559,13 @@ def test_build_standin_second_run_is_a_no_op() -> None:
     base_mtime = (standin / "base").stat().st_mtime_ns
     stamp = (standin / "stamp").read_text()
 
-    started = time.monotonic()
     second = subprocess.run(
         [str(BUILD_STANDIN)], check=False, capture_output=True, text=True, timeout=60
     )
-    elapsed = time.monotonic() - started
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("\n") == 1
     assert "up to date" in second.stdout
     assert second.stderr == ""
-    assert elapsed < 5
     assert (standin / "base").stat().st_mtime_ns == base_mtime
     assert (standin / "stamp").read_text() == stamp
 
