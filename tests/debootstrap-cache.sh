@@ -20,6 +20,17 @@ shift 3
 packages=("$@")
 key="${suite} ${mirror} ${packages[*]}"
 
+# Unmount whatever is mounted under $1 (debootstrap mounts /proc and /sys in its target
+# and leaves them when it is killed): a copy of the rootfs would otherwise copy the
+# host's /proc, and rm would stop at the mount.
+unmount_under() {
+    local target
+    findmnt -rn -o TARGET | awk -v top="$1/" 'index($0, top) == 1' | sort -r |
+        while read -r target; do
+            umount -l -- "${target}"
+        done
+}
+
 fresh() {
     [[ -f "${cache}/key" && "$(<"${cache}/key")" == "${key}" && -d "${cache}/rootfs/usr" ]]
 }
@@ -44,10 +55,14 @@ if ((${#packages[@]})); then
 fi
 printf 'debootstrap-cache: debootstrap %s (minbase + %d packages) into %s\n' \
     "${suite}" "${#packages[@]}" "${cache}"
+unmount_under "${cache}"
 rm -rf --one-file-system -- "${cache}"
 mkdir -p -- "${cache}"
-debootstrap --variant=minbase "${include[@]}" "${suite}" "${cache}/rootfs.tmp" "${mirror}" \
-    "${script[@]}" >"${cache}/debootstrap.log" 2>&1 ||
+if ! debootstrap --variant=minbase "${include[@]}" "${suite}" "${cache}/rootfs.tmp" "${mirror}" \
+    "${script[@]}" >"${cache}/debootstrap.log" 2>&1; then
+    unmount_under "${cache}"
     die "debootstrap failed; see ${cache}/debootstrap.log"
+fi
+unmount_under "${cache}"
 mv -- "${cache}/rootfs.tmp" "${cache}/rootfs"
 printf '%s\n' "${key}" >"${cache}/key"

@@ -216,7 +216,7 @@ main() {
     local rootfs="${dir}/build/rootfs"
     rm -rf -- "${dir}/build"
     mkdir -p -- "${dir}/build"
-    cp -a -- "${dir}/debootstrap/rootfs" "${rootfs}"
+    cp -a --one-file-system -- "${dir}/debootstrap/rootfs" "${rootfs}"
     install -m 0755 -- "${here}/mkarchiso" "${rootfs}/usr/local/bin/mkarchiso"
 
     build_packages "${rootfs}" "${dir}/packages"
