@@ -10,7 +10,7 @@ What it serves is laid out as Arch's mirrors lay it out and signed as Arch signs
         holding the fake release key, marked trusted
     core/os/x86_64/   base, archiso (with the stand-in mkarchiso) and the stand-in's
         packages, each with a detached signature; core.db by repo-add
-    extra/os/x86_64/  grub, likewise
+    extra/os/x86_64/  grub, qemu-system-x86 and edk2-ovmf (the boot test's), likewise
 
 The release key is a fresh ed25519 key in a temporary GnuPG home; setup-sandbox.sh is
 pointed at it with ISORUNNER_RELEASE_KEY_FILE/_FPR and at the mirror with
@@ -107,7 +107,7 @@ def release_key(home: Path, name: str) -> Iterator[ReleaseKey]:
 
 
 def build_packages(dest: Path) -> list[Path]:
-    """Build the fake base, archiso and grub with makepkg, as nobody (it refuses root).
+    """Build the fake Arch packages (base, archiso, grub, QEMU, OVMF) as nobody with makepkg.
 
     The build happens in a directory of its own under /var/tmp, which nobody can reach
     (pytest's temporary directories are root's alone); the packages land in `dest`.
@@ -207,8 +207,10 @@ def make_mirror(
 ) -> None:
     """Lay out the whole fake mirror under `www` (module docstring)."""
     built = build_packages(work / "packages")
-    by_name = {path.name.split("-")[0]: path for path in built}
+    # <name>-<pkgver>-<pkgrel>-<arch>.pkg.tar.zst, and names may hold dashes.
+    by_name = {path.name.rsplit("-", 3)[0]: path for path in built}
     core = [by_name["base"], by_name["archiso"], *sorted(standin_packages.glob("*.pkg.tar.zst"))]
     fill_repo(www / "core" / "os" / "x86_64", "core", core, key)
-    fill_repo(www / "extra" / "os" / "x86_64", "extra", [by_name["grub"]], key)
+    extra = [by_name[name] for name in ("grub", "qemu-system-x86", "edk2-ovmf")]
+    fill_repo(www / "extra" / "os" / "x86_64", "extra", extra, key)
     make_bootstrap(rootfs, work / "bootstrap", www / BOOTSTRAP, key)
