@@ -323,10 +323,14 @@ class Downloader:
                     job.validators = None  # the validators are the first mirror's own
                 await anyio.to_thread.run_sync(job.sink.reset)
                 try:
-                    return await self._from_mirror(job, url)
+                    result = await self._from_mirror(job, url)
                 except _NextMirror as exc:
                     failures.append((mirror_of(url), exc.reason))
                     corrupt_only = corrupt_only and exc.corrupt
+                    continue
+                if isinstance(result, NotModified):
+                    await anyio.to_thread.run_sync(job.sink.discard)
+                return result
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(job.sink.discard)
@@ -425,14 +429,27 @@ class Downloader:
         return False
 
     async def _stream(self, job: _Job, response: httpx.Response) -> None:
+        """Write the body in pieces of CHUNK_SIZE; keep what arrived before a failure."""
         sink = job.sink
+        pending = bytearray()
+
+        async def flush() -> None:
+            if pending:
+                piece = bytes(pending)
+                pending.clear()
+                await anyio.to_thread.run_sync(sink.write, piece)
+
         try:
-            async for chunk in response.aiter_bytes(CHUNK_SIZE):
-                if sink.size + len(chunk) > job.max_bytes:
+            async for chunk in response.aiter_bytes():
+                if sink.size + len(pending) + len(chunk) > job.max_bytes:
                     raise _NextMirror(f"sent more than {job.max_bytes} bytes")
-                await anyio.to_thread.run_sync(sink.write, chunk)
+                pending += chunk
+                if len(pending) >= CHUNK_SIZE:
+                    await flush()
         except httpx.TransportError as exc:
+            await flush()  # what arrived is kept: the next attempt resumes after it
             raise _Retry(f"{_transport_reason(exc)} after {sink.size} bytes") from exc
+        await flush()
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:

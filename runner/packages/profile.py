@@ -181,7 +181,8 @@ def list_files(arch: str) -> tuple[tuple[str, str], ...]:
 def _read_text(profile_dir: Path, name: str) -> str | None:
     """Read `profile_dir/name` as UTF-8 without following links; None when it is absent."""
     try:
-        fd = os.open(profile_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        fd = os.open(profile_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -154,23 +154,24 @@ def check_entry(key: str, files: Mapping[str, bytes]) -> DbEntry:
 def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
     with path.open("rb") as raw:
         magic = raw.read(4)
-        raw.seek(0)
         if magic != _ZSTD_MAGIC:
+            raw.seek(0)
             with tarfile.open(fileobj=raw, mode="r|*") as archive:
                 yield archive
             return
-        # Python 3.11 has no zstd: decompress with the zstd tool, streamed.
+    # Python 3.11 has no zstd: decompress with the zstd tool, streamed.
+    with path.open("rb") as source:
         proc = subprocess.Popen(
-            ["zstd", "-dcq"], stdin=raw, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            ["zstd", "-dcq"], stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
-        assert proc.stdout is not None
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-                yield archive
-        finally:
-            proc.stdout.close()
-            proc.kill()
-            proc.wait()
+    assert proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            yield archive
+    finally:
+        proc.stdout.close()
+        proc.kill()
+        proc.wait()
 
 
 def read_entries(path: Path, keys: Iterable[str]) -> dict[str, DbEntry]:
