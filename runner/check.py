@@ -80,8 +80,7 @@ def check_base(settings: Settings) -> Finding:
     return Finding(
         "sandbox base",
         True,
-        f"{info.path} (made {info.created}, {info.packages} packages in its mirror, "
-        f"uid range {info.uid_base})",
+        f"{info.path} (made {info.created}, uid range {info.uid_base})",
     )
 
 
