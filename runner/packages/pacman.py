@@ -1,16 +1,14 @@
 """Running the host's real pacman against a private database, config and keyring.
 
 The config text, the argv and the reading of pacman's output are pure functions
-(`pacman_conf`, `resolve_argv`, `verify_argv`, `parse_resolved`, `resolve_error`,
-`verify_failures`); `run_pacman` is the one function here that spawns a process.
+(`pacman_conf`, `resolve_argv`, `parse_resolved`, `resolve_error`); `run_pacman` is the
+one function here that spawns a process.
 
 pacman is used for what it alone does right: resolving the profile's targets with
 their dependencies, groups and providers (`-Sp`, which also checks each database's
-signature as it loads it), and checking downloaded packages exactly as it checks its
-own downloads (`-Sw` over a cache that already holds them: sha256 against the database,
-then the signature against the keyring under the repository's SigLevel). Its config
-names no reachable server (`file:///nonexistent`), so pacman never downloads anything
-itself: isorunner's downloader does that, with retries, resume and progress lines.
+signature, under the repository's SigLevel, as it loads it). Its config names no
+reachable server (`file:///nonexistent`), so pacman never downloads anything itself:
+isorunner's downloader does that, with retries, resume and progress lines.
 """
 
 from __future__ import annotations
@@ -133,24 +131,6 @@ def resolve_argv(pacman: str, paths: PacmanPaths, targets: Sequence[str]) -> lis
     ]
 
 
-def verify_argv(pacman: str, paths: PacmanPaths, targets: Sequence[Resolved]) -> list[str]:
-    """`pacman -Sw -dd`: check the cached files of exactly these packages, fetch nothing.
-
-    `-dd` keeps dependencies out: each batch checks only its own packages.
-    """
-    return [
-        pacman,
-        "--config",
-        str(paths.config),
-        "--noconfirm",
-        "--noprogressbar",
-        "-Sw",
-        "-dd",
-        "--",
-        *(f"{t.repo}/{t.name}" for t in targets),
-    ]
-
-
 def parse_resolved(stdout: str, repositories: Sequence[str]) -> list[Resolved]:
     """Read `pacman -Sp --print-format "%r %n %v"` output.
 
@@ -213,36 +193,6 @@ def resolve_error(output: str, repositories: Sequence[str]) -> PackageError:
         )
     quoted = "; ".join(lines[:5]) or output.strip()[-500:] or "no output"
     return PackageSetupError(f"pacman could not resolve the packages: {quoted}")
-
-
-_PKG_ERROR = re.compile(r"^error: ([A-Za-z0-9@._+-]+): (.*)$")
-_CORRUPT_FILE = re.compile(r"^:: File (\S+) is corrupted \((.*)\)")
-
-
-def verify_failures(output: str, targets: Sequence[Resolved]) -> dict[str, str]:
-    """Say which packages a failed `pacman -Sw` check names, with pacman's reason.
-
-    Args:
-        output: pacman's output.
-        targets: The packages of the run.
-
-    Returns:
-        `{name: reason}` for each package pacman names; empty when it named none (a
-        missing key, for example, is reported without the package).
-    """
-    names = {t.name for t in targets}
-    by_file = {f"{t.name}-{t.version}-": t.name for t in targets}
-    failed: dict[str, str] = {}
-    for raw in output.splitlines():
-        line = raw.strip()
-        if (match := _PKG_ERROR.match(line)) and match.group(1) in names:
-            failed.setdefault(match.group(1), match.group(2))
-        elif match := _CORRUPT_FILE.match(line):
-            base = Path(match.group(1)).name
-            for prefix, name in by_file.items():
-                if base.startswith(prefix):
-                    failed.setdefault(name, f"file is corrupted ({match.group(2)})")
-    return failed
 
 
 @dataclass(frozen=True, slots=True)

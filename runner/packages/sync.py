@@ -1,9 +1,9 @@
 """`PackageSync`: make one build's packages ready on the host, before its container starts.
 
 I/O shell: it reads the profile's lists (as data), fetches the repository databases,
-runs the host's pacman to resolve and to check, downloads what the cache lacks, and
-lays out the build's repository: the resolved files hard-linked from the cache and a
-database of exactly their entries (`runner.packages.syncdb`). The sandbox binds that
+runs the host's pacman to resolve, downloads what the cache lacks, checks signatures as
+pacman does, and lays out the build's repository: the resolved files hard-linked from
+the cache and a database of exactly their entries (`runner.packages.syncdb`). The sandbox binds that
 directory read-only at the base's mirror path, so the build stays offline.
 
 One sync, in order:
@@ -14,10 +14,11 @@ One sync, in order:
    (an unchanged database costs one 304), kept in the cache;
 3. `pacman -Sp` against a private dbpath: the full set, dependencies included;
 4. each resolved file looked up in the cache by the sha256 its database records; the
-   missing ones downloaded, several at once, while pacman checks (`-Sw -dd`, in
-   batches, two at once) those already downloaded: sha256 and signature under the
-   repository's SigLevel, against a private copy of the keyring. A checked file is
-   marked for that keyring state, so the next build does not check it again;
+   missing ones downloaded, several at once (sha256 checked as the bytes arrive),
+   while those already downloaded have their signatures checked under the
+   repository's SigLevel by pacman's rules, against a private copy of the keyring
+   (`verify`). A checked file is marked for that keyring state, so the next build does
+   not check it again;
 5. the build's repository; the cache's last-use times; a pruning pass.
 
 The result is a frozen `ResolvedPackages`: name, version, repository and sha256 of each
@@ -132,8 +133,7 @@ class SyncConfig:
         keyring: pacman's GnuPG directory to check signatures against (copied per run,
             never written).
         pacman: The pacman executable.
-        verify_workers: pacman checks run at once.
-        verify_batch: Most packages per pacman check.
+        verify_workers: Signature checks (gpg) run at once.
         pacman_timeout: Seconds one pacman run may take.
         progress_seconds: How often a long download logs its progress.
     """
@@ -141,7 +141,6 @@ class SyncConfig:
     keyring: Path
     pacman: str = "pacman"
     verify_workers: int = 2
-    verify_batch: int = 48
     pacman_timeout: float = 900.0
     progress_seconds: float = 5.0
 
@@ -159,15 +158,12 @@ class PackageSync:
         self.config = config
         self.cache = cache
         self.downloader = downloader
-        verifier = Verifier(
-            cache, keyring=config.keyring, pacman=config.pacman, timeout=config.pacman_timeout
-        )
+        verifier = Verifier(cache, keyring=config.keyring, timeout=config.pacman_timeout)
         self.transfer = Transfer(
             cache,
             downloader,
             verifier,
             verify_workers=config.verify_workers,
-            verify_batch=config.verify_batch,
             progress_seconds=config.progress_seconds,
         )
 

@@ -3,8 +3,8 @@
 I/O shell over `Downloader` (network) and `Verifier` (pacman). Download workers fetch
 the files the cache lacks, `parallel` at a time, each file under its cache lock so that
 two syncs never fetch it twice; each finished file goes straight to the check queue,
-where `verify_workers` pacman runs take whatever is ready in batches: checking overlaps
-downloading instead of following it (pacman -Sw checks only after its last download).
+where `verify_workers` signature checks run at once: checking overlaps downloading
+instead of following it (pacman -Sw checks only after its last download).
 Files found in the cache but not checked under the current keyring join the same queue.
 A long download logs a progress line every `progress_seconds`.
 """
@@ -12,7 +12,7 @@ A long download logs a progress line every `progress_seconds`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,9 +66,8 @@ class Transfer:
     Args:
         cache: The shared package cache.
         downloader: The mirror downloader.
-        verifier: pacman's checks.
-        verify_workers: pacman checks run at once.
-        verify_batch: Most packages per pacman check.
+        verifier: The signature checks.
+        verify_workers: Signature checks run at once.
         progress_seconds: How often a long download logs its progress.
     """
 
@@ -79,14 +78,12 @@ class Transfer:
         verifier: Verifier,
         *,
         verify_workers: int,
-        verify_batch: int,
         progress_seconds: float,
     ) -> None:
         self.cache = cache
         self.downloader = downloader
         self.verifier = verifier
         self.verify_workers = verify_workers
-        self.verify_batch = verify_batch
         self.progress_seconds = progress_seconds
 
     async def run(
@@ -126,7 +123,8 @@ class Transfer:
         downloads.close()
         for item in unverified:
             send.send_nowait(item)
-        batches = iter(range(1, 1 << 30))
+        home = work / "gnupg"  # the sync's keyring copy
+        disabled = await self.verifier.list_disabled(home)
         done = anyio.Event()
         async with anyio.create_task_group() as group:
             if missing:
@@ -138,9 +136,7 @@ class Transfer:
                             self._download_worker, pending.clone(), send.clone(), arch, counters
                         )
                     for _ in range(self.verify_workers):
-                        workers.start_soon(
-                            self._verify_worker, receive.clone(), repositories, arch, work, batches
-                        )
+                        workers.start_soon(self._verify_worker, receive.clone(), home, disabled)
                     # The verifiers end once every download worker closed its sender.
                     for stream in (pending, send, receive):
                         stream.close()
@@ -238,26 +234,9 @@ class Transfer:
     async def _verify_worker(
         self,
         queue: MemoryObjectReceiveStream[Candidate],
-        repositories: Sequence[Repository],
-        arch: str,
-        work: Path,
-        batches: Iterator[int],
+        home: Path,
+        disabled: frozenset[str],
     ) -> None:
         async with queue:
-            while True:
-                try:
-                    batch = [await queue.receive()]
-                except anyio.EndOfStream:
-                    return
-                while len(batch) < self.verify_batch:
-                    try:
-                        batch.append(queue.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await self.verifier.verify(
-                    batch,
-                    repositories=repositories,
-                    arch=arch,
-                    sync_dbs=work / "db" / "sync",
-                    work=work / f"verify-{next(batches)}",
-                )
+            async for item in queue:
+                await self.verifier.verify(item, home=home, disabled=disabled)

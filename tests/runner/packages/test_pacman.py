@@ -18,8 +18,6 @@ from runner.packages.pacman import (
     parse_resolved,
     resolve_argv,
     resolve_error,
-    verify_argv,
-    verify_failures,
 )
 from runner.packages.sources import Repository
 
@@ -45,10 +43,9 @@ def test_pacman_conf_is_private_and_offline() -> None:
 
 def test_argv_puts_targets_after_double_dash() -> None:
     """Targets follow `--`, so a name can never be read as an option."""
-    assert resolve_argv("pacman", PATHS, ["base"])[-2:] == ["--", "base"]
-    assert verify_argv("pacman", PATHS, [Resolved("core", "base", "1-1")]) == [
+    assert resolve_argv("pacman", PATHS, ["base"]) == [
         "pacman", "--config", "/w/pacman.conf", "--noconfirm", "--noprogressbar",
-        "-Sw", "-dd", "--", "core/base",
+        "-Sp", "--print-format", "%r %n %v", "--", "base",
     ]  # fmt: skip
 
 
@@ -106,19 +103,3 @@ def test_resolve_error_quotes_pacman_otherwise() -> None:
     error = resolve_error("error: failed to initialize alpm library\n", ["core"])
     assert isinstance(error, PackageSetupError)
     assert "failed to initialize alpm library" in error.message
-
-
-def test_verify_failures_maps_messages_to_packages() -> None:
-    """Signature errors and corrupted files are attributed to their packages."""
-    targets = [Resolved("extra", "foo", "1.0-1"), Resolved("extra", "bar", "2-1")]
-    output = (
-        'error: foo: signature from "s <s@x>" is unknown trust\n'
-        ":: File /w/cache/bar-2-1-any.pkg.tar.zst is corrupted (invalid or corrupted package"
-        " (checksum)).\n"
-        "error: zzz: not ours\n"
-    )
-    assert verify_failures(output, targets) == {
-        "foo": 'signature from "s <s@x>" is unknown trust',
-        "bar": "file is corrupted (invalid or corrupted package (checksum))",
-    }
-    assert verify_failures("error: required key missing from keyring\n", targets) == {}

@@ -6,6 +6,7 @@ The upstream and its keyring are built once per machine by tests/standin/build-s
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,9 @@ from runner.packages.exceptions import (
     RepositoryNotAllowed,
     SignatureInvalid,
 )
+from runner.packages.pacman import Resolved
+from runner.packages.syncdb import DbEntry, read_entries
+from runner.packages.verify import Candidate, Verifier, copy_keyring, signature_bytes
 from tests.conftest import require, require_tool
 from tests.runner.packages.upstream import UPSTREAM, Served, UpstreamServer, serve_upstream
 
@@ -101,7 +105,7 @@ class Env:
         self.runs += 1
         async with httpx.AsyncClient() as client:
             sync = PackageSync(
-                SyncConfig(keyring=UPSTREAM / "keyring", verify_batch=2),
+                SyncConfig(keyring=UPSTREAM / "keyring"),
                 cache=self.cache,
                 downloader=Downloader(client, policy or DownloadPolicy(backoff_base=0.01)),
             )
@@ -333,3 +337,53 @@ async def test_sync_adopts_a_prewarmed_file(env: Env) -> None:
     assert (result.downloaded, result.cached) == (0, 1)
     assert env.package_bytes() == 0
     assert not (env.cache.root / "incoming" / name).exists()
+
+
+def _pacman_accepts(work: Path, repo: str, entry: DbEntry, package: Path) -> bool:
+    """Whether the real pacman -Sw accepts this cached file (its own checks, no download)."""
+    for sub in ("db/sync", "db/local", "cache", "root"):
+        (work / sub).mkdir(parents=True)
+    upstream_db = UPSTREAM / "www" / "mirror" / repo / "os" / "x86_64" / f"{repo}.db"
+    shutil.copyfile(upstream_db, work / "db" / "sync" / f"{repo}.db")
+    shutil.copyfile(package, work / "cache" / entry.filename)
+    sig = signature_bytes(entry)
+    assert sig is not None
+    (work / "cache" / f"{entry.filename}.sig").write_bytes(sig)
+    copy_keyring(UPSTREAM / "keyring", work / "gnupg")
+    conf = work / "pacman.conf"
+    conf.write_text(
+        f"[options]\nRootDir = {work}/root\nDBPath = {work}/db/\nCacheDir = {work}/cache/\n"
+        f"GPGDir = {work}/gnupg/\nLogFile = {work}/log\nArchitecture = x86_64\n"
+        f"SigLevel = Required DatabaseOptional\n[{repo}]\nServer = file:///nonexistent\n"
+    )
+    run = subprocess.run(
+        ["pacman", "--config", str(conf), "--noconfirm", "-Sw", "-dd", f"{repo}/{entry.name}"],
+        capture_output=True,
+        check=False,
+    )
+    return run.returncode == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["isorunner-hello", "isorunner-untrusted"])
+async def test_signature_checks_agree_with_pacman(env: Env, tmp_path: Path, name: str) -> None:
+    """For the same file, signature and keyring, isorunner decides exactly as pacman -Sw."""
+    db = UPSTREAM / "www" / "mirror" / "extra" / "os" / "x86_64" / "extra.db"
+    (entry,) = read_entries(db, [f"{name}-1.0-1"]).values()
+    package = db.parent / entry.filename
+    tmp = env.cache.temp_path("x")
+    shutil.copyfile(package, tmp)
+    env.cache.add(tmp, entry.sha256)
+    repository = Repository("extra", ("http://unused/$repo",))
+    candidate = Candidate(Resolved("extra", name, "1.0-1"), entry, repository, "parity")
+    verifier = Verifier(env.cache, keyring=UPSTREAM / "keyring")
+    home = tmp_path / "gnupg"
+    copy_keyring(UPSTREAM / "keyring", home)
+    try:
+        await verifier.verify(candidate, home=home, disabled=await verifier.list_disabled(home))
+    except SignatureInvalid:
+        ours = False
+    else:
+        ours = True
+    assert ours == _pacman_accepts(tmp_path / "pacman", "extra", entry, package)
+    assert ours == (name == "isorunner-hello")
