@@ -200,7 +200,9 @@ def package_sources(settings: Settings, forge: str, repo: str) -> PackageSources
         (r for r in settings.repos if r.forge.value == forge and r.name.lower() == repo.lower()),
         None,
     )
-    key = "packages" if entry is None else f'repos "{entry.forge.value}:{entry.name}"'
+    # Messages name where extra_repos is configured: the entry, or [packages].
+    own = entry is not None and entry.extra_repos is not None
+    key = f'repos "{entry.forge.value}:{entry.name}"' if own and entry else "packages"
     return sources_for(settings.packages, entry, config_key=key)
 
 

@@ -84,6 +84,10 @@ def _shown(text: str) -> str:
 def parse_package_list(text: str, *, path: str) -> list[str]:
     """Return the package names of one list: `#` comments and blank lines dropped.
 
+    As mkarchiso reads it (`sed '/^[[:blank:]]*#.*/d;s/#.*//;/^[[:blank:]]*$/d'`), except
+    that a name with blanks around it is refused here rather than passed on to fail
+    later as "target not found".
+
     Args:
         text: The list file's contents.
         path: Its name in the profile, for messages.
@@ -97,9 +101,16 @@ def parse_package_list(text: str, *, path: str) -> list[str]:
     """
     names: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.split("#", 1)[0]
+        if not line.strip():
             continue
+        if line != line.strip():
+            # mkarchiso passes the line to pacman as it is: "linux " is not found.
+            raise ProfilePackagesInvalid(
+                f"{path} line {number}: {_shown(line)} has blanks around the name "
+                "(a comment after a name leaves them too); write the name alone on its line",
+                path=path,
+            )
         if len(names) >= MAX_PACKAGES:
             raise ProfilePackagesInvalid(
                 f"{path} names more than {MAX_PACKAGES} packages; split the profile", path=path

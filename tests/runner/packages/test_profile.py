@@ -23,13 +23,20 @@ from runner.packages.profile import (
 
 
 def test_parse_package_list_drops_comments_and_blank_lines() -> None:
-    """Comments (whole-line and trailing) and blank lines are dropped, as mkarchiso does."""
-    text = "# base\nbase\n\n  linux  # the kernel\n\t\nmkinitcpio-archiso\n#x\n"
+    """Whole-line, indented and trailing comments and blank lines go, as mkarchiso drops them."""
+    text = "# base\nbase\n\n   # indented\nlinux# the kernel\n\t\nmkinitcpio-archiso\n#x\n"
     assert parse_package_list(text, path="packages.x86_64") == [
         "base",
         "linux",
         "mkinitcpio-archiso",
     ]
+
+
+@pytest.mark.parametrize("line", ["  linux", "linux  # the kernel", "linux\t"])
+def test_parse_package_list_refuses_blanks_around_a_name(line: str) -> None:
+    """Blanks around a name are refused: mkarchiso would hand them to pacman unchanged."""
+    with pytest.raises(ProfilePackagesInvalid, match="has blanks around the name"):
+        parse_package_list(f"base\n{line}\n", path="packages.x86_64")
 
 
 @pytest.mark.parametrize(
