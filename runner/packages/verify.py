@@ -2,7 +2,7 @@
 
 The verdict is pure (`signature_verdict`: gpg's `--status-fd` lines in, pacman's
 decision out); `Verifier` is the I/O shell: one `gpg --verify` per package against a
-private copy of the keyring, the signature on stdin, the cached file in place.
+private copy of the keyring, the cached file in place.
 
 pacman (libalpm `_alpm_check_pgp_helper`, through gpgme, which runs this same gpg)
 accepts a signature when its status is valid or "key expired" and the key's validity
@@ -184,6 +184,11 @@ def signature_verdict(status: str, *, trust_all: bool, disabled: frozenset[str])
     return _REASONS[verdict].format(who=who, key=key)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+
+
 class Verifier:
     """Checks cached packages' signatures (see the module docstring).
 
@@ -236,13 +241,15 @@ class Verifier:
                 package=item.label,
             )
         if signature is not None:
+            # A file, not stdin: gpg may exit before reading a pipe (a bad packet).
+            sig_file = home.parent / "signatures" / f"{item.entry.sha256}.sig"
+            await anyio.to_thread.run_sync(_write_file, sig_file, signature)
             status = await self._gpg(
                 [
                     "--homedir", str(home), "--batch", "--no-tty", "--status-fd", "1",
                     "--no-auto-key-retrieve", "--no-auto-check-trustdb",
-                    "--verify", "-", str(self.cache.object_path(item.entry.sha256)),
-                ],
-                stdin=signature,
+                    "--verify", str(sig_file), str(self.cache.object_path(item.entry.sha256)),
+                ]
             )  # fmt: skip
             trust_all = "TrustAll" in item.repository.sig_level.split()
             reason = signature_verdict(status, trust_all=trust_all, disabled=disabled)
@@ -260,17 +267,16 @@ class Verifier:
         """The disabled keys of the keyring copy (pacman refuses their signatures)."""
         colons = await self._gpg(
             ["--homedir", str(home), "--batch", "--with-colons", "--fixed-list-mode",
-             "--with-fingerprint", "--list-keys"],
-            stdin=b"",
+             "--with-fingerprint", "--list-keys"]
         )  # fmt: skip
         return disabled_keys(colons)
 
-    async def _gpg(self, args: list[str], *, stdin: bytes) -> str:
+    async def _gpg(self, args: list[str]) -> str:
         try:
             proc = await asyncio.create_subprocess_exec(
                 self.gpg,
                 *args,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
                 env=_ENV,
@@ -280,7 +286,7 @@ class Verifier:
                 f"{self.gpg} is not installed; install gnupg (scripts/install does it)"
             ) from exc
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout=self.timeout)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=self.timeout)
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -462,7 +462,12 @@ class Isorunner:
         def probe() -> list[str] | None:
             held = sandbox_leftovers(self, build_id)
             running = self.build(build_id)["state"] == "running"
-            return held if running and any(h.startswith("process ") for h in held) else None
+            # The packages step runs pacman under the sandbox root too: wait for the
+            # container itself (its overlay is mounted).
+            up = any(h.startswith("process ") for h in held) and any(
+                h.startswith("mount ") for h in held
+            )
+            return held if running and up else None
 
         return self.wait_for(f"build {build_id} to run in its container", probe, timeout=timeout)
 
