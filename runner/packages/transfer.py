@@ -60,6 +60,31 @@ class Counters:
     started: float = field(default_factory=time.monotonic)
 
 
+async def report_progress(
+    counters: Counters, log: LogLine, done: anyio.Event, every: float
+) -> None:
+    """Log a progress line every `every` seconds until `done` is set.
+
+    Args:
+        counters: The transfer's counters, read at each line.
+        log: Where the lines go (the build log).
+        done: Set when the downloads are over.
+        every: Seconds between lines.
+    """
+    while not done.is_set():
+        with anyio.move_on_after(every):
+            await done.wait()
+        if done.is_set():
+            return
+        elapsed = time.monotonic() - counters.started
+        rate = counters.bytes_done / elapsed if elapsed > 0 else 0.0
+        log(
+            f"packages: downloading {size_text(counters.bytes_done)} of "
+            f"{size_text(counters.bytes_total)}, {counters.files_done} of "
+            f"{counters.files_total} files, {size_text(int(rate))}/s"
+        )
+
+
 class Transfer:
     """Downloads and checks one build's packages (see the module docstring).
 
@@ -128,7 +153,7 @@ class Transfer:
         done = anyio.Event()
         async with anyio.create_task_group() as group:
             if missing:
-                group.start_soon(self._progress, counters, log, done)
+                group.start_soon(report_progress, counters, log, done, self.progress_seconds)
             try:
                 async with anyio.create_task_group() as workers:
                     for _ in range(min(self.downloader.policy.parallel, len(missing))):
@@ -168,19 +193,6 @@ class Transfer:
             else:
                 missing.append(item)
         return cached, unverified, missing
-
-    async def _progress(self, counters: Counters, log: LogLine, done: anyio.Event) -> None:
-        while True:
-            with anyio.move_on_after(self.progress_seconds):
-                await done.wait()
-                return
-            elapsed = time.monotonic() - counters.started
-            rate = counters.bytes_done / elapsed if elapsed > 0 else 0.0
-            log(
-                f"packages: downloading {size_text(counters.bytes_done)} of "
-                f"{size_text(counters.bytes_total)}, {counters.files_done} of "
-                f"{counters.files_total} files, {size_text(int(rate))}/s"
-            )
 
     async def _download_worker(
         self,
