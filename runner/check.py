@@ -1,9 +1,10 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
-I/O shell: looks at the tools, the sandbox base and its manifest, free disk space and
-the database; boots QEMU's probe guest in the sandbox (does the boot test run, does
-KVM really work); and makes one read-only API call per configured repository with that
-forge's token (through the real `ForgeTransport`). Each finding is printed on its own
+I/O shell: looks at the tools, the sandbox base and its manifest, package sync (pacman,
+gpg, the keyring, the cache), free disk space and the database; boots QEMU's probe
+guest in the sandbox (does the boot test run, does KVM really work); and makes one
+read-only API call per configured repository with that forge's token (through the real
+`ForgeTransport`). Each finding is printed on its own
 line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
 """
 
@@ -60,6 +61,43 @@ def check_tools() -> Finding:
     if shutil.which("systemd-nspawn") is None:
         return Finding("tools", False, "systemd-nspawn is missing: install systemd-container")
     return Finding("tools", True, "systemd-nspawn found")
+
+
+def check_packages(
+    settings: Settings, *, which: Callable[[str], str | None] = shutil.which
+) -> Finding:
+    """Package sync can run: pacman and gpg, the keyring, a writable cache directory."""
+    section = settings.packages
+    missing = [tool for tool in ("pacman", "gpg") if which(tool) is None]
+    if missing:
+        return Finding(
+            "packages",
+            False,
+            f"{' and '.join(missing)} missing: install pacman (Debian: pacman-package-manager) "
+            "and gnupg",
+        )
+    keyring = section.keyring
+    if not (keyring / "pubring.gpg").is_file() and not (keyring / "pubring.kbx").is_file():
+        return Finding(
+            "packages",
+            False,
+            f"no keyring at {keyring} (packages.keyring): run scripts/setup-sandbox.sh",
+        )
+    cache = _existing(section.cache_dir)
+    if not os.access(cache, os.W_OK):
+        return Finding(
+            "packages", False, f"{section.cache_dir} (packages.cache_dir) is not writable"
+        )
+    source = (
+        f"the archive of {section.archive_date}"
+        if section.package_source == "archive"
+        else f"{len(section.mirrors)} mirror(s)"
+    )
+    return Finding(
+        "packages",
+        True,
+        f"keyring {keyring}, cache {section.cache_dir} (up to {section.max_cache_bytes}), {source}",
+    )
 
 
 def check_base(settings: Settings) -> Finding:
@@ -348,6 +386,7 @@ async def run_checks(
     findings = [
         check_tools(),
         check_base(settings),
+        check_packages(settings),
         *check_disk(settings),
         await check_database(settings),
         *await check_boot(settings, tester=boot),
