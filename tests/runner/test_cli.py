@@ -304,6 +304,8 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
                     str(config),
                     "--source-date-epoch",
                     "1735787045",
+                    "--boot-test",
+                    "off",
                 ]
             )
         printed = capsys.readouterr()
@@ -353,7 +355,7 @@ def test_main_build_fails_before_the_container_on_a_missing_package(
                 + packages_text(root, upstream)
             )
             code = main(["build", str(profile), "--out", str(tmp_path / "o"), "--config",
-                         str(config)])  # fmt: skip
+                         str(config), "--boot-test", "off"])  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
     printed = capsys.readouterr()
