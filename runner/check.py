@@ -1,9 +1,10 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
-I/O shell: looks at the tools, the sandbox base and its manifest, free disk space and
-the database; boots QEMU's probe guest in the sandbox (does the boot test run, does
-KVM really work); and makes one read-only API call per configured repository with that
-forge's token (through the real `ForgeTransport`). Each finding is printed on its own
+I/O shell: looks at the tools, the sandbox base and its manifest, package sync (pacman,
+gpg, the keyring, the cache), free disk space and the database; boots QEMU's probe
+guest in the sandbox (does the boot test run, does KVM really work); and makes one
+read-only API call per configured repository with that forge's token (through the real
+`ForgeTransport`). Each finding is printed on its own
 line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
 """
 
@@ -71,6 +72,43 @@ def check_tools(which: Which = shutil.which, system: System | None = None) -> li
     return [Finding("tools", True, f"the {count} programs the service needs are on PATH")]
 
 
+def check_packages(
+    settings: Settings, *, which: Callable[[str], str | None] = shutil.which
+) -> Finding:
+    """Package sync can run: pacman and gpg, the keyring, a writable cache directory."""
+    section = settings.packages
+    missing = [tool for tool in ("pacman", "gpg") if which(tool) is None]
+    if missing:
+        return Finding(
+            "packages",
+            False,
+            f"{' and '.join(missing)} missing: install pacman (Debian: pacman-package-manager) "
+            "and gnupg",
+        )
+    keyring = section.keyring
+    if not (keyring / "pubring.gpg").is_file() and not (keyring / "pubring.kbx").is_file():
+        return Finding(
+            "packages",
+            False,
+            f"no keyring at {keyring} (packages.keyring): run scripts/setup-sandbox.sh",
+        )
+    cache = _existing(section.cache_dir)
+    if not os.access(cache, os.W_OK):
+        return Finding(
+            "packages", False, f"{section.cache_dir} (packages.cache_dir) is not writable"
+        )
+    source = (
+        f"the archive of {section.archive_date}"
+        if section.package_source == "archive"
+        else f"{len(section.mirrors)} mirror(s)"
+    )
+    return Finding(
+        "packages",
+        True,
+        f"keyring {keyring}, cache {section.cache_dir} (up to {section.max_cache_bytes}), {source}",
+    )
+
+
 def check_base(settings: Settings) -> Finding:
     """The sandbox base exists, is prepared, carries its manifest and matches the config.
 
@@ -89,8 +127,7 @@ def check_base(settings: Settings) -> Finding:
     return Finding(
         "sandbox base",
         True,
-        f"{info.path} (made {info.created}, {info.packages} packages in its mirror, "
-        f"uid range {info.uid_base})",
+        f"{info.path} (made {info.created}, uid range {info.uid_base})",
     )
 
 
@@ -360,6 +397,7 @@ async def run_checks(
     findings = [
         *check_tools(which),
         check_base(settings),
+        check_packages(settings),
         *check_disk(settings),
         await check_database(settings),
         *await check_boot(settings, tester=boot),

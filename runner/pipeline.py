@@ -1,4 +1,4 @@
-"""One build from start to end: fetch the profile, build it, sum it, boot it, publish it.
+"""One build end to end: fetch the profile, sync its packages, build, sum, boot, publish.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -27,6 +27,7 @@ from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event
 from runner.metrics import Metrics
+from runner.packages import PackageError, ResolvedPackages
 from sandbox import (
     BuildFailed,
     BuildResult,
@@ -41,7 +42,15 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BOOT_DIR, BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
+from webhooks.build import (
+    BOOT_DIR,
+    BuildRecord,
+    BuildRequest,
+    Forge,
+    PackageEntry,
+    RefKind,
+    artifacts_dir,
+)
 
 _log = structlog.get_logger()
 
@@ -57,6 +66,7 @@ class Sandbox(Protocol):
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         """Build the profile into an ISO (see `sandbox.BuildSandbox.run`)."""
         ...
@@ -64,6 +74,27 @@ class Sandbox(Protocol):
     async def discard(self, build_id: str) -> None:
         """Remove everything left of a build."""
         ...
+
+
+class PackageStep(Protocol):
+    """What the pipeline needs of `runner.packages.step.BuildPackages`."""
+
+    async def prepare(
+        self,
+        *,
+        forge: str,
+        repo: str,
+        trusted: bool,
+        profile: Path,
+        workspace: Path,
+        log: Callable[[str], None],
+    ) -> ResolvedPackages:
+        """Sync the profile's packages into `<workspace>/repo`."""
+        ...
+
+
+#: `record_packages(build_id, packages)`: store a build's resolved packages.
+RecordPackages = Callable[[int, Sequence[PackageEntry]], Awaitable[None]]
 
 
 class Outcome(NamedTuple):
@@ -130,6 +161,12 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
         reason: The build log's first error line, if any; it leads the detail of a
             failed build command (the exit status alone does not say what to fix).
     """
+    if isinstance(exc, PackageError):
+        # Before the container: a missing package or a refused repository is the
+        # profile's to fix; a mirror, a signature or the host is not.
+        if exc.profile_fault:
+            return Outcome(Event.FAIL, str(exc))
+        return Outcome(Event.ERROR, f"package sync: {exc}")
     for types, event, prefix in _CLASSIFICATION:
         if isinstance(exc, types):
             detail = f"{prefix}{exc}"
@@ -172,6 +209,9 @@ class Pipeline:
             boots nothing.
         boot_plans: The boot tests of a request (its repository's policy), or None
             when they are off for it.
+        packages: Syncs each build's packages on the host before its container starts;
+            None leaves the base's own mirror to the build.
+        record_packages: Stores what `packages` resolved with the build.
     """
 
     def __init__(
@@ -184,6 +224,8 @@ class Pipeline:
         metrics: Metrics | None = None,
         boot: BootStep | None = None,
         boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
+        packages: PackageStep | None = None,
+        record_packages: RecordPackages | None = None,
     ) -> None:
         self._boot = boot
         self._boot_plans = boot_plans
@@ -192,6 +234,8 @@ class Pipeline:
         self._sandbox = sandbox
         self._logs = logs
         self._metrics = metrics
+        self._packages = packages
+        self._record_packages = record_packages
 
     def artifacts_dir(self, build_id: int) -> Path:
         """Where a build's published files are kept."""
@@ -277,6 +321,7 @@ class Pipeline:
         log.write_line(f"[isorunner] profile: {size} bytes fetched, {report.files} files")
         epoch = source_date_epoch(report, request)
         log.write_line(f"[isorunner] SOURCE_DATE_EPOCH={epoch}")
+        package_repo = await self._sync_packages(record, profile, workspace, log)
 
         result = await self._sandbox.run(
             sandbox_id(record.id),
@@ -284,6 +329,7 @@ class Pipeline:
             source_date_epoch=epoch,
             log_sink=log,
             on_warning=on_warning,
+            package_repo=package_repo,
         )
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
@@ -319,6 +365,28 @@ class Pipeline:
             log.write_line(f"[isorunner] release published: {url}")
             detail += "; release published"
         return Outcome(Event.SUCCEED, detail)
+
+    async def _sync_packages(
+        self, record: BuildRecord, profile: Path, workspace: Path, log: LogSinkWriter
+    ) -> Path | None:
+        """Run the packages step and store its result; the repository to bind, or None."""
+        if self._packages is None:
+            return None
+        request = record.request
+        resolved = await self._packages.prepare(
+            forge=request.forge.value,
+            repo=request.repo,
+            trusted=request.trusted,
+            profile=profile,
+            workspace=workspace,
+            log=log.write_line,
+        )
+        if self._record_packages is not None:
+            await self._record_packages(
+                record.id,
+                [PackageEntry(p.name, p.version, p.repo, p.sha256) for p in resolved.packages],
+            )
+        return resolved.repository
 
 
 class LogSinkWriter(Protocol):

@@ -35,6 +35,15 @@ from pydantic_settings import (
 )
 
 from runner.exceptions import ConfigError
+from runner.packages.settings import (
+    ExtraRepoSettings,
+    PackageSource,
+    PackagesSettings,
+    check_archive_date,
+    check_extra,
+    check_mirrors,
+    check_source,
+)
 from sandbox import parse_size
 from webhooks.build import Forge
 
@@ -247,7 +256,11 @@ class RepoBootTest(_Section):
 
 
 class RepoSettings(_Section):
-    """One `[[repos]]` entry: a repository to build and what triggers it."""
+    """One `[[repos]]` entry: a repository to build, what triggers it, where packages come from.
+
+    `package_source`, `mirrors`, `archive_date` and `extra_repos` override the
+    `[packages]` defaults for this repository's builds; unset ones inherit them.
+    """
 
     forge: Forge
     name: Annotated[str, Field(min_length=3, pattern=r"^[^/\s]+(/[^/\s]+)+$")]
@@ -255,6 +268,20 @@ class RepoSettings(_Section):
     release_tags: tuple[str, ...] = ("v*",)
     pull_requests: bool = True
     boot_test: RepoBootTest = RepoBootTest()
+    package_source: PackageSource | None = None
+    mirrors: Annotated[tuple[str, ...] | None, Field(max_length=16)] = None
+    archive_date: str | None = None
+    extra_repos: tuple[ExtraRepoSettings, ...] | None = None
+
+    @field_validator("archive_date")
+    @classmethod
+    def _archive_date(cls, value: str | None) -> str | None:
+        return check_archive_date(value)
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_mirrors(value)
 
     def matches_branch(self, branch: str) -> bool:
         """Whether a push to `branch` triggers a build."""
@@ -277,6 +304,7 @@ class Settings(BaseSettings):
     github: GitHubSettings = GitHubSettings()
     gitlab: GitLabSettings = GitLabSettings()
     boot_test: BootTestSettings = BootTestSettings()
+    packages: PackagesSettings = PackagesSettings()
     repos: tuple[RepoSettings, ...] = ()
 
     @model_validator(mode="after")
@@ -292,11 +320,24 @@ class Settings(BaseSettings):
                 "nor gitlab.signing_token is"
             )
         seen: set[tuple[Forge, str]] = set()
+        packages = self.packages
         for repo in self.repos:
             key = (repo.forge, repo.name.lower())
             if key in seen:
                 raise ValueError(f"repo {repo.forge}:{repo.name} is listed twice")
             seen.add(key)
+            where = f"repos {repo.forge}:{repo.name}"
+            check_source(
+                repo.package_source or packages.package_source,
+                repo.mirrors if repo.mirrors is not None else packages.mirrors,
+                repo.archive_date or packages.archive_date,
+                where,
+            )
+            check_extra(
+                repo.extra_repos if repo.extra_repos is not None else packages.extra_repos,
+                packages.repositories,
+                where,
+            )
         return self
 
 

@@ -2,8 +2,8 @@
 
 I/O shell (it opens the store and the HTTP client, and reads the GitHub App's key).
 This is where the configuration turns into objects: the sandbox's and the web app's
-configurations, the forge clients, and (in `running_service`) the job store, the
-HTTP client, the sandbox, the pipeline and the worker. Everything below it receives
+configurations, the forge clients, the packages step, and (in `running_service`) the
+job store, the HTTP clients, the sandbox, the pipeline and the worker. Everything below it receives
 what it needs in its constructor. `runner.service` runs what this builds;
 `runner.check` and `runner.localbuild` reuse its pieces.
 """
@@ -31,6 +31,16 @@ from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
+from runner.packages import (
+    Downloader,
+    DownloadPolicy,
+    PackageCache,
+    PackageSources,
+    PackageSync,
+    SyncConfig,
+)
+from runner.packages.settings import sources_for
+from runner.packages.step import BuildPackages, PackageMetrics
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.settings import Settings
 from runner.store import JobStore, open_store
@@ -184,6 +194,54 @@ def forge_hosts(settings: Settings) -> dict[str, str]:
     return hosts
 
 
+def package_sources(settings: Settings, forge: str, repo: str) -> PackageSources:
+    """The repositories the builds of `forge`:`repo` may use ([packages] + its overrides)."""
+    entry = next(
+        (r for r in settings.repos if r.forge.value == forge and r.name.lower() == repo.lower()),
+        None,
+    )
+    # Messages name where extra_repos is configured: the entry, or [packages].
+    own = entry is not None and entry.extra_repos is not None
+    key = f'repos "{entry.forge.value}:{entry.name}"' if own and entry else "packages"
+    return sources_for(settings.packages, entry, config_key=key)
+
+
+def build_packages(
+    settings: Settings, http: httpx.AsyncClient, metrics: PackageMetrics | None = None
+) -> BuildPackages:
+    """The packages step of every build, over the `[packages]` section.
+
+    Args:
+        settings: The configuration.
+        http: The client package downloads use (the caller owns it).
+        metrics: Counts cache hits, misses and bytes.
+    """
+    section = settings.packages
+    cache = PackageCache(section.cache_dir, max_bytes=parse_size(section.max_cache_bytes))
+    policy = DownloadPolicy(
+        attempts=section.download_attempts,
+        read_timeout=section.download_timeout_seconds,
+        connect_timeout=min(10.0, section.download_timeout_seconds),
+        parallel=section.parallel_downloads,
+    )
+    sync = PackageSync(
+        SyncConfig(keyring=section.keyring, verify_workers=section.verify_workers),
+        cache=cache,
+        downloader=Downloader(http, policy),
+    )
+    return BuildPackages(
+        sync,
+        sources=lambda forge, repo: package_sources(settings, forge, repo),
+        architecture=section.architecture,
+        metrics=metrics,
+    )
+
+
+def package_client() -> httpx.AsyncClient:
+    """The HTTP client of package downloads (mirrors, never forges: no credentials)."""
+    return httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
+
+
 def secrets_of(settings: Settings) -> list[SecretStr | None]:
     """Every secret value in the settings, for log redaction."""
     return [
@@ -229,6 +287,7 @@ async def running_service(
         httpx.AsyncClient(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,
+        package_client() as mirrors,
     ):
         on_response = metrics.forge_response if metrics is not None else None
         clients = forge_clients(settings, ForgeTransport(http, on_response=on_response))
@@ -245,6 +304,8 @@ async def running_service(
             metrics=metrics,
             boot=BootStep(boot_tester(settings), store),
             boot_plans=boot_plans(settings),
+            packages=build_packages(settings, mirrors, metrics),
+            record_packages=store.set_packages,
         )
         worker = Worker(
             store,

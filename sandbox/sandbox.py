@@ -162,6 +162,7 @@ class BuildSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         """Build `profile_dir` into an ISO with mkarchiso.
 
@@ -171,6 +172,9 @@ class BuildSandbox:
             source_date_epoch: Passed as SOURCE_DATE_EPOCH (e.g. the commit time).
             log_sink: Receives each output line (without newline), in order.
             on_warning: Awaited once when the build has run `warning_seconds`.
+            package_repo: The build's own package repository (repository `isorunner`:
+                `isorunner.db` and the package files), bound read-only at the base's
+                mirror path, /srv/isorunner/repo; None uses the base's own mirror.
 
         Returns:
             The result; its output dir lives until `discard(build_id)`.
@@ -181,7 +185,9 @@ class BuildSandbox:
         check_profile(profile_dir, max_file_bytes=self.config.max_profile_file_bytes)
         execution = await self._execute(
             build_id,
-            make_argv=self._build_argv(profile_dir, mkarchiso_command(), source_date_epoch),
+            make_argv=self._build_argv(
+                profile_dir, mkarchiso_command(), source_date_epoch, package_repo
+            ),
             log_sink=log_sink,
             on_warning=on_warning,
         )
@@ -214,10 +220,12 @@ class BuildSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> CommandResult:
         """Run any command in the same container set-up as a build, then remove everything.
 
-        For tests and benchmarks. A non-zero exit is returned, not raised.
+        For tests and benchmarks. A non-zero exit is returned, not raised; `package_repo`
+        is bound as for `run`.
 
         Raises:
             SandboxError: Set-up failed, or the run timed out, was cancelled or hit the
@@ -225,7 +233,7 @@ class BuildSandbox:
         """
         result = await self._execute(
             build_id,
-            make_argv=self._build_argv(profile_dir, command, source_date_epoch),
+            make_argv=self._build_argv(profile_dir, command, source_date_epoch, package_repo),
             log_sink=log_sink,
             on_warning=on_warning,
         )
@@ -302,10 +310,16 @@ class BuildSandbox:
         )
 
     def _build_argv(
-        self, profile_dir: Path, command: Sequence[str], source_date_epoch: int
+        self,
+        profile_dir: Path,
+        command: Sequence[str],
+        source_date_epoch: int,
+        package_repo: Path | None,
     ) -> Callable[[overlay.BuildDirs, str], list[str]]:
         if not profile_dir.is_absolute():
             raise ValueError(f"profile_dir must be absolute: {profile_dir}")
+        if package_repo is not None and not package_repo.is_absolute():
+            raise ValueError(f"package_repo must be absolute: {package_repo}")
 
         def make_argv(dirs: overlay.BuildDirs, machine: str) -> list[str]:
             return nspawn_argv(
@@ -318,6 +332,7 @@ class BuildSandbox:
                 source_date_epoch=source_date_epoch,
                 command=command,
                 host=self.host,
+                package_repo=package_repo,
             )
 
         return make_argv

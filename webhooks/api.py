@@ -143,6 +143,12 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
             "sender": build.sender,
             "previous_sha": build.previous_sha,
         },
+        "packages": None
+        if record.packages is None
+        else [
+            {"name": p.name, "version": p.version, "repo": p.repo, "sha256": p.sha256}
+            for p in record.packages
+        ],
     }
 
 

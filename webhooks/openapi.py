@@ -112,6 +112,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at",
             "finished_at",
             "request",
+            "packages",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -121,6 +122,24 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
             "request": {"$ref": _REF + "BuildRequest"},
+            "packages": {
+                "type": ["array", "null"],
+                "items": {"$ref": _REF + "Package"},
+                "description": (
+                    "Every package the build installed, with the sha256 of the file used,"
+                    " sorted by name; null until they are resolved, and in build lists."
+                ),
+            },
+        },
+    },
+    "Package": {
+        "type": "object",
+        "required": ["name", "version", "repo", "sha256"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string", "description": "[epoch:]pkgver-pkgrel"},
+            "repo": {"type": "string", "description": "The repository it came from."},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         },
     },
     "BootTest": {

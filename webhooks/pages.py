@@ -143,6 +143,7 @@ def build_context(
         "log": view,
         "stream_url": f"/builds/{record.id}/log/stream?after={view.end}",
         "boot_tests": [],
+        "packages": record.packages or (),
     }
 
 

@@ -26,7 +26,14 @@ from urllib.parse import urlsplit
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
 from runner.store.sqlite import SQLiteStore
-from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
+from webhooks.build import (
+    BootTestRecord,
+    BuildRecord,
+    BuildRequest,
+    BuildState,
+    PackageEntry,
+    Submission,
+)
 
 __all__ = ["JobStore", "SQLiteStore", "open_store"]
 
@@ -99,6 +106,10 @@ class JobStore(Protocol):
 
     async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
         """Return the build's boot test results in the order they ran."""
+        ...
+
+    async def set_packages(self, build_id: int, packages: Sequence[PackageEntry]) -> None:
+        """Record the packages a build installs; `get` returns them with the build."""
         ...
 
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from runner.exceptions import BuildNotFound, NotificationNotFound, StoreError
@@ -21,11 +21,20 @@ from runner.store.schema import (
     BUILD_COLUMNS,
     NOTIFICATION_COLUMNS,
     build_from_row,
+    decode_packages,
+    encode_packages,
     encode_time,
     notification_from_row,
     request_params,
 )
-from webhooks.build import BuildRecord, BuildRequest, BuildState, RefKind, Submission
+from webhooks.build import (
+    BuildRecord,
+    BuildRequest,
+    BuildState,
+    PackageEntry,
+    RefKind,
+    Submission,
+)
 
 _INSERT_BUILD = (
     "INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,"
@@ -64,10 +73,18 @@ _INSERT_UNLESS_DUPLICATE = f"""
 
 
 def get(conn: sqlite3.Connection, build_id: int) -> BuildRecord | None:
-    """Return the build with this id, or None."""
+    """Return the build with this id, with its packages once recorded, or None."""
     query = f"SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?"  # noqa: S608 -- constant columns
     row = conn.execute(query, (build_id,)).fetchone()
-    return None if row is None else build_from_row(row)
+    if row is None:
+        return None
+    record = build_from_row(row)
+    packages = conn.execute(
+        "SELECT packages FROM build_packages WHERE build_id = ?", (build_id,)
+    ).fetchone()
+    if packages is None:
+        return record
+    return dataclasses.replace(record, packages=decode_packages(str(packages[0])))
 
 
 def list_builds(
@@ -273,6 +290,17 @@ def set_detail(conn: sqlite3.Connection, build_id: int, detail: str) -> None:
     cursor = conn.execute("UPDATE builds SET detail = ? WHERE id = ?", (detail, build_id))
     if cursor.rowcount == 0:
         raise BuildNotFound(build_id)
+
+
+def set_packages(conn: sqlite3.Connection, build_id: int, packages: Sequence[PackageEntry]) -> None:
+    """Record (or replace) the packages of build `build_id`."""
+    if conn.execute("SELECT 1 FROM builds WHERE id = ?", (build_id,)).fetchone() is None:
+        raise BuildNotFound(build_id)
+    conn.execute(
+        "INSERT INTO build_packages (build_id, packages) VALUES (?, ?)"
+        " ON CONFLICT (build_id) DO UPDATE SET packages = excluded.packages",
+        (build_id, encode_packages(packages)),
+    )
 
 
 def supersede(

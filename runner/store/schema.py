@@ -17,7 +17,7 @@ from typing import Final
 
 from runner.exceptions import StoreError
 from runner.jobs import Notification
-from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, RefKind
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, PackageEntry, RefKind
 
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     # 0 → 1: builds and the notification outbox.
@@ -88,6 +88,16 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
             screenshot TEXT NOT NULL,
             command_line TEXT NOT NULL,
             PRIMARY KEY (build_id, position)
+        )
+        """,
+    ),
+    # 3 → 4: the packages each build installed (runner.packages), a JSON array of
+    # [name, version, repo, sha256]; apart from `builds` so that lists stay small.
+    (
+        """
+        CREATE TABLE build_packages (
+            build_id INTEGER PRIMARY KEY REFERENCES builds (id),
+            packages TEXT NOT NULL
         )
         """,
     ),
@@ -199,6 +209,39 @@ def build_from_row(row: Sequence[object]) -> BuildRecord:
         started_at=None if row[18] is None else decode_time(_text(row[18])),
         finished_at=None if row[19] is None else decode_time(_text(row[19])),
     )
+
+
+#: The most packages stored for one build (runner.packages.profile allows 4096 names;
+#: their dependencies add some).
+MAX_PACKAGES: Final = 20000
+
+
+def encode_packages(packages: Sequence[PackageEntry]) -> str:
+    """Encode a build's packages for the `build_packages` table."""
+    return json.dumps(
+        [[p.name, p.version, p.repo, p.sha256] for p in packages], separators=(",", ":")
+    )
+
+
+def decode_packages(text: str) -> tuple[PackageEntry, ...]:
+    """Decode what `encode_packages` wrote.
+
+    Raises:
+        StoreError: The stored value is not such a list.
+    """
+    data = json.loads(text)
+    if not isinstance(data, list) or len(data) > MAX_PACKAGES:
+        msg = "the job database holds a package list that is not a list"
+        raise StoreError(msg)
+    entries = []
+    for item in data:
+        if not (
+            isinstance(item, list) and len(item) == 4 and all(isinstance(v, str) for v in item)
+        ):
+            msg = "the job database holds a malformed package entry"
+            raise StoreError(msg)
+        entries.append(PackageEntry(*item))
+    return tuple(entries)
 
 
 def notification_from_row(row: Sequence[object]) -> Notification:

@@ -25,7 +25,14 @@ from runner.jobs import Event, Notification, NotifyFn
 from runner.store import boottests, ops
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
-from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
+from webhooks.build import (
+    BootTestRecord,
+    BuildRecord,
+    BuildRequest,
+    BuildState,
+    PackageEntry,
+    Submission,
+)
 
 READERS: Final = 2
 """Reader connections (and threads); reads are short, so two cover a 2-core host."""
@@ -58,7 +65,9 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
     )
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
     boottests.delete(conn, ids)
-    conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
+    pairs = [(build_id,) for build_id in ids]
+    conn.executemany("DELETE FROM build_packages WHERE build_id = ?", pairs)
+    conn.executemany("DELETE FROM builds WHERE id = ?", pairs)
     return ids
 
 
@@ -216,6 +225,14 @@ class SQLiteStore:
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
         await self._write(lambda c: ops.set_detail(c, build_id, detail))
+
+    async def set_packages(self, build_id: int, packages: Sequence[PackageEntry]) -> None:
+        """Record the packages a build installs (replacing any recorded before).
+
+        Raises:
+            BuildNotFound: No build has this id.
+        """
+        await self._write(lambda c: ops.set_packages(c, build_id, packages))
 
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:
         """Cancel a queued or running build; return its new record.

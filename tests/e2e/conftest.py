@@ -4,7 +4,9 @@ I/O shell for the tests: starts the fake forge (tests/e2e/fakeforge.py) on 127.0
 `python -m runner serve` as a subprocess whose config points every forge URL at it,
 sends signed webhook deliveries over HTTP, and waits (bounded, polling) for what the
 forge receives. A wait that times out fails with what it saw and the server's log tail.
-The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md).
+The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md); builds'
+packages come from the stand-in's signed upstream, served on 127.0.0.1 per module
+(tests/runner/packages/upstream.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sandbox.host import V1_CONTROLLERS, detect_host
 from tests.conftest import require, require_root, require_tool
 from tests.e2e.fakeforge import FakeForge, run_fake_forge
 from tests.e2e.fakeforge_state import Forge, StatusRecord
+from tests.runner.packages.upstream import UPSTREAM, UpstreamServer, serve_upstream
 
 STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
 GITHUB_SECRET = "e2e-github-webhook-secret"
@@ -61,8 +64,9 @@ def require_sandbox() -> Path:
     require_tool("systemd-nspawn")
     require(
         (STANDIN / "base" / "build" / "output").is_dir()
-        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
-        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
     )
     return STANDIN
 
@@ -205,20 +209,52 @@ def gitlab_push(path: str, project_id: int, sha: str, ref: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Repos:
-    """The repositories a server's config lists."""
+    """The repositories a server's config lists.
+
+    Attributes:
+        github: GitHub repositories.
+        gitlab: GitLab projects.
+        booted: Repositories whose ISOs are boot tested (default policy); the
+            others' are not.
+        extra: More TOML lines for some repositories' `[[repos]]` tables (package
+            source overrides), by name.
+    """
 
     github: Sequence[str] = ()
     gitlab: Sequence[str] = ()
     booted: Sequence[str] = ()
-    """Repositories whose ISOs are boot tested (default policy); the others' are not."""
+    extra: dict[str, str] | None = None
 
 
-def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
+def packages_text(root: Path, upstream: UpstreamServer, *, max_cache: str = "1G") -> str:
+    """The `[packages]` section: the test upstream's mirror and archive, its keyring."""
+    return f"""
+[packages]
+cache_dir = "{root}/packages"
+max_cache_bytes = "{max_cache}"
+keyring = "{UPSTREAM}/keyring"
+repositories = ["core", "extra"]
+mirrors = ["{upstream.url}/mirror/$repo/os/$arch"]
+archive_url = "{upstream.url}/archive"
+download_attempts = 2
+download_timeout_seconds = 5
+[[packages.extra_repos]]
+name = "custom"
+servers = ["{upstream.url}/custom/$repo/os/$arch"]
+sig_level = "Optional TrustAll"
+"""
+
+
+def config_text(
+    root: Path, port: int, forge: FakeForge, repos: Repos, upstream: UpstreamServer
+) -> str:
     """An isorunner config keeping all state under `root`, every forge URL at `forge`."""
+    extra = repos.extra or {}
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
         'branches = ["main", "feature/*"]\nrelease_tags = ["v*"]\n'
         + ("" if name in repos.booted else 'boot_test = "off"\n')
+        + extra.get(name, "")
         for kind, names in (("github", repos.github), ("gitlab", repos.gitlab))
         for name in names
     )
@@ -258,6 +294,7 @@ url = "{forge.base_url}/gitlab"
 webhook_secret = "{GITLAB_SECRET}"
 token = "{GITLAB_TOKEN}"
 status_name = "{CONTEXT}"
+{packages_text(root, upstream)}
 {entries}"""
 
 
@@ -425,7 +462,12 @@ class Isorunner:
         def probe() -> list[str] | None:
             held = sandbox_leftovers(self, build_id)
             running = self.build(build_id)["state"] == "running"
-            return held if running and any(h.startswith("process ") for h in held) else None
+            # The packages step runs pacman under the sandbox root too: wait for the
+            # container itself (its overlay is mounted).
+            up = any(h.startswith("process ") for h in held) and any(
+                h.startswith("mount ") for h in held
+            )
+            return held if running and up else None
 
         return self.wait_for(f"build {build_id} to run in its container", probe, timeout=timeout)
 
@@ -459,11 +501,11 @@ def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     return lambda seen: bool(seen) and seen[-1].state in states
 
 
-def make_server(root: Path, forge: FakeForge, repos: Repos) -> Isorunner:
+def make_server(root: Path, forge: FakeForge, repos: Repos, upstream: UpstreamServer) -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
-    config.write_text(config_text(root, port, forge, repos))
+    config.write_text(config_text(root, port, forge, repos, upstream))
     return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
 
 
@@ -537,6 +579,13 @@ def state_root(tmp_path_factory: pytest.TempPathFactory, standin: Path) -> Itera
 def forge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeForge]:
     """A fake GitHub + GitLab on 127.0.0.1 shared by a module's tests."""
     with run_fake_forge(tmp_path_factory.mktemp("forge")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def upstream(standin: Path) -> Iterator[UpstreamServer]:
+    """The stand-in's signed package upstream, served on 127.0.0.1 for the module."""
+    with serve_upstream(UPSTREAM / "www") as running:
         yield running
 
 

@@ -85,6 +85,7 @@ class FakeSandbox:
         self.seen_epochs: list[int] = []
         self.log_lines: list[str] = []
         self.discard_errors: list[Exception] = []
+        self.seen_repos: list[Path | None] = []
 
     async def run(
         self,
@@ -94,9 +95,11 @@ class FakeSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         assert (profile_dir / "profiledef.sh").is_file()
         self.seen_epochs.append(source_date_epoch)
+        self.seen_repos.append(package_repo)
         self.started.set()
         await log_sink("[mkarchiso] INFO: building")
         for line in self.log_lines:

@@ -18,8 +18,16 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from runner.check import DiskUsage, check_base, check_boot, check_disk, run_checks
+from runner.check import (
+    DiskUsage,
+    check_base,
+    check_boot,
+    check_disk,
+    check_packages,
+    run_checks,
+)
 from runner.hosttools import Which, host_system
+from runner.packages.settings import PackagesSettings
 from runner.settings import (
     GitHubSettings,
     GitLabSettings,
@@ -72,6 +80,7 @@ def make_settings(
             webhook_secret=SecretStr("whsecret-gitlab"),
             token=None if gitlab_token is None else SecretStr(gitlab_token),
         ),
+        packages=PackagesSettings(keyring=tmp_path / "keyring", cache_dir=tmp_path / "packages"),
         repos=repos,
     )
 
@@ -83,9 +92,10 @@ def make_base(settings: Settings, *, uid_base: int = UID_BASE) -> Path:
         (base / point).mkdir(parents=True)
     manifest = base / MANIFEST
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(
-        json.dumps({"created": "2025-03-01T00:00:00Z", "uid_base": uid_base, "packages": {}})
-    )
+    manifest.write_text(json.dumps({"created": "2025-03-01T00:00:00Z", "uid_base": uid_base}))
+    # The package keyring setup-sandbox.sh makes beside it.
+    settings.packages.keyring.mkdir(parents=True)
+    (settings.packages.keyring / "pubring.gpg").write_bytes(b"")
     return base
 
 
@@ -214,6 +224,22 @@ def test_check_disk_passes_with_room(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- forges, whole run
+
+
+def test_check_packages_needs_tools_keyring_and_cache(tmp_path: Path) -> None:
+    """Package sync needs pacman and gpg, the keyring, and a writable cache directory."""
+    settings = make_settings(tmp_path)
+    assert check_packages(settings, which=lambda tool: None).message.startswith(
+        "pacman and gpg missing"
+    )
+    found = check_packages(settings, which=lambda tool: f"/usr/bin/{tool}")
+    assert not found.ok
+    assert "no keyring at" in found.message
+    assert "run scripts/setup-sandbox.sh" in found.message
+    make_base(settings)
+    found = check_packages(settings, which=lambda tool: f"/usr/bin/{tool}")
+    assert found.ok, found
+    assert found.message.endswith("(up to 20G), 1 mirror(s)")
 
 
 @pytest.mark.anyio

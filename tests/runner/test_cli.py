@@ -22,6 +22,8 @@ import pytest
 from runner.__main__ import config_path, main
 from runner.service import freeze_startup_objects
 from tests.conftest import require, require_root, require_tool
+from tests.e2e.conftest import packages_text
+from tests.runner.packages.upstream import UPSTREAM, serve_upstream
 
 SECRET = "cli-test-webhook-secret"
 
@@ -251,48 +253,75 @@ def test_serve_refuses_bad_signature(
 STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
 
 
+def _iso_files(iso: Path, tmp: Path) -> Path:
+    """Extract the ISO's airootfs squashfs and return the unpacked tree."""
+    sfs = tmp / "airootfs.sfs"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso),
+         "-extract", "/arch/x86_64/airootfs.sfs", str(sfs)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    tree = tmp / "tree"
+    subprocess.run(["unsquashfs", "-q", "-d", str(tree), str(sfs)], capture_output=True, check=True)
+    return tree
+
+
 @pytest.mark.integration
 def test_main_build_writes_iso_and_sums_with_the_given_date(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`isorunner build` runs the real sandbox and leaves a verified ISO and its sums in --out."""
+    """`isorunner build` syncs the profile's packages, builds in the real sandbox, sums the ISO."""
     require_root()
     require_tool("systemd-nspawn")
+    require_tool("unsquashfs")
     require(
-        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
-        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
     )
     root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"  # overlayfs needs a disk
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
-        'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
-    )
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    with (profile / "packages.x86_64").open("a") as handle:
+        handle.write("# not in the base: synced on the host\nisorunner-hello\n")
+    profile.joinpath("pacman.conf").write_text("[core]\n[extra]\n")
     out = tmp_path / "out"
+    config = tmp_path / "c.toml"
     try:
-        code = main(
-            [
-                "build",
-                str(STANDIN / "profiles" / "minimal"),
-                "--out",
-                str(out),
-                "--config",
-                str(config),
-                "--source-date-epoch",
-                "1735787045",
-                # The minimal profile has no boot loader (profiles/boot/ boots: see
-                # tests/e2e/test_boot_e2e.py).
-                "--boot-test",
-                "off",
-            ]
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+                + packages_text(root, upstream)
+            )
+            code = main(
+                [
+                    "build",
+                    str(profile),
+                    "--out",
+                    str(out),
+                    "--config",
+                    str(config),
+                    "--source-date-epoch",
+                    "1735787045",
+                    "--boot-test",
+                    "off",
+                ]
+            )
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        assert "[mkarchiso] INFO" in printed.out
+        assert "[isorunner] packages: 7 names from packages.x86_64; repositories core, extra" in (
+            printed.out
         )
+        assert "[isorunner] packages: 8 ready (" in printed.out
+        iso = out / "isorunner-minimal-1.0-x86_64.iso"
+        assert iso.is_file()
+        tree = _iso_files(iso, tmp_path)
+        assert (tree / "usr/lib/isorunner-hello/libhello.txt").read_text() == "libhello 1.0\n"
+        assert (tree / "usr/bin/isorunner-hello").is_file()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "[mkarchiso] INFO" in printed.out
-    iso = out / "isorunner-minimal-1.0-x86_64.iso"
-    assert iso.is_file()
     check = subprocess.run(
         ["sha256sum", "-c", "sha256sums"], cwd=out, capture_output=True, text=True, check=False
     )
@@ -305,3 +334,33 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
         ["xorriso", "-indev", str(iso), "-pvd_info"], capture_output=True, text=True, check=False
     )
     assert "2025010203040500" in pvd.stdout, pvd.stdout  # volume dates = the epoch given
+
+
+@pytest.mark.integration
+def test_main_build_fails_before_the_container_on_a_missing_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`isorunner build` of a profile naming an unknown package fails, naming it, unbuilt."""
+    require_root()
+    require((UPSTREAM / "stamp").is_file(), f"the stand-in upstream in {UPSTREAM}")
+    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    (profile / "packages.x86_64").write_text("isorunner-base\nno-such-package\n")
+    config = tmp_path / "c.toml"
+    try:
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                + packages_text(root, upstream)
+            )
+            code = main(["build", str(profile), "--out", str(tmp_path / "o"), "--config",
+                         str(config), "--boot-test", "off"])  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "isorunner: build failed: package not found: no-such-package (searched core)" in (
+        printed.err
+    )
+    assert "[mkarchiso]" not in printed.out

@@ -36,12 +36,13 @@ EPOCH = 1700000000  # 2023-11-14 22:13:20 UTC
 
 @pytest.fixture
 def standin() -> Path:
-    """The stand-in base and its minimal profile (built by tests/standin/build-standin.sh)."""
+    """The stand-in base, its minimal profile and its packages as a build repository."""
     require_root()
     require_tool("systemd-nspawn")
     require(
         (STANDIN / "base" / "build" / "output").is_dir()
-        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
+        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (STANDIN / "repo" / "isorunner.db").is_file(),
         f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
     )
     return STANDIN
@@ -139,7 +140,11 @@ async def test_build_sandbox_run_builds_an_iso_with_the_given_date_and_metadata(
     sandbox = BuildSandbox(config)
     log = Log()
     result = await sandbox.run(
-        "it-ok", _profile(standin, tmp_path), source_date_epoch=EPOCH, log_sink=log
+        "it-ok",
+        _profile(standin, tmp_path),
+        source_date_epoch=EPOCH,
+        package_repo=standin / "repo",
+        log_sink=log,
     )
     (iso,) = result.isos
     pvd, airootfs = _inspect_iso(iso, tmp_path)
@@ -205,6 +210,7 @@ async def test_build_sandbox_contains_profile_attacks(
                 f"it-{name}",
                 _profile(standin, tmp_path, ATTACKS[name] + "\nexit 42"),
                 source_date_epoch=EPOCH,
+                package_repo=standin / "repo",
                 log_sink=log,
             )
     finally:
@@ -229,6 +235,7 @@ async def test_build_sandbox_reports_out_of_memory(
             "it-oom",
             _profile(standin, tmp_path, "tail /dev/zero\nexit 1"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -245,6 +252,7 @@ async def test_build_sandbox_contains_a_fork_bomb(
             "it-forkbomb",
             _profile(standin, tmp_path, "f(){ f|f& }; f; sleep 2; exit 1"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -262,6 +270,7 @@ async def test_build_sandbox_enforces_the_cpu_quota(
         _profile(standin, tmp_path),
         ["/bin/sh", "-c", burn],
         source_date_epoch=EPOCH,
+        package_repo=standin / "repo",
         log_sink=Log(),
     )
     assert result.cpu_seconds is not None
@@ -285,6 +294,7 @@ async def test_build_sandbox_stops_a_build_that_fills_the_output(
                 "while :; do head -c 8M /dev/zero >> /build/output/fill; sleep 0.05; done",
             ),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -310,6 +320,7 @@ async def test_build_sandbox_rejects_poisoned_output(
             "it-poison",
             _profile(standin, tmp_path, poison),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -331,6 +342,7 @@ async def test_build_sandbox_timeout_leaves_nothing_running(
             "it-timeout",
             _profile(standin, tmp_path, "(setsid sleep 1000 &); nohup sleep 1001 & sleep 1002"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
             on_warning=on_warning,
         )
@@ -352,6 +364,7 @@ async def test_build_sandbox_cancellation_cleans_up_like_a_timeout(
             "it-cancel",
             _profile(standin, tmp_path, "sleep 1003"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     )
