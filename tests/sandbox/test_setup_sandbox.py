@@ -42,7 +42,7 @@ def run_script(
         text=True,
         env=full_env,
         check=False,
-        timeout=120,
+        timeout=600,  # a ceiling for a hung script, not a speed limit (a loaded host needed >120 s)
     )
 
 
