@@ -1,9 +1,13 @@
-"""One build from start to end: fetch the profile, build it, sum it, publish it.
+"""One build from start to end: fetch the profile, build it, keep its files with their sums.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
 that the commit status shows. Every path out of `Pipeline.run` returns an `Outcome`;
 the temporary workspace and the sandbox's per-build directories are always removed.
+
+A build ends once its files are on disk: publishing a tag's release is not part of it.
+The SUCCEED that the worker stores queues the release in the same transaction, and
+`runner.publish` publishes the files from disk, across restarts and forge outages.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
-from runner.jobs import Event
+from runner.jobs import Event, publishes_release
 from runner.metrics import Metrics
 from sandbox import (
     BuildFailed,
@@ -40,7 +44,7 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
+from webhooks.build import BuildRecord, BuildRequest, Forge, artifacts_dir
 
 _log = structlog.get_logger()
 
@@ -279,19 +283,13 @@ class Pipeline:
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
         files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
-        detail = f"ISO built in {_duration(result.duration_seconds)}"
-        if request.kind is RefKind.TAG and request.trusted:
-            log.write_line(f"[isorunner] publishing release {request.ref_name}")
-            url = await client.publish_release(
-                request.repo,
-                request.ref_name,
-                files,
-                name=request.ref_name,
-                body=f"Built by isorunner from {request.commit_sha}.",
+        log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+        if publishes_release(request):
+            log.write_line(
+                f"[isorunner] release {request.ref_name} queued: it is published from these "
+                "files after the build (its progress is on the build page)"
             )
-            log.write_line(f"[isorunner] release published: {url}")
-            detail += "; release published"
-        return Outcome(Event.SUCCEED, detail)
+        return Outcome(Event.SUCCEED, f"ISO built in {_duration(result.duration_seconds)}")
 
 
 class LogSinkWriter(Protocol):

@@ -31,6 +31,7 @@ from runner.forges.tokens import StaticToken, TokenProvider
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
+from runner.publish import Publisher
 from runner.settings import Settings
 from runner.store import JobStore, open_store
 from runner.worker import Worker
@@ -227,10 +228,20 @@ async def running_service(
             logs=logs,
             metrics=metrics,
         )
+        notifier = Notifier(store, clients, metrics=metrics)
+        publisher = Publisher(
+            store,
+            clients,
+            artifacts_root=settings.sandbox.iso_output_root,
+            base_url=base_url,
+            metrics=metrics,
+            statuses_enqueued=notifier.wake,
+        )
         worker = Worker(
             store,
             pipeline,
-            Notifier(store, clients, metrics=metrics),
+            notifier,
+            publisher=publisher,
             base_url=base_url,
             max_concurrent=settings.sandbox.max_concurrent_builds,
             cleanup_stale=sandbox.cleanup_stale,

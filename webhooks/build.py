@@ -104,6 +104,69 @@ class BuildRequest:
         return self.ref
 
 
+class ReleaseState(enum.StrEnum):
+    """Where a tag build's release is: the runner's outbox publishes it after the build.
+
+    `queued` until the first attempt, `publishing` while an attempt runs, `retrying`
+    after an attempt failed (`next_attempt_at` says when the next one starts), then
+    `published`, or `refused` when the forge refused it for good.
+    """
+
+    QUEUED = "queued"
+    PUBLISHING = "publishing"
+    RETRYING = "retrying"
+    PUBLISHED = "published"
+    REFUSED = "refused"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether publishing is over (published or refused)."""
+        return self in (ReleaseState.PUBLISHED, ReleaseState.REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFile:
+    """One file of a release, as the runner publishes it.
+
+    Attributes:
+        name: The file (and asset) name.
+        size: Its size in bytes.
+        sha256: Its SHA-256, lowercase hex.
+        uploaded: Whether the forge holds it whole (uploaded, or found there).
+    """
+
+    name: str
+    size: int
+    sha256: str
+    uploaded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The publishing of a tag build's release: its progress and its result.
+
+    Attributes:
+        tag: The tag released.
+        state: Where publishing is.
+        attempts: How many attempts failed so far.
+        next_attempt_at: When the next attempt is due (UTC), while one is to come.
+        last_error: Why the last attempt failed, or why the forge refused; "" if none.
+        url: The release's page on the forge once published, else "".
+        files: The files published, in publishing order (empty before the first
+            attempt has read the build's artifacts).
+        updated_at: When any of this last changed (UTC).
+    """
+
+    tag: str
+    state: ReleaseState
+    updated_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str = ""
+    url: str = ""
+    files: tuple[ReleaseFile, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class BuildRecord:
     """A stored build: its request, its state and its timings.
@@ -117,6 +180,8 @@ class BuildRecord:
         finished_at: When it reached a final state, else None.
         detail: A short human-readable note on the state (why it failed, who
             superseded it); empty when there is nothing to add.
+        release: The release this build publishes (trusted tag builds that
+            succeeded), else None.
     """
 
     id: int
@@ -126,6 +191,7 @@ class BuildRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     detail: str = ""
+    release: Release | None = None
 
 
 class Submission(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from webhooks.api import MAX_LIMIT
-from webhooks.build import BuildState, Forge, RefKind
+from webhooks.build import BuildState, Forge, RefKind, ReleaseState
 
 _REF = "#/components/schemas/"
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
@@ -112,6 +112,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at",
             "finished_at",
             "request",
+            "release",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -121,6 +122,40 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
             "request": {"$ref": _REF + "BuildRequest"},
+            "release": {
+                "oneOf": [{"type": "null"}, {"$ref": _REF + "Release"}],
+                "description": "The release a succeeded trusted tag build publishes, else null.",
+            },
+        },
+    },
+    "Release": {
+        "type": "object",
+        "description": "Publishing of a tag build's release, after the build, retried until done.",
+        "required": [
+            *("tag", "state", "attempts", "next_attempt_at", "last_error", "url"),
+            *("updated_at", "files"),
+        ],
+        "properties": {
+            "tag": {"type": "string"},
+            "state": {"type": "string", "enum": [*ReleaseState]},
+            "attempts": {"type": "integer", "description": "Failed attempts so far."},
+            "next_attempt_at": _NULLABLE_TIME,
+            "last_error": {"type": "string", "description": "Why the last attempt failed."},
+            "url": {**_NULLABLE_STRING, "description": "The release page, once published."},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "files": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "size", "sha256", "uploaded"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "sha256": {"type": "string"},
+                        "uploaded": {"type": "boolean", "description": "The forge has it whole."},
+                    },
+                },
+            },
         },
     },
     "BuildList": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -12,7 +13,7 @@ from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, WebStore
 from webhooks.api import check_admin, parse_listing
 from webhooks.app import create_app
-from webhooks.build import BuildState
+from webhooks.build import BuildState, Release, ReleaseFile, ReleaseState
 from webhooks.config import WebhookConfig
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
@@ -97,6 +98,32 @@ def test_api_builds_refuses_bad_parameters(client: TestClient, query: str) -> No
 def test_api_build_detail_unknown_is_404(client: TestClient) -> None:
     """An unknown build is 404."""
     assert client.get("/api/builds/77").status_code == 404
+
+
+def test_api_build_detail_shows_a_release_retrying_and_its_progress(
+    client: TestClient, store: WebStore
+) -> None:
+    """A tag build's release: state, failed attempts, next attempt, error and files so far."""
+    files = (ReleaseFile("a.iso", 3, "ab" * 32, uploaded=True), ReleaseFile("b2sums", 9, "cd"))
+    retry_at = T0 + timedelta(minutes=2)
+    waiting = Release(
+        "v1", ReleaseState.RETRYING, T0, 3, retry_at, "the forge answered 504", "", files
+    )
+    built = store.add(state=BuildState.SUCCEEDED, release=waiting)
+    assert client.get(f"/api/builds/{built.id}").json()["release"] == {
+        "tag": "v1",
+        "state": "retrying",
+        "attempts": 3,
+        "next_attempt_at": "2025-03-01T12:02:00+00:00",
+        "last_error": "the forge answered 504",
+        "url": None,
+        "updated_at": "2025-03-01T12:00:00+00:00",
+        "files": [
+            {"name": "a.iso", "size": 3, "sha256": "ab" * 32, "uploaded": True},
+            {"name": "b2sums", "size": 9, "sha256": "cd", "uploaded": False},
+        ],
+    }
+    assert client.get("/api/builds/1").json()["release"] is None
 
 
 @pytest.mark.parametrize("action", ["cancel", "retry"])

@@ -23,6 +23,7 @@ from webhooks.build import (
     BuildState,
     ReadinessCheck,
     ReadinessProbe,
+    Release,
 )
 from webhooks.exceptions import BuildConflict, BuildNotFound
 
@@ -39,6 +40,7 @@ class WebStore(MemoryStore):
         state: BuildState = BuildState.QUEUED,
         detail: str = "",
         ran_seconds: float | None = None,
+        release: Release | None = None,
     ) -> BuildRecord:
         """Store a build directly in `state` and return it."""
         build_id = len(self.records) + 1
@@ -54,6 +56,7 @@ class WebStore(MemoryStore):
             started_at=started,
             finished_at=finished,
             detail=detail,
+            release=release,
         )
         self.records[build_id] = record
         return record
