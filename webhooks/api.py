@@ -123,6 +123,7 @@ def release_json(release: Release | None) -> dict[str, Any] | None:
         "tag": release.tag,
         "state": str(release.state),
         "attempts": release.attempts,
+        "refusals": release.refusals,
         "next_attempt_at": _iso(release.next_attempt_at),
         "last_error": release.last_error,
         "url": release.url or None,

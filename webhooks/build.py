@@ -149,6 +149,8 @@ class Release:
         tag: The tag released.
         state: Where publishing is.
         attempts: How many attempts failed so far.
+        refusals: How many of the latest attempts in a row the forge refused (not an
+            outage); past a few, the release is refused for good.
         next_attempt_at: When the next attempt is due (UTC), while one is to come.
         last_error: Why the last attempt failed, or why the forge refused; "" if none.
         url: The release's page on the forge once published, else "".
@@ -165,6 +167,7 @@ class Release:
     last_error: str = ""
     url: str = ""
     files: tuple[ReleaseFile, ...] = ()
+    refusals: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,13 +132,17 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "description": "Publishing of a tag build's release, after the build, retried until done.",
         "required": [
-            *("tag", "state", "attempts", "next_attempt_at", "last_error", "url"),
+            *("tag", "state", "attempts", "refusals", "next_attempt_at", "last_error", "url"),
             *("updated_at", "files"),
         ],
         "properties": {
             "tag": {"type": "string"},
             "state": {"type": "string", "enum": [*ReleaseState]},
             "attempts": {"type": "integer", "description": "Failed attempts so far."},
+            "refusals": {
+                "type": "integer",
+                "description": "The latest attempts in a row the forge refused (not outages).",
+            },
             "next_attempt_at": _NULLABLE_TIME,
             "last_error": {"type": "string", "description": "Why the last attempt failed."},
             "url": {**_NULLABLE_STRING, "description": "The release page, once published."},

@@ -15,8 +15,9 @@ time per release:
 - success records `published` with the release's URL; a failure records `retrying`
   with the next attempt's time (2 s doubling to 10 minutes, forever for outages), or
   `refused` for good: at once when no attempt can ever succeed (`ForgeError.final`,
-  or the build's files are gone), after `REFUSAL_ATTEMPTS` for other refusals (a
-  token or permission a person may still fix);
+  or the build's files are gone), after `REFUSAL_ATTEMPTS` refusals in a row for
+  other refusals (a token or permission a person may still fix; outages in between
+  do not count, and reset the count);
 - every outcome is recorded together with the commit status that says it ("ISO
   built; release published", "…; publishing the release (attempt 3, retrying in
   2 min)", "…; release refused: …"), and counted in the metrics.
@@ -57,7 +58,7 @@ from webhooks.build import (
 _log = structlog.get_logger()
 
 REFUSAL_ATTEMPTS: Final = 5
-"""Attempts before a release the forge refuses (401, 403, 404, 422) is given up.
+"""Refusals in a row before a release the forge refuses (401, 403, 404, 422) is given up.
 
 A few, as for statuses: a token may be renewed or a permission granted meanwhile.
 Outages and rate limits are retried until they end; final refusals (a file too large,
@@ -91,7 +92,7 @@ class Publisher:
         clock: The current UTC time (tests pass a fake one).
         poll_seconds: How often the outbox is checked without a wake-up.
         metrics: Counts attempts by forge and result; None counts nothing.
-        refusal_attempts: Attempts before a refusal that is not final is given up.
+        refusal_attempts: Refusals in a row before a release is given up (unless final).
         statuses_enqueued: Called after a commit status was enqueued (the notifier's
             `wake`), so that it goes out at once.
     """
@@ -238,6 +239,7 @@ class Publisher:
             url=url,
             next_attempt_at=None,
             last_error="",
+            refusals=0,
             files=tuple(dataclasses.replace(f, uploaded=True) for f in current.files),
             updated_at=self._clock(),
         )
@@ -291,12 +293,14 @@ class Publisher:
         transient: bool,
     ) -> ReleaseState:
         attempts = release.attempts + 1
+        refusals = 0 if transient else release.refusals + 1
         now = self._clock()
-        if final or (not transient and attempts >= self._refusal_attempts):
+        if final or refusals >= self._refusal_attempts:
             refused = dataclasses.replace(
                 release,
                 state=ReleaseState.REFUSED,
                 attempts=attempts,
+                refusals=refusals,
                 next_attempt_at=None,
                 last_error=error,
                 updated_at=now,
@@ -309,6 +313,7 @@ class Publisher:
             release,
             state=ReleaseState.RETRYING,
             attempts=attempts,
+            refusals=refusals,
             next_attempt_at=retry_at,
             last_error=error,
             updated_at=now,

@@ -24,11 +24,11 @@ from runner.store.schema import (
 from webhooks.build import BuildRecord, Release, ReleaseState
 
 _UPSERT = (
-    f"INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 -- constant columns
+    f"INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 -- constant columns
     " ON CONFLICT (build_id) DO UPDATE SET tag = excluded.tag, state = excluded.state,"
     " attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,"
     " last_error = excluded.last_error, url = excluded.url, files = excluded.files,"
-    " updated_at = excluded.updated_at"
+    " updated_at = excluded.updated_at, refusals = excluded.refusals"
 )
 
 

@@ -91,7 +91,8 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
             last_error TEXT NOT NULL DEFAULT '',
             url TEXT NOT NULL DEFAULT '',
             files TEXT NOT NULL DEFAULT '[]',
-            updated_at TEXT NOT NULL
+            updated_at TEXT NOT NULL,
+            refusals INTEGER NOT NULL DEFAULT 0
         )
         """,
         "CREATE INDEX releases_by_state ON releases (state)",
@@ -110,7 +111,7 @@ BUILD_COLUMNS: Final = (
 NOTIFICATION_COLUMNS: Final = "id, build_id, kind, payload, attempts, next_attempt_at, last_error"
 
 RELEASE_COLUMNS: Final = (
-    "build_id, tag, state, attempts, next_attempt_at, last_error, url, files, updated_at"
+    "build_id, tag, state, attempts, next_attempt_at, last_error, url, files, updated_at, refusals"
 )
 
 
@@ -244,6 +245,7 @@ def release_params(build_id: int, release: Release) -> tuple[object, ...]:
         release.url,
         json.dumps(files),
         encode_time(release.updated_at),
+        release.refusals,
     )
 
 
@@ -271,6 +273,7 @@ def release_from_row(row: Sequence[object]) -> tuple[int, Release]:
         url=_text(row[6]),
         files=files,
         updated_at=decode_time(_text(row[8])),
+        refusals=_int(row[9]),
     )
 
 

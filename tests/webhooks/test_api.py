@@ -114,6 +114,7 @@ def test_api_build_detail_shows_a_release_retrying_and_its_progress(
         "tag": "v1",
         "state": "retrying",
         "attempts": 3,
+        "refusals": 0,
         "next_attempt_at": "2025-03-01T12:02:00+00:00",
         "last_error": "the forge answered 504",
         "url": None,

@@ -202,6 +202,24 @@ async def test_publisher_gives_up_a_refusal_after_the_attempts(rig: Rig) -> None
     )
 
 
+async def test_publisher_counts_only_refusals_in_a_row(rig: Rig) -> None:
+    """Refusals broken by an outage start counting again: a long outage refuses nothing."""
+    build_id = await rig.tag_build()
+    refusal = Forbidden("the forge answered 403")
+    almost = [refusal] * (REFUSAL_ATTEMPTS - 1)
+    rig.forge.release_errors = [*almost, ForgeUnavailable("down"), *almost]
+    for _ in range(2 * REFUSAL_ATTEMPTS):
+        await rig.publisher.publish_due()
+        rig.clock.advance(600)
+    release = (await rig.record(build_id)).release
+    assert release is not None
+    assert (release.state, release.attempts, release.refusals) == (
+        ReleaseState.PUBLISHED,
+        2 * REFUSAL_ATTEMPTS - 1,
+        0,
+    )
+
+
 async def test_publisher_refuses_at_once_what_no_attempt_can_fix(rig: Rig) -> None:
     """A final error (an ISO over the forge's limit) is refused at the first attempt."""
     build_id = await rig.tag_build()
