@@ -400,6 +400,17 @@ class Isorunner:
 
         return self.wait_for(f"build {build_id} to finish", probe, timeout=timeout)
 
+    def wait_release(self, build_id: int, *, timeout: float = BUILD_SECONDS) -> dict[str, object]:
+        """Wait until the build's release is published or refused; return it (API form)."""
+
+        def probe() -> dict[str, object] | None:
+            release = self.build(build_id).get("release")
+            if isinstance(release, dict) and release["state"] in ("published", "refused"):
+                return release
+            return None
+
+        return self.wait_for(f"the release of build {build_id}", probe, timeout=timeout)
+
     def wait_in_container(self, build_id: int, *, timeout: float = 30) -> list[str]:
         """Wait until the build runs and its container process is up; return what it holds.
 
@@ -442,6 +453,12 @@ class Isorunner:
 def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     """A `done` predicate: the last status is in one of `states`."""
     return lambda seen: bool(seen) and seen[-1].state in states
+
+
+def release_settled(seen: list[StatusRecord]) -> bool:
+    """A `done` predicate: the last status says the release was published or refused."""
+    text = seen[-1].description or "" if seen else ""
+    return text.endswith("release published") or "release refused" in text
 
 
 def make_server(root: Path, forge: FakeForge, repos: Repos) -> Isorunner:
