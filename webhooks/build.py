@@ -279,6 +279,14 @@ class BuildControl(Protocol):
         """Queue a new build of a finished build's request; return the new id."""
         ...
 
+    async def publish(self, build_id: int) -> BuildRecord:
+        """Publish a succeeded trusted tag build's files again, without rebuilding.
+
+        For a release refused for good (after the token or the forge was fixed) or
+        published and then deleted. Returns the build, its release queued again.
+        """
+        ...
+
 
 SHA256_SUMS: Final = "sha256sums"
 """The file beside a build's ISOs listing their SHA-256 sums (`sha256sum -c` reads it)."""

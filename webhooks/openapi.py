@@ -393,6 +393,10 @@ def describe(public_url: str) -> dict[str, Any]:
                 "Build a finished build's commit again, as a new build",
                 {"202": _json("Queued", "The new build.")},
             ),
+            "/api/builds/{build_id}/publish": _admin(
+                "Publish a succeeded tag build's release again, from its files, no rebuild",
+                {"202": _json("Build", "The build, its release queued.")},
+            ),
             "/api/openapi.json": {
                 "get": {
                     "summary": "This description",

@@ -127,7 +127,7 @@ def test_api_build_detail_shows_a_release_retrying_and_its_progress(
     assert client.get("/api/builds/1").json()["release"] is None
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 @pytest.mark.parametrize(
     "headers",
     [
@@ -151,7 +151,7 @@ def test_admin_calls_need_the_token(
     assert len(store.records) == 3
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 def test_admin_calls_without_a_configured_token_are_403(store: WebStore, action: str) -> None:
     """With no admin token configured, the admin API is off for everyone."""
     with _client(store, None) as client:
@@ -175,9 +175,9 @@ def test_cancel_finished_build_is_409(client: TestClient) -> None:
     assert "succeeded" in response.json()["error"]
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 def test_admin_call_on_unknown_build_is_404(client: TestClient, action: str) -> None:
-    """Cancel and retry of an unknown build are 404."""
+    """Cancel, retry and publish of an unknown build are 404."""
     assert client.post(f"/api/builds/99/{action}", headers=AUTH).status_code == 404
 
 
@@ -187,6 +187,17 @@ def test_retry_finished_build_queues_a_new_one(client: TestClient, store: WebSto
     assert response.status_code == 202
     assert response.json() == {"build_id": 4, "url": "https://ci.example.org/builds/4"}
     assert store.records[4].request == store.records[1].request
+
+
+def test_publish_queues_a_succeeded_builds_release_again(
+    client: TestClient, store: WebStore
+) -> None:
+    """Publish answers 202 with the build, its release queued; a running build is 409."""
+    response = client.post("/api/builds/1/publish", headers=AUTH)
+    assert response.status_code == 202
+    assert response.json()["release"]["state"] == "queued"
+    assert client.post("/api/builds/2/publish", headers=AUTH).status_code == 409
+    assert len(store.records) == 3  # nothing rebuilt
 
 
 def test_retry_unfinished_build_is_409(client: TestClient) -> None:

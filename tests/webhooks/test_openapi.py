@@ -213,6 +213,8 @@ def _calls() -> list[tuple[str, str, dict[str, str], bytes]]:
         ("post", "/api/builds/2/retry", AUTH, b""),
         ("post", "/api/builds/1/retry", AUTH, b""),
         ("post", "/api/builds/2/cancel", AUTH, b""),
+        ("post", "/api/builds/3/publish", AUTH, b""),
+        ("post", "/api/builds/2/publish", AUTH, b""),
         ("get", "/api/openapi.json", {}, b""),
         ("get", "/healthz", {}, b""),
         ("get", "/readyz", {}, b""),
