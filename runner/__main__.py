@@ -60,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="SOURCE_DATE_EPOCH for the build (default: the newest file time in the profile)",
     )
+    build.add_argument(
+        "--boot-test",
+        choices=("required", "advisory", "off"),
+        default="required",
+        help="boot the ISO in QEMU as [boot_test] says: required (a failed boot fails the "
+        "command; the default), advisory (reported only) or off",
+    )
     return top
 
 
@@ -71,7 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = config_path(args.config)
             settings = load_settings(path) if args.config or path.exists() else Settings()
             return anyio.run(
-                build_locally, settings, args.profile, args.out, args.source_date_epoch
+                build_locally,
+                settings,
+                args.profile,
+                args.out,
+                args.source_date_epoch,
+                args.boot_test,
             )
         settings = load_settings(config_path(args.config))
         if args.command == "check":

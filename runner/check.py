@@ -1,7 +1,8 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
 I/O shell: looks at the tools, the sandbox base and its manifest, free disk space and
-the database, and makes one read-only API call per configured repository with that
+the database; boots QEMU's probe guest in the sandbox (does the boot test run, does
+KVM really work); and makes one read-only API call per configured repository with that
 forge's token (through the real `ForgeTransport`). Each finding is printed on its own
 line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
 """
@@ -14,8 +15,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
+import anyio
 import httpx
 
 from runner.exceptions import RunnerError
@@ -25,8 +27,10 @@ from runner.forges.exceptions import ForgeError
 from runner.forges.tokens import TokenProvider
 from runner.settings import Settings
 from runner.store import open_store
-from runner.wiring import USER_AGENT, github_tokens, sandbox_config
-from sandbox import BaseMissing, parse_size, validate_base
+from runner.wiring import USER_AGENT, boot_tester, github_tokens, sandbox_config
+from sandbox import Accelerator, BaseMissing, SandboxError, parse_size, validate_base
+from sandbox.base import missing_mount_points
+from sandbox.vm import UefiFirmware
 from webhooks.build import Forge
 
 #: A check must not hang on a dead forge for the transport's two-minute retry budget.
@@ -265,12 +269,73 @@ async def check_forges(
         ]
 
 
+class BootProbe(Protocol):
+    """What `check_boot` asks of `sandbox.BootTester` (tests give a fake)."""
+
+    async def probe(self, accelerator: Accelerator) -> tuple[bool, str]:
+        """Boot the probe guest; whether it ran, and what happened."""
+        ...
+
+    async def accelerator(self) -> tuple[Accelerator, str]:
+        """KVM if it really works, else TCG, and why."""
+        ...
+
+    def uefi_firmware(self) -> UefiFirmware:
+        """OVMF's files in the base (raises SetupError without)."""
+        ...
+
+
+async def check_boot(settings: Settings, *, tester: BootProbe | None = None) -> list[Finding]:
+    """Whether the boot test can run: QEMU in the sandbox, OVMF for UEFI, and KVM.
+
+    KVM counts as working only when a probe guest really runs under it; without it the
+    boot test emulates the CPU (TCG), which is slower but passes the same.
+
+    Args:
+        settings: The configuration.
+        tester: The boot tester to ask (tests inject one); built from `settings` if None.
+    """
+    base = settings.sandbox.base
+    if await anyio.to_thread.run_sync(missing_mount_points, base):
+        return [Finding("boot test", False, "not checked: the sandbox base is not ready")]
+    if tester is None:
+        tester = boot_tester(settings)
+    findings: list[Finding] = []
+    try:
+        works, what = await tester.probe("tcg")
+        if not works:
+            return [
+                Finding(
+                    "boot test",
+                    False,
+                    f"QEMU cannot run a guest in the sandbox ({what}); the base needs "
+                    "qemu-system-x86 (run scripts/setup-sandbox.sh)",
+                )
+            ]
+        findings.append(Finding("boot test", True, f"QEMU runs in the sandbox: {what}"))
+        if "uefi" in settings.boot_test.firmware:
+            firmware = await anyio.to_thread.run_sync(tester.uefi_firmware)
+            findings.append(Finding("uefi firmware", True, f"OVMF at {firmware.code}"))
+        accelerator, why = await tester.accelerator()
+    except SandboxError as exc:
+        findings.append(Finding("boot test", False, str(exc)))
+        return findings
+    if accelerator == "kvm":
+        findings.append(Finding("kvm", True, f"works ({why}): boot tests run under KVM"))
+    else:
+        findings.append(
+            Finding("kvm", True, f"not used, {why}; boot tests emulate the CPU (TCG, slower)")
+        )
+    return findings
+
+
 async def run_checks(
     settings: Settings,
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
     out: TextIO | None = None,
     forge_retry_seconds: float = FORGE_RETRY_SECONDS,
+    boot: BootProbe | None = None,
 ) -> int:
     """Run every check, print one line each; return 0 when all passed.
 
@@ -279,12 +344,14 @@ async def run_checks(
         http_transport: Replaces the network for the forge checks (tests).
         out: Where the lines go; standard output by default.
         forge_retry_seconds: How long one forge call may retry (tests pass 0).
+        boot: Runs the boot test's probes; None builds the real `sandbox.BootTester`.
     """
     findings = [
         check_tools(),
         check_base(settings),
         *check_disk(settings),
         await check_database(settings),
+        *await check_boot(settings, tester=boot),
         *await check_forges(
             settings, http_transport=http_transport, retry_seconds=forge_retry_seconds
         ),

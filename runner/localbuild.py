@@ -2,7 +2,9 @@
 
 I/O shell. The same sandbox, limits and checks as a forge-triggered build; the log is
 printed line by line as it is written, and the ISO with its checksum files lands in
-`--out`. Exit code 0 only when an ISO was built.
+`--out`. Then the ISO is booted in QEMU as `[boot_test]` says (screenshots in
+`--out/boot/`), with the policy `--boot-test` gives. Exit code 0 only when an ISO was
+built and no required boot test failed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from pathlib import Path
 import anyio
 
 from runner.artifacts import collect_artifacts
-from runner.settings import Settings
-from runner.wiring import sandbox_config
+from runner.boottest import BootStep, plan_for, verdict
+from runner.settings import BootPolicy, RepoBootTest, Settings
+from runner.wiring import boot_tester, sandbox_config
 from sandbox import BuildSandbox, SandboxError
+from webhooks.build import BOOT_DIR, RefKind
 
 
 def newest_mtime(profile: Path) -> int:
@@ -33,12 +37,25 @@ def newest_mtime(profile: Path) -> int:
 
 
 async def build_locally(
-    settings: Settings, profile: Path, out: Path, source_date_epoch: int | None
+    settings: Settings,
+    profile: Path,
+    out: Path,
+    source_date_epoch: int | None,
+    boot_test: BootPolicy = "required",
 ) -> int:
-    """Build `profile` in the sandbox and put the ISO and sums in `out`.
+    """Build `profile` in the sandbox, put the ISO and sums in `out`, boot it.
+
+    Args:
+        settings: The configuration (`[sandbox]`, `[boot_test]`).
+        profile: The profile directory.
+        out: Where the ISO, its sums and the boot screenshots (`boot/`) go.
+        source_date_epoch: SOURCE_DATE_EPOCH, or None for the profile's newest file.
+        boot_test: "required" (a boot that fails fails the command), "advisory"
+            (reported only) or "off".
 
     Returns:
-        0 on success, 1 when the build failed (the reason is printed).
+        0 on success, 1 when the build or a required boot test failed (the reason
+        is printed).
     """
     resolved = Path(await anyio.Path(profile).resolve())
     if not await anyio.Path(resolved).is_dir():
@@ -76,4 +93,17 @@ async def build_locally(
             await sandbox.discard(build_id)
     for path in files:
         print(f"[isorunner] wrote {path}")
-    return 0
+    plan = plan_for(settings.boot_test, RepoBootTest(policy=boot_test), RefKind.BRANCH)
+    isos = [path for path in files if path.suffix == ".iso"]
+    if plan is None or not isos:
+        return 0
+    step = BootStep(boot_tester(settings))
+    records = await step.run(
+        run_id=build_id, iso=isos[0], plan=plan, boot_dir=out / BOOT_DIR, log=print_line
+    )
+    judged = verdict(records)
+    for record in records:
+        if record.screenshot:
+            print(f"[isorunner] screenshot ({record.name}): {out / BOOT_DIR / record.screenshot}")
+    print(f"[isorunner] {judged.detail}", flush=True)
+    return 0 if judged.event is None else 1

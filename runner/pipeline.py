@@ -1,4 +1,4 @@
-"""One build from start to end: fetch the profile, build it, keep its files with their sums.
+"""One build from start to end: fetch the profile, build it, sum it, boot it, keep its files.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -24,6 +24,7 @@ import structlog
 
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_artifacts
+from runner.boottest import BootPlan, BootStep, verdict
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
@@ -44,7 +45,7 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BuildRecord, BuildRequest, Forge, artifacts_dir
+from webhooks.build import BOOT_DIR, BuildRecord, BuildRequest, Forge, artifacts_dir
 
 _log = structlog.get_logger()
 
@@ -171,6 +172,10 @@ class Pipeline:
         sandbox: The build sandbox.
         logs: Where build logs are written.
         metrics: Counts builds stopped by a sandbox limit; None counts nothing.
+        boot: Boots each built ISO in QEMU before anything is published; None
+            boots nothing.
+        boot_plans: The boot tests of a request (its repository's policy), or None
+            when they are off for it.
     """
 
     def __init__(
@@ -181,7 +186,11 @@ class Pipeline:
         sandbox: Sandbox,
         logs: BuildLogs,
         metrics: Metrics | None = None,
+        boot: BootStep | None = None,
+        boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
     ) -> None:
+        self._boot = boot
+        self._boot_plans = boot_plans
         self._config = config
         self._clients = clients
         self._sandbox = sandbox
@@ -283,13 +292,29 @@ class Pipeline:
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
         files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
+        detail = f"ISO built in {_duration(result.duration_seconds)}"
+        plan = self._boot_plans(request) if self._boot is not None else None
+        if self._boot is not None and plan is not None:
+            isos = [path for path in files if path.suffix == ".iso"]
+            records = await self._boot.run(
+                run_id=sandbox_id(record.id),
+                iso=isos[0],
+                plan=plan,
+                boot_dir=self.artifacts_dir(record.id) / BOOT_DIR,
+                log=log,
+                build_id=record.id,
+            )
+            judged = verdict(records)
+            detail = f"{detail}; {judged.detail}" if judged.detail else detail
+            if judged.event is not None:
+                return Outcome(judged.event, detail)
         log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
         if publishes_release(request):
             log.write_line(
                 f"[isorunner] release {request.ref_name} queued: it is published from these "
                 "files after the build (its progress is on the build page)"
             )
-        return Outcome(Event.SUCCEED, f"ISO built in {_duration(result.duration_seconds)}")
+        return Outcome(Event.SUCCEED, detail)
 
 
 class LogSinkWriter(Protocol):

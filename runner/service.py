@@ -80,6 +80,7 @@ async def serve(settings: Settings) -> None:
             browser=store,
             control=WorkerControl(store, worker),
             artifacts=ArtifactDirs(settings.sandbox.iso_output_root),
+            boot_tests=store,
             readiness=RunnerReadiness(settings, store),
             admin_token=settings.server.admin_token,
             registry=registry,

@@ -187,6 +187,65 @@ class GitLabSettings(_Section):
         return value
 
 
+Firmware = Literal["bios", "uefi"]
+BootPolicy = Literal["required", "advisory", "off"]
+_Pattern = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class BootTestSettings(_Section):
+    """`[boot_test]`: how every successful build's ISO is booted in QEMU (all repos).
+
+    The defaults suit an emulated CPU (TCG), where a live ISO takes tens of seconds to
+    a few minutes to reach its login prompt; a host whose KVM works is much faster.
+    """
+
+    firmware: tuple[Firmware, ...] = ("bios", "uefi")
+    medium: Literal["cdrom", "usb"] = "cdrom"
+    mode: Literal["firmware", "kernel"] = "firmware"
+    expect: tuple[_Pattern, ...] = ("login:", "root@archiso")
+    timeout_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
+    memory: str = "2G"
+    cpus: Annotated[int, Field(ge=1, le=64)] = 1
+    kvm_probe_seconds: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+    @field_validator("memory")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not 64 << 20 <= parse_size(value) <= 1 << 40:
+            raise ValueError("give a guest memory size between 64M and 1T, e.g. 2G")
+        return value
+
+    @field_validator("firmware")
+    @classmethod
+    def _some_firmware(cls, value: tuple[Firmware, ...]) -> tuple[Firmware, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError('list each firmware once, e.g. ["bios", "uefi"]')
+        return value
+
+
+class RepoBootTest(_Section):
+    """A `[[repos]]` entry's `boot_test`: the policy, and what differs from `[boot_test]`.
+
+    Written as a string (`boot_test = "advisory"`) it sets the policy only. The policy
+    says what a failed boot test does: "required" fails the build (and so no release
+    is published), "advisory" reports it but the build succeeds, "off" skips the test.
+    Without a policy: required for tags, advisory for branches and pull requests.
+    """
+
+    policy: BootPolicy | None = None
+    expect: tuple[_Pattern, ...] | None = None
+    mode: Literal["firmware", "kernel"] | None = None
+    firmware: tuple[Firmware, ...] | None = None
+    medium: Literal["cdrom", "usb"] | None = None
+    timeout_seconds: Annotated[int, Field(ge=10, le=86400)] | None = None
+    network: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_string(cls, data: Any) -> Any:
+        return {"policy": data} if isinstance(data, str) else data
+
+
 class RepoSettings(_Section):
     """One `[[repos]]` entry: a repository to build and what triggers it."""
 
@@ -195,6 +254,7 @@ class RepoSettings(_Section):
     branches: tuple[str, ...] = ("main",)
     release_tags: tuple[str, ...] = ("v*",)
     pull_requests: bool = True
+    boot_test: RepoBootTest = RepoBootTest()
 
     def matches_branch(self, branch: str) -> bool:
         """Whether a push to `branch` triggers a build."""
@@ -216,6 +276,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     github: GitHubSettings = GitHubSettings()
     gitlab: GitLabSettings = GitLabSettings()
+    boot_test: BootTestSettings = BootTestSettings()
     repos: tuple[RepoSettings, ...] = ()
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
+from runner.boottest import BootPlan, BootStep, plan_for
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ConfigError
 from runner.forges.client import ForgeTransport
@@ -35,8 +36,8 @@ from runner.publish import Publisher
 from runner.settings import Settings
 from runner.store import JobStore, open_store
 from runner.worker import Worker
-from sandbox import BuildSandbox, SandboxConfig, parse_size
-from webhooks.build import Forge
+from sandbox import BootTester, BuildSandbox, SandboxConfig, parse_size
+from webhooks.build import BuildRequest, Forge
 from webhooks.config import RepoRule, WebhookConfig
 
 USER_AGENT = "isorunner/0.1"
@@ -70,6 +71,22 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         uid_base=section.uid_base,
         isolation=section.isolation,
     )
+
+
+def boot_tester(settings: Settings) -> BootTester:
+    """The boot test's QEMU runner: the build sandbox's settings, `[boot_test]`'s probe time."""
+    return BootTester(sandbox_config(settings), probe_seconds=settings.boot_test.kvm_probe_seconds)
+
+
+def boot_plans(settings: Settings) -> Callable[[BuildRequest], BootPlan | None]:
+    """The boot tests of each request: `[boot_test]` and its repository's `boot_test`."""
+    repos = {(repo.forge, repo.name.lower()): repo.boot_test for repo in settings.repos}
+
+    def plans(request: BuildRequest) -> BootPlan | None:
+        repo = repos.get((request.forge, request.repo.lower()))
+        return plan_for(settings.boot_test, repo, request.kind)
+
+    return plans
 
 
 def webhook_config(settings: Settings) -> WebhookConfig:
@@ -227,6 +244,8 @@ async def running_service(
             sandbox=sandbox,
             logs=logs,
             metrics=metrics,
+            boot=BootStep(boot_tester(settings), store),
+            boot_plans=boot_plans(settings),
         )
         notifier = Notifier(store, clients, metrics=metrics)
         publisher = Publisher(

@@ -15,6 +15,16 @@ It knows nothing of forges or HTTP. The public API is re-exported here
 - `profile.py`, `output.py`: checks of the profile going in and the files coming out.
 - `streams.py`: the container's output, line by line.
 - `exceptions.py`: the `SandboxError` tree.
+
+The boot test (QEMU in a container like a build's):
+
+- `boot.py`: `BootTester`, `BootSpec`, `BootResult` (the I/O shell; runs containers
+  through `BuildSandbox.run_container`).
+- `guest.py`: a running guest's serial console and QMP session, to its verdict.
+- `vm.py`: pure QEMU argv builders, the KVM probe guest, the UEFI firmware choice.
+- `serial.py`: `SerialWatch`, the verdict from a hostile serial console (pure).
+- `bootconfig.py`: the kernel an ISO boots, read from its boot loader files (pure).
+- `qmp.py`: the QEMU Machine Protocol client.
 """
 
 from sandbox.base import (
@@ -25,6 +35,7 @@ from sandbox.base import (
     BaseInfo,
     validate_base,
 )
+from sandbox.boot import BootMode, BootResult, BootSpec, BootTester
 from sandbox.config import SandboxConfig, format_size, parse_size
 from sandbox.exceptions import (
     BaseMissing,
@@ -37,19 +48,30 @@ from sandbox.exceptions import (
     OutputRejected,
     ProcessLimit,
     ProfileInvalid,
+    QmpError,
     SandboxError,
     SetupError,
     TimedOut,
 )
+from sandbox.guest import Outcome
 from sandbox.sandbox import BuildResult, BuildSandbox, CommandResult, LogSink, WarningHook
+from sandbox.serial import DEFAULT_EXPECT, DEFAULT_FAILURES
+from sandbox.vm import Accelerator, Firmware, Medium
 
 __all__ = [
+    "DEFAULT_EXPECT",
+    "DEFAULT_FAILURES",
     "DEFAULT_UID_BASE",
     "MANIFEST",
     "MOUNT_POINTS",
     "UID_COUNT",
+    "Accelerator",
     "BaseInfo",
     "BaseMissing",
+    "BootMode",
+    "BootResult",
+    "BootSpec",
+    "BootTester",
     "BuildEnded",
     "BuildFailed",
     "BuildResult",
@@ -57,12 +79,16 @@ __all__ = [
     "Cancelled",
     "CommandResult",
     "DiskLimit",
+    "Firmware",
     "LimitSetupFailed",
     "LogSink",
+    "Medium",
     "OutOfMemory",
+    "Outcome",
     "OutputRejected",
     "ProcessLimit",
     "ProfileInvalid",
+    "QmpError",
     "SandboxConfig",
     "SandboxError",
     "SetupError",

@@ -8,6 +8,7 @@ SandboxError                 exit_code, log_path, build_id
 │   ├── BaseMissing          base_dir absent or not prepared (run setup-sandbox.sh)
 │   └── LimitSetupFailed     cgroups could not be created or written
 ├── ProfileInvalid           a required profile file is missing, a link or too big (path)
+├── QmpError                 QEMU's monitor refused a command or did not answer (boot test)
 └── BuildEnded               the build ran and did not produce an accepted ISO
     ├── BuildFailed          the build command exited non-zero (exit_code)
     │   ├── OutOfMemory      the memory limit was hit ("out of memory (limit 8G)")
@@ -75,6 +76,10 @@ class ProfileInvalid(SandboxError):
     def __init__(self, message: str, *, path: str, build_id: str | None = None) -> None:
         super().__init__(message, build_id=build_id)
         self.path = path
+
+
+class QmpError(SandboxError):
+    """QEMU's QMP monitor refused a command, closed its socket or did not answer in time."""
 
 
 class BuildEnded(SandboxError):

@@ -1,4 +1,4 @@
-"""Pure argv builders for the build container: systemd-nspawn, and systemd-run around it.
+"""Pure argv builders for sandbox containers: systemd-nspawn, and systemd-run around it.
 
 Pure: no I/O. Every fact verified on the target hosts (DESIGN "Sandbox facts",
 reference/mkarchiso-nspawn.md §4) is encoded here once and tested by comparing lists.
@@ -8,6 +8,7 @@ No secret is ever put in argv or in the container's environment: the sandbox rec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox import base
@@ -63,6 +64,10 @@ DROPPED_CAPABILITIES: tuple[str, ...] = (
 )
 
 
+#: The order capabilities are listed in `--drop-capability=` (nspawn's default set).
+_CAPABILITY_ORDER = sorted((*KEPT_CAPABILITIES, *DROPPED_CAPABILITIES))
+
+
 def mkarchiso_command() -> list[str]:
     """The build command run inside the container (a fresh `-w` sub-directory, so `-r` works).
 
@@ -86,6 +91,125 @@ def mkarchiso_command() -> list[str]:
 def _escape(path: Path) -> str:
     # nspawn splits bind specs on ':'; a literal colon is written '\:'.
     return str(path).replace("\\", "\\\\").replace(":", "\\:")
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """One host path made visible in the container.
+
+    Attributes:
+        source: The host path (file, directory or device node).
+        target: Where it appears inside the container.
+        read_only: Bound with `--bind-ro=` rather than `--bind=`.
+        idmap: Host ownership mapped into the user namespace (host-owned, read-only
+            inputs such as the profile, so its files appear root-owned, not nobody's).
+    """
+
+    source: Path
+    target: str
+    read_only: bool = False
+    idmap: bool = False
+
+    def option(self, userns: bool) -> str:
+        """The nspawn option (`--bind=` or `--bind-ro=`, never the invalid `:ro` form)."""
+        flag = "--bind-ro" if self.read_only else "--bind"
+        suffix = ":idmap" if self.idmap and userns else ""
+        return f"{flag}={_escape(self.source)}:{self.target}{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """What runs in one container besides the common hardening.
+
+    Attributes:
+        command: The argv run inside as PID 2.
+        binds: Host paths bound in, in order (nspawn mounts parents before children).
+        setenv: Environment of the command, in order (nothing of isorunner's own).
+        network: Share the host's network namespace; False (the default) gives the
+            container a private one with only a loopback device.
+        user: Run the command as this user of the base instead of its root.
+        capabilities: Capabilities kept (all others are dropped); `KEPT_CAPABILITIES`
+            for mkarchiso, none for a command that needs no privilege.
+    """
+
+    command: tuple[str, ...]
+    binds: tuple[Bind, ...] = ()
+    setenv: tuple[tuple[str, str], ...] = ()
+    network: bool = False
+    user: str | None = None
+    capabilities: tuple[str, ...] = KEPT_CAPABILITIES
+
+
+def container_argv(
+    config: SandboxConfig, *, machine: str, root: Path, spec: ContainerSpec, host: HostInfo
+) -> list[str]:
+    """Build the argv that starts one hardened container running `spec.command`.
+
+    Args:
+        config: The sandbox settings (limits, UID range, isolation).
+        machine: A name unique to this run (`SandboxConfig.machine_name`).
+        root: The container's root directory (the per-run overlay mount).
+        spec: The command, binds, environment, network and user of this run.
+        host: Host facts; where systemd is PID 1 the limits come from a transient scope.
+
+    Returns:
+        The argv list, starting with systemd-run or systemd-nspawn.
+
+    Raises:
+        ValueError: The command is empty or a capability to keep is not one nspawn drops.
+    """
+    if not spec.command:
+        raise ValueError("command must not be empty")
+    unknown = set(spec.capabilities) - set(KEPT_CAPABILITIES) - set(DROPPED_CAPABILITIES)
+    if unknown:
+        raise ValueError(f"unknown capabilities to keep: {sorted(unknown)}")
+    userns = config.isolation == "userns"
+    tmpfs_opts = f"mode=1777,nosuid,nodev,size={config.tmpfs_size}"
+    argv = [
+        config.nspawn,
+        "--quiet",
+        # Only this command line counts: no .nspawn files next to the image.
+        "--settings=false",
+        # No machined registration and no scope of nspawn's own: without systemd as
+        # PID 1 there is no bus to ask; with it, systemd-run's scope carries the limits.
+        "--register=no",
+        "--keep-unit",
+        f"--machine={machine}",
+        f"--directory={root}",
+        "--read-only",
+    ]
+    if not spec.network:
+        argv.append("--private-network")
+    argv += [f"--tmpfs=/tmp:{tmpfs_opts}", f"--tmpfs=/var/tmp:{tmpfs_opts}"]
+    if userns:
+        argv += [
+            # The base is chowned once to this range, so no recursive chown per build.
+            f"--private-users={config.uid_base}:{UID_COUNT}",
+            "--private-users-ownership=off",
+        ]
+    argv += [bind.option(userns) for bind in spec.binds]
+    argv += [f"--setenv={name}={value}" for name, value in spec.setenv]
+    if spec.user is not None:
+        argv.append(f"--user={spec.user}")
+    dropped = [c for c in (*KEPT_CAPABILITIES, *DROPPED_CAPABILITIES) if c not in spec.capabilities]
+    argv += [
+        # Plain pipes, no PTY: output is streamed line by line, no TIOCSTI.
+        "--console=pipe",
+        # A stub init as PID 1 reaps zombies and forwards signals.
+        "--as-pid2",
+        "--link-journal=no",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--no-new-privileges=yes",
+        # A throwaway root: fsync buys nothing.
+        "--suppress-sync=yes",
+        f"--drop-capability={','.join(sorted(dropped, key=_CAPABILITY_ORDER.index))}",
+        "--",
+        *spec.command,
+    ]
+    if host.systemd_pid1:
+        return systemd_run_argv(config, machine=machine) + argv
+    return argv
 
 
 def nspawn_argv(
@@ -119,62 +243,23 @@ def nspawn_argv(
     Raises:
         ValueError: `command` is empty or `source_date_epoch` negative.
     """
-    if not command:
-        raise ValueError("command must not be empty")
     if source_date_epoch < 0:
         raise ValueError("source_date_epoch must not be negative")
-    userns = config.isolation == "userns"
-    tmpfs_opts = f"mode=1777,nosuid,nodev,size={config.tmpfs_size}"
-    argv = [
-        config.nspawn,
-        "--quiet",
-        # Only this command line counts: no .nspawn files next to the image.
-        "--settings=false",
-        # No machined registration and no scope of nspawn's own: without systemd as
-        # PID 1 there is no bus to ask; with it, systemd-run's scope carries the limits.
-        "--register=no",
-        "--keep-unit",
-        f"--machine={machine}",
-        f"--directory={root}",
-        "--read-only",
-        "--private-network",
-        f"--tmpfs=/tmp:{tmpfs_opts}",
-        f"--tmpfs=/var/tmp:{tmpfs_opts}",
-    ]
-    if userns:
-        argv += [
-            # The base is chowned once to this range, so no recursive chown per build.
-            f"--private-users={config.uid_base}:{UID_COUNT}",
-            "--private-users-ownership=off",
-            # Host-owned profile files appear as root-owned, not nobody (needs idmap).
-            f"--bind-ro={_escape(profile_dir)}:{PROFILE_MOUNT}:idmap",
-        ]
-    else:
-        argv.append(f"--bind-ro={_escape(profile_dir)}:{PROFILE_MOUNT}")
-    argv += [
-        f"--bind={_escape(work_dir)}:{WORK_MOUNT}",
-        f"--bind={_escape(output_dir)}:{OUTPUT_MOUNT}",
-        f"--setenv=SOURCE_DATE_EPOCH={source_date_epoch}",
-        "--setenv=LC_ALL=C",
-        "--setenv=TZ=UTC",
-        f"--setenv=PATH={CONTAINER_PATH}",
-        # Plain pipes, no PTY: output is streamed line by line, no TIOCSTI.
-        "--console=pipe",
-        # A stub init as PID 1 reaps zombies and forwards signals.
-        "--as-pid2",
-        "--link-journal=no",
-        "--resolv-conf=off",
-        "--timezone=off",
-        "--no-new-privileges=yes",
-        # A throwaway build root: fsync buys nothing.
-        "--suppress-sync=yes",
-        f"--drop-capability={','.join(DROPPED_CAPABILITIES)}",
-        "--",
-        *command,
-    ]
-    if host.systemd_pid1:
-        return systemd_run_argv(config, machine=machine) + argv
-    return argv
+    spec = ContainerSpec(
+        command=tuple(command),
+        binds=(
+            Bind(profile_dir, PROFILE_MOUNT, read_only=True, idmap=True),
+            Bind(work_dir, WORK_MOUNT),
+            Bind(output_dir, OUTPUT_MOUNT),
+        ),
+        setenv=(
+            ("SOURCE_DATE_EPOCH", str(source_date_epoch)),
+            ("LC_ALL", "C"),
+            ("TZ", "UTC"),
+            ("PATH", CONTAINER_PATH),
+        ),
+    )
+    return container_argv(config, machine=machine, root=root, spec=spec, host=host)
 
 
 def systemd_run_argv(config: SandboxConfig, *, machine: str) -> list[str]:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,7 +43,14 @@ from sandbox.exceptions import (
     TimedOut,
 )
 from sandbox.host import HostInfo, detect_host
-from sandbox.nspawn import mkarchiso_command, nspawn_argv
+from sandbox.nspawn import (
+    WORK_MOUNT,
+    Bind,
+    ContainerSpec,
+    container_argv,
+    mkarchiso_command,
+    nspawn_argv,
+)
 from sandbox.output import OutputFile, check_output
 from sandbox.profile import check_profile
 from sandbox.streams import pump_lines
@@ -132,6 +139,7 @@ class _Run:
     """A running container and why it is being stopped, if it is."""
 
     build_id: str
+    watch_work: bool = False
     proc: asyncio.subprocess.Process | None = None
     cgroup: BuildCgroup | None = None
     stop_reason: SandboxError | None = None
@@ -173,9 +181,7 @@ class BuildSandbox:
         check_profile(profile_dir, max_file_bytes=self.config.max_profile_file_bytes)
         execution = await self._execute(
             build_id,
-            profile_dir=profile_dir,
-            command=mkarchiso_command(),
-            source_date_epoch=source_date_epoch,
+            make_argv=self._build_argv(profile_dir, mkarchiso_command(), source_date_epoch),
             log_sink=log_sink,
             on_warning=on_warning,
         )
@@ -219,14 +225,63 @@ class BuildSandbox:
         """
         result = await self._execute(
             build_id,
-            profile_dir=profile_dir,
-            command=command,
-            source_date_epoch=source_date_epoch,
+            make_argv=self._build_argv(profile_dir, command, source_date_epoch),
             log_sink=log_sink,
             on_warning=on_warning,
         )
         await self.discard(build_id)
         return result
+
+    async def run_container(
+        self,
+        run_id: str,
+        spec: ContainerSpec,
+        *,
+        log_sink: LogSink,
+        prepare: Callable[[Path], None] | None = None,
+        collect: Callable[[Path], None] | None = None,
+    ) -> CommandResult:
+        """Run `spec` in a fresh container like a build's, then remove everything.
+
+        The container gets the build's hardening, overlay root and limits; its
+        /build/work is a new empty host directory owned by the container's root, bound
+        before `spec.binds` (so they may bind files below it). Used by the boot test.
+
+        Args:
+            run_id: Unique id of the run (a-z, 0-9, '-'), as for a build.
+            spec: The command and its binds, environment, network and user.
+            log_sink: Receives each line the container writes on stdout and stderr.
+            prepare: Called (in a thread) with the host path of /build/work before the
+                container starts, to put its inputs there.
+            collect: Called (in a thread) with the same path after the container ended
+                (whatever its exit status), before everything is removed.
+
+        Returns:
+            What happened; a non-zero exit is returned, not raised.
+
+        Raises:
+            SandboxError: Set-up failed, or the run timed out, was cancelled or hit
+                the disk limit.
+        """
+
+        def make_argv(dirs: overlay.BuildDirs, machine: str) -> list[str]:
+            full = replace(spec, binds=(Bind(dirs.build_work, WORK_MOUNT), *spec.binds))
+            return container_argv(
+                self.config, machine=machine, root=dirs.merged, spec=full, host=self.host
+            )
+
+        try:
+            return await self._execute(
+                run_id,
+                make_argv=make_argv,
+                log_sink=log_sink,
+                on_warning=None,
+                prepare=prepare,
+                collect=collect,
+                watch_work=True,
+            )
+        finally:
+            await run_to_completion(self.discard(run_id))
 
     async def cancel(self, build_id: str) -> bool:
         """Stop a running build; its `run` raises `Cancelled`.
@@ -245,6 +300,27 @@ class BuildSandbox:
         await asyncio.to_thread(
             overlay.discard_build_dirs, overlay.BuildDirs.of(self.config, build_id)
         )
+
+    def _build_argv(
+        self, profile_dir: Path, command: Sequence[str], source_date_epoch: int
+    ) -> Callable[[overlay.BuildDirs, str], list[str]]:
+        if not profile_dir.is_absolute():
+            raise ValueError(f"profile_dir must be absolute: {profile_dir}")
+
+        def make_argv(dirs: overlay.BuildDirs, machine: str) -> list[str]:
+            return nspawn_argv(
+                self.config,
+                machine=machine,
+                root=dirs.merged,
+                profile_dir=profile_dir,
+                work_dir=dirs.build_work,
+                output_dir=dirs.output,
+                source_date_epoch=source_date_epoch,
+                command=command,
+                host=self.host,
+            )
+
+        return make_argv
 
     def _failure(self, execution: CommandResult) -> SandboxError:
         code = execution.exit_code
@@ -290,19 +366,18 @@ class BuildSandbox:
         self,
         build_id: str,
         *,
-        profile_dir: Path,
-        command: Sequence[str],
-        source_date_epoch: int,
+        make_argv: Callable[[overlay.BuildDirs, str], list[str]],
         log_sink: LogSink,
         on_warning: WarningHook | None,
+        prepare: Callable[[Path], None] | None = None,
+        collect: Callable[[Path], None] | None = None,
+        watch_work: bool = False,
     ) -> CommandResult:
-        if not profile_dir.is_absolute():
-            raise ValueError(f"profile_dir must be absolute: {profile_dir}")
         self._check_base()
         machine = self.config.machine_name(build_id)
         if build_id in self._runs:
             raise SetupError("a build with this id is already running", build_id=build_id)
-        run = _Run(build_id)
+        run = _Run(build_id, watch_work=watch_work)
         self._runs[build_id] = run
         try:
             dirs = await asyncio.to_thread(overlay.create_build_dirs, self.config, build_id)
@@ -317,22 +392,21 @@ class BuildSandbox:
             raise SetupError(f"cannot create the build's file systems: {exc}") from exc
         ok = False
         try:
+            if prepare is not None:
+                try:
+                    await asyncio.to_thread(prepare, dirs.build_work)
+                except OSError as exc:
+                    raise SetupError(
+                        f"cannot prepare the run's inputs: {exc}", build_id=build_id
+                    ) from exc
             run.cgroup = self._make_cgroup(machine)
-            argv = nspawn_argv(
-                self.config,
-                machine=machine,
-                root=dirs.merged,
-                profile_dir=profile_dir,
-                work_dir=dirs.build_work,
-                output_dir=dirs.output,
-                source_date_epoch=source_date_epoch,
-                command=command,
-                host=self.host,
-            )
+            argv = make_argv(dirs, machine)
             if run.cgroup is not None:
                 procs = [str(p) for p in run.cgroup.procs_files]
                 argv = [sys.executable, "-I", "-S", str(_CGEXEC), *procs, "--", *argv]
             result = await self._supervise(run, argv, dirs, log_sink, on_warning)
+            if collect is not None:
+                await asyncio.to_thread(collect, dirs.build_work)
             ok = True
             return result
         finally:
@@ -407,7 +481,8 @@ class BuildSandbox:
         config = self.config
         while True:
             await asyncio.sleep(config.disk_check_seconds)
-            used = await asyncio.to_thread(_disk_usage, dirs.output, config.max_output_bytes)
+            watched = dirs.build_work if run.watch_work else dirs.output
+            used = await asyncio.to_thread(_disk_usage, watched, config.max_output_bytes)
             if used > config.max_output_bytes:
                 reason = f"the output exceeded {format_size(config.max_output_bytes)}"
             else:

@@ -29,8 +29,9 @@ readonly REPO_DIR=/srv/isorunner/repo
 readonly CONF_DIR=/etc/isorunner
 readonly MOUNT_POINTS=(/build/profile /build/work /build/output)
 # What the base needs to run mkarchiso (archiso pulls arch-install-scripts, squashfs-tools,
-# libisoburn, dosfstools, mtools); grub provides grub-mkstandalone for uefi.grub profiles.
-readonly BASE_PACKAGES=(base archiso grub)
+# libisoburn, dosfstools, mtools); grub provides grub-mkstandalone for uefi.grub profiles;
+# qemu-system-x86 (with SeaBIOS) and edk2-ovmf run the boot test's guests.
+readonly BASE_PACKAGES=(base archiso grub qemu-system-x86 edk2-ovmf)
 readonly ARCH_MIRROR=https://geo.mirror.pkgbuild.com
 readonly ARCHIVE_MIRROR=https://archive.archlinux.org
 # Arch Linux release signing key (Pierre Schmitz), as published on archlinux.org/download.

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from webhooks.build import (
     ArtifactSource,
+    BootTestSource,
     BuildBrowser,
     BuildCatalog,
     BuildControl,
@@ -52,6 +53,7 @@ def create_app(
     browser: BuildBrowser | None = None,
     control: BuildControl | None = None,
     artifacts: ArtifactSource | None = None,
+    boot_tests: BootTestSource | None = None,
     readiness: ReadinessProbe | None = None,
     admin_token: SecretStr | None = None,
     registry: CollectorRegistry | None = None,
@@ -73,6 +75,7 @@ def create_app(
         control: Cancels and retries builds for the admin API (the worker); None
             makes those calls answer 403.
         artifacts: Finds finished builds' files; None shows none.
+        boot_tests: Reads builds' boot test results (the job store); None shows none.
         readiness: The checks of `GET /readyz`; None means ready.
         admin_token: The bearer token of the admin API; None turns it off (403).
         registry: Where the app registers its metrics and what `GET /metrics`
@@ -105,6 +108,7 @@ def create_app(
                 browser=browser,
                 control=control,
                 artifacts=artifacts,
+                boot_tests=boot_tests,
                 readiness=readiness,
                 admin_token=admin_token,
                 registry=metrics_registry,

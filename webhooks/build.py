@@ -351,3 +351,55 @@ class ReadinessProbe(Protocol):
     async def check(self) -> list[ReadinessCheck]:
         """Run every check and return each result; must not raise for a failed check."""
         ...
+
+
+BOOT_DIR: Final = "boot"
+"""The sub-directory of a build's artifact directory holding its boot test screenshots."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootTestRecord:
+    """One boot test of a finished build's ISO, as stored with the build and shown.
+
+    Attributes:
+        name: Which boot it was, e.g. "bios", "uefi", "bios, usb, kernel"; unique
+            within the build.
+        firmware: "bios" or "uefi".
+        medium: "cdrom" or "usb".
+        mode: "firmware" (through the ISO's boot loader) or "kernel" (its kernel and
+            initramfs booted directly).
+        outcome: "passed", "failed", "timed_out", or "error" (the test could not run).
+        required: Whether a failure fails the build.
+        accelerator: "kvm" or "tcg" ("" when the test could not run).
+        seconds: From the guest's start to the verdict.
+        reason: One sentence on how it ended.
+        serial_tail: The last lines of the serial console, oldest first.
+        screenshot: The PNG's file name in the build's `BOOT_DIR`, or "" if none.
+        command_line: The kernel command line booted, when known.
+    """
+
+    name: str
+    firmware: str
+    medium: str
+    mode: str
+    outcome: str
+    required: bool
+    accelerator: str
+    seconds: float
+    reason: str
+    serial_tail: tuple[str, ...] = ()
+    screenshot: str = ""
+    command_line: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """True if the ISO booted to the expected pattern."""
+        return self.outcome == "passed"
+
+
+class BootTestSource(Protocol):
+    """Reads a build's boot test results. Implemented by the job store."""
+
+    async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
+        """Return the build's boot tests in the order they ran (empty if none)."""
+        ...

@@ -162,6 +162,42 @@ _SCHEMAS: Final[dict[str, Any]] = {
             },
         },
     },
+    "BootTest": {
+        "type": "object",
+        "description": "One boot of the build's ISO in QEMU, in the order they ran.",
+        "required": [
+            "name",
+            "firmware",
+            "medium",
+            "mode",
+            "outcome",
+            "required",
+            "accelerator",
+            "seconds",
+            "reason",
+            "command_line",
+            "screenshot_url",
+            "serial_tail",
+        ],
+        "properties": {
+            "name": {"type": "string", "description": 'e.g. "bios", "uefi, usb, kernel"'},
+            "firmware": {"type": "string", "enum": ["bios", "uefi"]},
+            "medium": {"type": "string", "enum": ["cdrom", "usb"]},
+            "mode": {"type": "string", "enum": ["firmware", "kernel"]},
+            "outcome": {"type": "string", "enum": ["passed", "failed", "timed_out", "error"]},
+            "required": {"type": "boolean", "description": "A failure fails the build."},
+            "accelerator": {"type": "string", "description": '"kvm", "tcg", or "" (not run)'},
+            "seconds": {"type": "number", "description": "From the guest's start to the end."},
+            "reason": {"type": "string"},
+            "command_line": {"type": "string"},
+            "screenshot_url": {**_NULLABLE_STRING, "description": "The screen at the end (PNG)."},
+            "serial_tail": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The last lines of the serial console, oldest first.",
+            },
+        },
+    },
     "BuildList": {
         "type": "object",
         "required": ["builds", "next"],
@@ -210,6 +246,14 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 },
             },
         },
+    },
+}
+_SCHEMAS["BuildDetail"] = {
+    **_SCHEMAS["Build"],
+    "required": [*_SCHEMAS["Build"]["required"], "boot_tests"],
+    "properties": {
+        **_SCHEMAS["Build"]["properties"],
+        "boot_tests": {"type": "array", "items": {"$ref": _REF + "BootTest"}},
     },
 }
 
@@ -362,6 +406,25 @@ def describe(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/builds/{build_id}/boot/{name}": {
+                "get": {
+                    "summary": "The screen at the end of one boot test of a finished build",
+                    "tags": ["pages"],
+                    "parameters": [
+                        _BUILD_ID,
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[^/]+[.]png$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _text("image/png", "The screenshot."),
+                        "404": _error("No such build or screenshot."),
+                    },
+                }
+            },
             "/api/builds": {
                 "get": {
                     "summary": "Builds, newest first, filtered and paginated",
@@ -376,11 +439,11 @@ def describe(public_url: str) -> dict[str, Any]:
             },
             "/api/builds/{build_id}": {
                 "get": {
-                    "summary": "One build",
+                    "summary": "One build, with its boot tests",
                     "tags": ["api"],
                     "parameters": [_BUILD_ID],
                     "responses": {
-                        "200": _json("Build", "The build."),
+                        "200": _json("BuildDetail", "The build and its boot tests."),
                         "404": _error("No such build."),
                     },
                 }

@@ -183,6 +183,7 @@ def build_context(
         "log": view,
         "stream_url": f"/builds/{record.id}/log/stream?after={view.end}",
         "release": release_context(record.release),
+        "boot_tests": [],
     }
 
 

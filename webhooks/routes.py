@@ -18,6 +18,7 @@ Routes:
 - `GET /`, `GET /builds/{id}`: the build list and a build's page (HTML, `webhooks.pages`).
 - `GET /builds/{id}/log/stream`: the log as server-sent events (`webhooks.live`).
 - `GET /builds/{id}/artifacts/{name}`: one artifact, streamed (`webhooks.artifacts`).
+- `GET /builds/{id}/boot/{name}`: a boot test's screenshot (PNG, `webhooks.bootview`).
 - `GET /api/builds`, `POST /api/builds/{id}/cancel|retry|publish`: the JSON API
   (`webhooks.api`).
 - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/openapi.json`.
@@ -48,11 +49,29 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 from starlette.types import ExceptionHandler
 
-from webhooks import api, artifacts, github, gitlab, health, live, logfile, logview, openapi, pages
+from webhooks import (
+    api,
+    artifacts,
+    bootview,
+    github,
+    gitlab,
+    health,
+    live,
+    logfile,
+    logview,
+    openapi,
+    pages,
+)
 from webhooks.body import read_capped
-from webhooks.build import BuildControl, BuildRecord, Forge
+from webhooks.build import BOOT_DIR, BootTestRecord, BuildControl, BuildRecord, Forge
 from webhooks.config import Ignored, Receiver, WebhookConfig
-from webhooks.exceptions import AdminTokenRequired, BuildNotFound, StoreUnavailable, WebhookError
+from webhooks.exceptions import (
+    AdminTokenRequired,
+    ArtifactNotFound,
+    BuildNotFound,
+    StoreUnavailable,
+    WebhookError,
+)
 from webhooks.logresponse import LogSnapshotResponse
 from webhooks.metrics import DeliveryOutcome
 from webhooks.state import AppState
@@ -168,8 +187,38 @@ async def _record(request: Request[AppState]) -> BuildRecord:
 
 
 async def build_detail(request: Request[AppState]) -> Response:
-    """Answer `GET /api/builds/{id}` with the stored build."""
-    return JSONResponse(api.record_json(await _record(request)))
+    """Answer `GET /api/builds/{id}` with the stored build and its boot tests."""
+    record = await _record(request)
+    tests = await _boot_tests(request, record.id)
+    boot = [bootview.boot_json(record.id, test) for test in tests]
+    return JSONResponse({**api.record_json(record), "boot_tests": boot})
+
+
+async def _boot_tests(request: Request[AppState], build_id: int) -> list[BootTestRecord]:
+    source = request.state["boot_tests"]
+    if source is None:
+        return []
+    return await _ask_store(source.boot_tests(build_id), _READING, build_id=build_id)
+
+
+async def boot_screenshot(request: Request[AppState]) -> Response:
+    """Answer `GET /builds/{id}/boot/{name}`: a boot test's screenshot (PNG)."""
+    record = await _record(request)
+    name: str = request.path_params["name"]
+    source = request.state["artifacts"]
+    directory = source.directory(record.id) if source is not None else None
+    if directory is None or not record.state.is_final or not bootview.is_screenshot_name(name):
+        raise ArtifactNotFound(f"this build has no screenshot named {name!r}")
+    fd, length = await anyio.to_thread.run_sync(artifacts.open_artifact, directory / BOOT_DIR, name)
+    return StreamingResponse(
+        artifacts.stream_file(fd, length),
+        media_type="image/png",
+        headers={
+            "Content-Length": str(length),
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 async def build_log(request: Request[AppState]) -> Response:
@@ -231,6 +280,9 @@ async def build_page(request: Request[AppState]) -> Response:
         directory = source.directory(record.id)
         found = await anyio.to_thread.run_sync(artifacts.list_artifacts, directory)
     context = pages.build_context(record, found, view, now=state["clock"]())
+    context["boot_tests"] = bootview.boot_context(
+        record.id, await _boot_tests(request, record.id) if record.state.is_final else []
+    )
     nonce = secrets.token_urlsafe(16)
     head, tail = state["pages"].build_page(context, nonce=nonce)
 
@@ -377,6 +429,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/builds/{build_id:int}", build_page, methods=["GET"]),
     Route("/builds/{build_id:int}/log/stream", log_stream, methods=["GET"]),
     Route("/builds/{build_id:int}/artifacts/{name:str}", artifact_download, methods=["GET"]),
+    Route("/builds/{build_id:int}/boot/{name:str}", boot_screenshot, methods=["GET"]),
     Route("/api/builds", api_builds, methods=["GET"]),
     Route("/api/builds/{build_id:int}/cancel", api_cancel, methods=["POST"]),
     Route("/api/builds/{build_id:int}/retry", api_retry, methods=["POST"]),

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from webhooks.build import (
     ArtifactSource,
+    BootTestSource,
     BuildBrowser,
     BuildCatalog,
     BuildControl,
@@ -42,6 +43,7 @@ class AppState(TypedDict):
     browser: NotRequired[BuildBrowser | None]
     control: NotRequired[BuildControl | None]
     artifacts: NotRequired[ArtifactSource | None]
+    boot_tests: NotRequired[BootTestSource | None]
     readiness: NotRequired[ReadinessProbe | None]
     admin_token: NotRequired[SecretStr | None]
     registry: NotRequired[CollectorRegistry]

@@ -36,6 +36,7 @@ from typing import Final
 import anyio
 import structlog
 
+from runner.boottest.policy import verdict
 from runner.exceptions import NotificationNotFound, ReleaseFilesGone, StoreError
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
@@ -215,7 +216,7 @@ class Publisher:
                 release.tag,
                 files,
                 name=release.tag,
-                body=f"Built by isorunner from {record.request.commit_sha}.",
+                body=await self._notes(record),
                 progress=progress,
             )
         except ForgeError as exc:
@@ -246,6 +247,12 @@ class Publisher:
         await self._finish(notification, record, done, PUBLISHED)
         _log.info("release_published", tag=release.tag, url=url, attempts=done.attempts + 1)
         return ReleaseState.PUBLISHED
+
+    async def _notes(self, record: BuildRecord) -> str:
+        """The release notes: the commit, and the boot tests' line when all passed."""
+        notes = f"Built by isorunner from {record.request.commit_sha}."
+        booted = verdict(await self._store.boot_tests(record.id)).release_line
+        return f"{notes}\n\n{booted}" if booted else notes
 
     async def _files(self, build_id: int, release: Release) -> Sequence[LocalAsset]:
         """The files to publish: as recorded by the first attempt, else read from disk.

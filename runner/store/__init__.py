@@ -8,6 +8,7 @@ URL. Raw SQL lives only in this package:
 - `ops.py`: the SQLite store's operations, plain functions of a connection.
 - `releases.py`: the SQLite store's release records (publishing progress, results).
 - `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
+- `boottests.py`: the SQLite store's boot test results (one row per boot of an ISO).
 - `writer.py`: group commits on the event loop, the fsync and checkpoints on threads.
 
 A PostgreSQL store for several hosts will sit beside `sqlite.py` and implement the
@@ -27,6 +28,7 @@ from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn, Outgoing
 from runner.store.sqlite import SQLiteStore
 from webhooks.build import (
+    BootTestRecord,
     BuildRecord,
     BuildRequest,
     BuildState,
@@ -109,6 +111,14 @@ class JobStore(Protocol):
 
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note."""
+        ...
+
+    async def save_boot_tests(self, build_id: int, tests: Sequence[BootTestRecord]) -> None:
+        """Store the build's boot test results (QEMU), replacing earlier ones."""
+        ...
+
+    async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
+        """Return the build's boot test results in the order they ran."""
         ...
 
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:

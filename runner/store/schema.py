@@ -78,7 +78,29 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         "CREATE INDEX builds_by_previous ON builds (forge, repo, previous_sha)"
         " WHERE previous_sha IS NOT NULL",
     ),
-    # 2 → 3: releases published through the outbox, their progress and result; the
+    # 2 → 3: the boot tests of a build's ISO (QEMU), in the order they ran.
+    (
+        """
+        CREATE TABLE boot_tests (
+            build_id INTEGER NOT NULL REFERENCES builds (id),
+            position INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            firmware TEXT NOT NULL,
+            medium TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            required INTEGER NOT NULL,
+            accelerator TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            reason TEXT NOT NULL,
+            serial_tail TEXT NOT NULL,
+            screenshot TEXT NOT NULL,
+            command_line TEXT NOT NULL,
+            PRIMARY KEY (build_id, position)
+        )
+        """,
+    ),
+    # 3 → 4: releases published through the outbox, their progress and result; the
     # outbox orders notifications per build and kind.
     (
         """

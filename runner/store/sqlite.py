@@ -22,10 +22,11 @@ from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn, Outgoing
-from runner.store import ops, releases
+from runner.store import boottests, ops, releases
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
 from webhooks.build import (
+    BootTestRecord,
     BuildRecord,
     BuildRequest,
     BuildState,
@@ -65,6 +66,7 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
     )
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
     releases.forget(conn, ids)
+    boottests.delete(conn, ids)
     conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
     return ids
 
@@ -207,6 +209,18 @@ class SQLiteStore:
                 c, self._clock(), build_id, event, detail=detail, notify=self._notify
             )
         )
+
+    async def save_boot_tests(self, build_id: int, tests: Sequence[BootTestRecord]) -> None:
+        """Store the boot test results of build `build_id`, replacing earlier ones.
+
+        Raises:
+            BuildNotFound: No such build.
+        """
+        await self._write(lambda c: boottests.save(c, build_id, tests))
+
+    async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
+        """Return build `build_id`'s boot test results in the order they ran."""
+        return await self._read(lambda c: boottests.load(c, build_id))
 
     async def set_detail(self, build_id: int, detail: str) -> None:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""

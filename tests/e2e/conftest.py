@@ -101,17 +101,26 @@ def new_sha() -> str:
 # -- profiles ----------------------------------------------------------------------------
 
 
-def make_profile(root: Path, name: str, *, append: str = "", packages: str | None = None) -> Path:
-    """A copy of the stand-in's minimal profile, optionally changed; returns its directory.
+def make_profile(
+    root: Path,
+    name: str,
+    *,
+    append: str = "",
+    packages: str | None = None,
+    source: str = "minimal",
+) -> Path:
+    """A copy of a stand-in profile, optionally changed; returns its directory.
 
     Args:
         root: Where to put it.
         name: Its directory name below `root`.
         append: Shell text appended to profiledef.sh (mkarchiso sources it in the container).
         packages: Replaces packages.x86_64.
+        source: The stand-in profile copied: "minimal" (no boot loader), or "boot"
+            (an ISO that boots on BIOS and UEFI).
     """
     profile = root / name
-    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    shutil.copytree(STANDIN / "profiles" / source, profile, symlinks=True)
     if append:
         with (profile / "profiledef.sh").open("a") as handle:
             handle.write(f"\n{append}\n")
@@ -200,6 +209,8 @@ class Repos:
 
     github: Sequence[str] = ()
     gitlab: Sequence[str] = ()
+    booted: Sequence[str] = ()
+    """Repositories whose ISOs are boot tested (default policy); the others' are not."""
 
 
 def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
@@ -207,6 +218,7 @@ def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
         'branches = ["main", "feature/*"]\nrelease_tags = ["v*"]\n'
+        + ("" if name in repos.booted else 'boot_test = "off"\n')
         for kind, names in (("github", repos.github), ("gitlab", repos.gitlab))
         for name in names
     )
@@ -230,6 +242,9 @@ pids_limit = 1024
 timeout_seconds = 60
 warning_seconds = 50
 max_output_bytes = "1G"
+
+[boot_test]
+timeout_seconds = 300
 
 [github]
 api_url = "{forge.github_api_url}"

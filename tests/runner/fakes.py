@@ -47,6 +47,7 @@ class FakeForge:
         self.statuses: list[tuple[str, CommitState, str]] = []
         self.releases: list[tuple[str, list[str]]] = []
         self.published: list[LocalAsset] = []
+        self.release_bodies: list[str] = []
         self.status_failures = 0
         self.release_errors: list[ForgeError] = []
         self.release_progress = 0
@@ -90,6 +91,7 @@ class FakeForge:
                 await progress(asset.name)
         self.releases.append((tag, [f.name for f in files]))
         self.published.extend(files)
+        self.release_bodies.append(body)
         return f"https://forge/{repo}/releases/{tag}"
 
 

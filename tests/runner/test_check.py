@@ -18,7 +18,7 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from runner.check import DiskUsage, check_base, check_disk, run_checks
+from runner.check import DiskUsage, check_base, check_boot, check_disk, run_checks
 from runner.settings import (
     GitHubSettings,
     GitLabSettings,
@@ -28,7 +28,9 @@ from runner.settings import (
     Settings,
     StorageSettings,
 )
+from sandbox import Accelerator
 from sandbox.base import MANIFEST, MOUNT_POINTS
+from sandbox.vm import UefiFirmware
 from webhooks.build import Forge
 
 GITHUB_API = "https://api.github.com"
@@ -107,8 +109,26 @@ def network(router: respx.Router) -> httpx.MockTransport:
 async def checked(settings: Settings, network: httpx.MockTransport) -> tuple[int, list[str]]:
     """Run every check; return the exit code and the printed lines."""
     out = io.StringIO()
-    code = await run_checks(settings, http_transport=network, out=out, forge_retry_seconds=0)
+    code = await run_checks(
+        settings, http_transport=network, out=out, forge_retry_seconds=0, boot=FakeBoot()
+    )
     return code, out.getvalue().splitlines()
+
+
+class FakeBoot:
+    """A boot tester for checks: QEMU runs (or not), KVM does not, OVMF is there."""
+
+    def __init__(self, *, qemu: bool = True) -> None:
+        self.qemu = qemu
+
+    async def probe(self, accelerator: Accelerator) -> tuple[bool, str]:
+        return self.qemu, "a probe guest ran" if self.qemu else "qemu-system-x86_64: not found"
+
+    async def accelerator(self) -> tuple[Accelerator, str]:
+        return "tcg", "because KVM does not work here: Permission denied"
+
+    def uefi_firmware(self) -> UefiFirmware:
+        return UefiFirmware("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 # ---------------------------------------------------------------- base and disk
@@ -285,3 +305,36 @@ async def test_run_checks_reports_an_unreachable_forge(
     assert any(
         line.startswith("FAIL github octo/archlive") and "api.github.com" in line for line in lines
     )
+
+
+@pytest.mark.anyio
+async def test_check_boot_says_qemu_runs_and_kvm_is_not_used(tmp_path: Path) -> None:
+    """With QEMU working and KVM not, the boot test checks pass and say TCG is used, and why."""
+    settings = make_settings(tmp_path)
+    make_base(settings)
+    findings = await check_boot(settings, tester=FakeBoot())
+    assert [(f.name, f.ok) for f in findings] == [
+        ("boot test", True),
+        ("uefi firmware", True),
+        ("kvm", True),
+    ]
+    assert "TCG" in findings[2].message
+    assert "Permission denied" in findings[2].message
+
+
+@pytest.mark.anyio
+async def test_check_boot_fails_when_qemu_cannot_run(tmp_path: Path) -> None:
+    """A base without QEMU fails the boot test check, saying what to install."""
+    settings = make_settings(tmp_path)
+    make_base(settings)
+    (finding,) = await check_boot(settings, tester=FakeBoot(qemu=False))
+    assert not finding.ok
+    assert "qemu-system-x86" in finding.message
+
+
+@pytest.mark.anyio
+async def test_check_boot_skips_without_a_base(tmp_path: Path) -> None:
+    """No prepared base: the boot test is not checked, and the finding says why."""
+    settings = make_settings(tmp_path)
+    (finding,) = await check_boot(settings, tester=FakeBoot())
+    assert (finding.ok, finding.message) == (False, "not checked: the sandbox base is not ready")

@@ -11,6 +11,9 @@ from sandbox.host import HostInfo
 from sandbox.nspawn import (
     DROPPED_CAPABILITIES,
     KEPT_CAPABILITIES,
+    Bind,
+    ContainerSpec,
+    container_argv,
     mkarchiso_command,
     nspawn_argv,
     systemd_run_argv,
@@ -179,3 +182,49 @@ def test_nspawn_argv_rejects_bad_input(kw: dict[str, object], message: str) -> N
     """An empty command or a negative epoch is a programming error."""
     with pytest.raises(ValueError, match=message):
         _argv(CONFIG, NO_SYSTEMD, **kw)
+
+
+def _container(spec: ContainerSpec, config: SandboxConfig = CONFIG) -> list[str]:
+    return container_argv(
+        config, machine="isorunner-v1", root=Path("/r"), spec=spec, host=NO_SYSTEMD
+    )
+
+
+def test_container_argv_for_an_unprivileged_command_drops_every_other_capability() -> None:
+    """A container keeping only SETUID/SETGID (for setpriv) drops all the rest."""
+    argv = _container(ContainerSpec(command=("qemu",), capabilities=("CAP_SETUID", "CAP_SETGID")))
+    (drop,) = [a for a in argv if a.startswith("--drop-capability=")]
+    dropped = set(drop.removeprefix("--drop-capability=").split(","))
+    assert dropped == set(KEPT_CAPABILITIES + DROPPED_CAPABILITIES) - {"CAP_SETUID", "CAP_SETGID"}
+
+
+def test_container_argv_network_shares_the_host_network_only_when_asked() -> None:
+    """--private-network is there by default and absent only for network=True."""
+    assert "--private-network" in _container(ContainerSpec(command=("x",)))
+    assert "--private-network" not in _container(ContainerSpec(command=("x",), network=True))
+
+
+def test_container_argv_binds_in_order_with_idmap_only_under_userns() -> None:
+    """Binds keep their order; a read-only file bind below a writable dir bind works."""
+    spec = ContainerSpec(
+        command=("x",),
+        binds=(
+            Bind(Path("/run/w"), "/build/work"),
+            Bind(Path("/srv/a.iso"), "/build/work/image.iso", read_only=True),
+            Bind(Path("/srv/p"), "/build/profile", read_only=True, idmap=True),
+        ),
+    )
+    binds = [a for a in _container(spec) if a.startswith("--bind")]
+    assert binds == [
+        "--bind=/run/w:/build/work",
+        "--bind-ro=/srv/a.iso:/build/work/image.iso",
+        "--bind-ro=/srv/p:/build/profile:idmap",
+    ]
+    root = SandboxConfig(base_dir=Path("/b"), sandbox_root=Path("/s"), isolation="root")
+    assert "--bind-ro=/srv/p:/build/profile" in _container(spec, root)
+
+
+def test_container_argv_rejects_an_unknown_capability() -> None:
+    """Keeping a capability nspawn does not know is a programming error."""
+    with pytest.raises(ValueError, match="unknown capabilities"):
+        _container(ContainerSpec(command=("x",), capabilities=("CAP_SYS_MODULE",)))

@@ -4,11 +4,16 @@
 #                            adopted by scripts/setup-sandbox.sh --from-rootfs
 #   <dir>/packages/          tiny packages built with makepkg (setuid, file capability,
 #                            system user, install scriptlets) that fill the base's mirror
-#   <dir>/profiles/minimal/  a tiny archiso profile that builds with them
+#                            and, for booting ISOs, `linux` (Debian's kernel), `syslinux`
+#                            and `systemd` (its systemd-boot EFI binary only), repackaged
+#   <dir>/profiles/minimal/  a tiny archiso profile that builds with them (no boot modes)
+#   <dir>/profiles/boot/     a profile whose ISO boots on BIOS and UEFI (bios.syslinux,
+#                            uefi.systemd-boot, console=ttyS0)
 #   <dir>/stamp              hash of every input; when it matches, nothing is done
 # <dir> is $ISORUNNER_STANDIN_DIR or /var/cache/isorunner-test/standin. The debootstrap
 # result is cached apart (<dir>/debootstrap/), keyed by suite, mirror and package list,
-# so editing the stand-in's scripts does not download Debian again.
+# so editing the stand-in's scripts does not download Debian again; so are the host's
+# Debian packages the boot packages are made from (<dir>/debs/, `apt-get download`).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +23,16 @@ dir="${ISORUNNER_STANDIN_DIR:-/var/cache/isorunner-test/standin}"
 readonly SUITE=trixie
 readonly MIRROR=http://deb.debian.org/debian
 readonly DEB_PACKAGES=(pacman-package-manager arch-install-scripts xorriso squashfs-tools erofs-utils
-    mtools dosfstools libarchive-tools zstd uidmap busybox-static)
+    mtools dosfstools libarchive-tools zstd uidmap busybox-static qemu-system-x86 ovmf)
+# The host's Debian packages that the stand-in's boot packages repackage (any Debian
+# release will do; the files are self-contained): the kernel comes from the versioned
+# package that linux-image-amd64 depends on.
+readonly KERNEL_META=linux-image-amd64
+readonly BOOT_DEBS=(isolinux syslinux-common pxelinux systemd-boot-efi)
+# Kernel modules the stand-in initramfs loads (with their dependencies): CD-ROM on IDE
+# and AHCI, USB disks, ISO 9660, squashfs on a loop device, the overlay root, a NIC.
+readonly KERNEL_MODULES=(ata_piix ahci sr_mod sd_mod usb_storage xhci_pci ehci_pci
+    isofs squashfs loop overlay e1000)
 readonly BUILD_USER=isorunner-build
 readonly UID_BASE=2147352576
 
@@ -68,6 +82,105 @@ debootstrap_rootfs() {
     printf '%s\n' "${key}" >"${cache}/key"
 }
 
+# `apt-get download` each package into <dir>/debs unless a file of it is there already.
+# The kernel meta package is resolved to the versioned image package it depends on.
+fetch_debs() {
+    local cache="${dir}/debs" name kernel wanted=()
+    mkdir -p -- "${cache}"
+    if ! compgen -G "${cache}/linux-image-*-amd64_*.deb" >/dev/null; then
+        kernel="$(apt-cache depends "${KERNEL_META}" 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')"
+        if [[ -z "${kernel}" ]]; then
+            apt-get update -qq >/dev/null
+            kernel="$(apt-cache depends "${KERNEL_META}" | awk '/Depends: linux-image-/ {print $2; exit}')"
+        fi
+        [[ -n "${kernel}" ]] || die "apt-cache cannot resolve ${KERNEL_META} to a kernel package"
+        wanted+=("${kernel}")
+    fi
+    for name in "${BOOT_DEBS[@]}"; do
+        compgen -G "${cache}/${name}_*.deb" >/dev/null || wanted+=("${name}")
+    done
+    ((${#wanted[@]})) || return 0
+    say "apt-get download ${wanted[*]}"
+    (cd "${cache}" && apt-get -q download -o APT::Sandbox::User=root "${wanted[@]}" >/dev/null 2>&1) || {
+        apt-get update -qq >/dev/null
+        (cd "${cache}" && apt-get -q download -o APT::Sandbox::User=root "${wanted[@]}" >/dev/null) ||
+            die "apt-get download ${wanted[*]} failed"
+    }
+}
+
+# The module names given and every module they depend on, as paths relative to the
+# modules directory, read from the kernel's modules.dep.
+module_closure() {
+    local modules_dep="$1"
+    shift
+    awk -v want="$*" '
+        {
+            path = $1; sub(/:$/, "", path)
+            name = path; sub(/.*\//, "", name); sub(/\.ko(\..*)?$/, "", name); gsub(/-/, "_", name)
+            by_name[name] = path
+            deps[path] = ""
+            for (i = 2; i <= NF; i++) deps[path] = deps[path] " " $i
+        }
+        END {
+            n = split(want, queue, " ")
+            for (i = 1; i <= n; i++) {
+                if (!(queue[i] in by_name)) { print "unknown module " queue[i] > "/dev/stderr"; exit 1 }
+                queue[i] = by_name[queue[i]]
+            }
+            while (n > 0) {
+                path = queue[n--]
+                if (path in seen) continue
+                seen[path] = 1
+                print path
+                m = split(deps[path], more, " ")
+                for (i = 1; i <= m; i++) queue[++n] = more[i]
+            }
+        }' "${modules_dep}"
+}
+
+# Unpack the downloaded Debian packages into the source tarballs of the stand-in's
+# `linux`, `syslinux` and `systemd` PKGBUILDs (Arch's file layout).
+boot_sources() {
+    local work="$1" cache="${dir}/debs" unpack="${dir}/build/debs" deb kver modules path
+    rm -rf -- "${unpack}"
+    mkdir -p -- "${unpack}/root" "${unpack}/linux" "${unpack}/syslinux" "${unpack}/systemd"
+    for deb in "${cache}"/*.deb; do
+        dpkg-deb -x "${deb}" "${unpack}/root"
+    done
+    modules="$(find "${unpack}/root/lib/modules" -mindepth 1 -maxdepth 1 -type d -print -quit)"
+    kver="${modules##*/}"
+    [[ -n "${kver}" && -f "${unpack}/root/boot/vmlinuz-${kver}" ]] || die "no kernel in ${cache}"
+    # Debian's package has no modules.dep (its postinst runs depmod): busybox makes one.
+    "${dir}/build/rootfs/usr/bin/busybox" depmod -b "${unpack}/root" "${kver}" ||
+        die "depmod failed for kernel ${kver}"
+    local dest="${unpack}/linux/usr/lib/modules/${kver}"
+    mkdir -p -- "${dest}"
+    install -m 0644 -- "${unpack}/root/boot/vmlinuz-${kver}" "${dest}/vmlinuz"
+    printf 'linux\n' >"${dest}/pkgbase"
+    module_closure "${modules}/modules.dep" "${KERNEL_MODULES[@]}" >"${unpack}/modules.list" ||
+        die "cannot resolve the kernel modules ${KERNEL_MODULES[*]}"
+    while read -r path; do
+        install -D -m 0644 -- "${modules}/${path}" "${dest}/${path}"
+    done <"${unpack}/modules.list"
+    # modules.dep of the modules kept (their dependencies are all kept).
+    awk 'NR == FNR { keep[$1 ":"] = 1; next } $1 in keep' "${unpack}/modules.list" \
+        "${modules}/modules.dep" >"${dest}/modules.dep"
+    tar -C "${unpack}/linux" -cf "${work}/linux/linux-kernel.tar" usr
+
+    dest="${unpack}/syslinux/usr/lib/syslinux/bios"
+    mkdir -p -- "${dest}"
+    install -m 0644 -- "${unpack}/root/usr/lib/ISOLINUX/isolinux.bin" \
+        "${unpack}/root/usr/lib/ISOLINUX/isohdpfx.bin" "${unpack}/root/usr/lib/PXELINUX/lpxelinux.0" \
+        "${unpack}/root/usr/lib/syslinux/memdisk" "${unpack}/root/usr/lib/syslinux/modules/bios/"*.c32 "${dest}/"
+    tar -C "${unpack}/syslinux" -cf "${work}/syslinux/syslinux-bios.tar" usr
+
+    dest="${unpack}/systemd/usr/lib/systemd/boot/efi"
+    mkdir -p -- "${dest}"
+    install -m 0644 -- "${unpack}/root/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "${dest}/"
+    tar -C "${unpack}/systemd" -cf "${work}/systemd/systemd-boot.tar" usr
+    rm -rf -- "${unpack}"
+}
+
 # makepkg refuses root: build as a dedicated unprivileged system user.
 ensure_build_user() {
     id "${BUILD_USER}" >/dev/null 2>&1 && return 0
@@ -82,6 +195,7 @@ build_packages() {
     mkdir -p -- "${work}" "${out}"
     cp -r -- "${here}/packages/." "${work}/"
     cp -- "${rootfs}/usr/bin/busybox" "${work}/isorunner-base/busybox"
+    boot_sources "${work}"
     cat >"${work}/makepkg.conf" <<CONF
 source /etc/makepkg.conf
 PKGEXT='.pkg.tar.zst'
@@ -106,7 +220,7 @@ main() {
     start="${SECONDS}"
     hash="$(inputs_hash)"
     if [[ -f "${dir}/stamp" && "$(<"${dir}/stamp")" == "${hash}" && -d "${dir}/base" &&
-        -d "${dir}/profiles/minimal" ]]; then
+        -d "${dir}/profiles/minimal" && -d "${dir}/profiles/boot" ]]; then
         say "up to date at ${dir} (stamp ${hash:0:12})"
         return 0
     fi
@@ -115,6 +229,7 @@ main() {
     rm -f -- "${dir}/stamp"
 
     debootstrap_rootfs
+    fetch_debs
 
     local rootfs="${dir}/build/rootfs"
     rm -rf -- "${dir}/build"
@@ -134,12 +249,12 @@ main() {
     mv -T -- "${dir}/base.next" "${dir}/base"
     rm -rf -- "${dir}/base.old" "${rootfs}"
 
-    rm -rf -- "${dir}/profiles/minimal"
+    rm -rf -- "${dir}/profiles"
     mkdir -p -- "${dir}/profiles"
-    cp -a -- "${here}/profiles/minimal" "${dir}/profiles/minimal"
+    cp -a -- "${here}/profiles/minimal" "${here}/profiles/boot" "${dir}/profiles/"
 
     printf '%s\n' "${hash}" >"${dir}/stamp"
-    say "built ${dir} in $((SECONDS - start)) s: base/, packages/ ($(find "${dir}/packages" -name '*.pkg.tar.zst' | wc -l) packages), profiles/minimal/"
+    say "built ${dir} in $((SECONDS - start)) s: base/, packages/ ($(find "${dir}/packages" -name '*.pkg.tar.zst' | wc -l) packages), profiles/{minimal,boot}/"
 }
 
 main "$@"

@@ -53,11 +53,11 @@ def client(store: WebStore) -> Iterator[TestClient]:
 
 
 def test_api_builds_lists_newest_first(client: TestClient) -> None:
-    """`GET /api/builds` returns builds in the `GET /api/builds/{id}` shape, newest first."""
+    """`GET /api/builds` lists builds newest first, as the detail less its boot tests."""
     body = client.get("/api/builds").json()
     assert [b["id"] for b in body["builds"]] == [3, 2, 1]
     assert body["next"] is None
-    assert body["builds"][2] == client.get("/api/builds/1").json()
+    assert {**body["builds"][2], "boot_tests": []} == client.get("/api/builds/1").json()
     assert body["builds"][2]["state"] == "succeeded"
 
 

@@ -24,7 +24,14 @@ from runner.publish.release import should_report
 from runner.store import SQLiteStore
 from tests.runner.fakes import BASE_URL, FakeForge
 from tests.runner.store.samples import START, FakeClock, make_request
-from webhooks.build import BuildRecord, Forge, RefKind, ReleaseState, artifacts_dir
+from webhooks.build import (
+    BootTestRecord,
+    BuildRecord,
+    Forge,
+    RefKind,
+    ReleaseState,
+    artifacts_dir,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -126,6 +133,22 @@ async def test_publisher_publishes_every_file_on_disk_in_order(rig: Rig) -> None
         "ISO built in 3s; release published",
     ]
     assert rig.attempts("published") == 1
+
+
+async def test_publisher_notes_name_the_commit_and_where_the_iso_boots(rig: Rig) -> None:
+    """The release notes carry the commit and, when every boot test passed, where it boots."""
+    build_id = await rig.tag_build()
+    booted = [
+        BootTestRecord(firmware, firmware, "cdrom", "firmware", "passed", True, "tcg", 21.0, "ok")
+        for firmware in ("bios", "uefi")
+    ]
+    await rig.store.save_boot_tests(build_id, booted)
+    await rig.publisher.publish_due()
+    record = await rig.record(build_id)
+    assert rig.forge.release_bodies == [
+        f"Built by isorunner from {record.request.commit_sha}.\n\n"
+        "Boots on BIOS and UEFI (QEMU), 21 s."
+    ]
 
 
 async def test_publisher_retries_an_outage_with_backoff_and_keeps_the_progress(
