@@ -1,4 +1,4 @@
-"""The `isorunner` command: `serve`, `build` and `check`.
+"""The `isorunner` command: `serve`, `build`, `check`, `init` and `setup-sandbox`.
 
 I/O shell: parses arguments, loads the configuration once (`--config`, else
 `$ISORUNNER_CONFIG`, else `./isorunner.toml`), and hands over to `runner.service`
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 
+from runner import sandboxsetup, starter
 from runner.check import run_checks
 from runner.exceptions import RunnerError
 from runner.localbuild import build_locally
@@ -67,13 +68,17 @@ def parser() -> argparse.ArgumentParser:
         help="boot the ISO in QEMU as [boot_test] says: required (a failed boot fails the "
         "command; the default), advisory (reported only) or off",
     )
+    starter.add_parser(commands)
+    sandboxsetup.add_parser(commands)
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     """Run the command line; return the process exit code."""
     args = parser().parse_args(argv)
     try:
+        if args.command == "init":
+            return starter.run_init(args, config_path(args.config))
         if args.command == "build":
             path = config_path(args.config)
             settings = load_settings(path) if args.config or path.exists() else Settings()
@@ -88,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_path(args.config))
         if args.command == "check":
             return anyio.run(run_checks, settings)
+        if args.command == "setup-sandbox":
+            return sandboxsetup.run_setup(settings, sandboxsetup.script_args(args))
         anyio.run(serve, settings, backend_options={"use_uvloop": True})
     except RunnerError as exc:
         print(f"isorunner: {exc}", file=sys.stderr)

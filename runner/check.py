@@ -25,6 +25,7 @@ from runner.forges import github, gitlab
 from runner.forges.client import ForgeTransport
 from runner.forges.exceptions import ForgeError
 from runner.forges.tokens import TokenProvider
+from runner.hosttools import SERVICE_NEEDS, System, Which, host_system, missing_tools, read_tools
 from runner.settings import Settings
 from runner.store import open_store
 from runner.wiring import USER_AGENT, boot_tester, github_tokens, sandbox_config
@@ -55,11 +56,19 @@ class DiskUsage(NamedTuple):
     free: int
 
 
-def check_tools() -> Finding:
-    """systemd-nspawn is installed."""
-    if shutil.which("systemd-nspawn") is None:
-        return Finding("tools", False, "systemd-nspawn is missing: install systemd-container")
-    return Finding("tools", True, "systemd-nspawn found")
+def check_tools(which: Which = shutil.which, system: System | None = None) -> list[Finding]:
+    """Every program the service and setup-sandbox.sh run is on PATH (runner/hosttools.txt).
+
+    Args:
+        which: Finds a program on PATH; tests inject a fake.
+        system: Which package names to give; None looks at this host.
+    """
+    tools, host = read_tools(), system or host_system()
+    missing = missing_tools(tools, needs=SERVICE_NEEDS, system=host, which=which)
+    if missing:
+        return [Finding("tools", False, tool.message()) for tool in missing]
+    count = len(missing_tools(tools, needs=SERVICE_NEEDS, system=host, which=lambda _: None))
+    return [Finding("tools", True, f"the {count} programs the service needs are on PATH")]
 
 
 def check_base(settings: Settings) -> Finding:
@@ -336,6 +345,7 @@ async def run_checks(
     out: TextIO | None = None,
     forge_retry_seconds: float = FORGE_RETRY_SECONDS,
     boot: BootProbe | None = None,
+    which: Which = shutil.which,
 ) -> int:
     """Run every check, print one line each; return 0 when all passed.
 
@@ -345,9 +355,10 @@ async def run_checks(
         out: Where the lines go; standard output by default.
         forge_retry_seconds: How long one forge call may retry (tests pass 0).
         boot: Runs the boot test's probes; None builds the real `sandbox.BootTester`.
+        which: Finds a program on PATH (tests inject a fake).
     """
     findings = [
-        check_tools(),
+        *check_tools(which),
         check_base(settings),
         *check_disk(settings),
         await check_database(settings),

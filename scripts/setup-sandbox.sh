@@ -32,11 +32,15 @@ readonly MOUNT_POINTS=(/build/profile /build/work /build/output)
 # libisoburn, dosfstools, mtools); grub provides grub-mkstandalone for uefi.grub profiles;
 # qemu-system-x86 (with SeaBIOS) and edk2-ovmf run the boot test's guests.
 readonly BASE_PACKAGES=(base archiso grub qemu-system-x86 edk2-ovmf)
-readonly ARCH_MIRROR=https://geo.mirror.pkgbuild.com
+# ISORUNNER_ARCH_MIRROR, ISORUNNER_RELEASE_KEY_FILE and ISORUNNER_RELEASE_KEY_FPR stand in
+# for Arch's mirror and release key in tests (tests/sandbox/test_setup_bootstrap.py serves
+# a signed fake mirror on 127.0.0.1); nothing else sets them.
+readonly ARCH_MIRROR="${ISORUNNER_ARCH_MIRROR:-https://geo.mirror.pkgbuild.com}"
 readonly ARCHIVE_MIRROR=https://archive.archlinux.org
 # Arch Linux release signing key (Pierre Schmitz), as published on archlinux.org/download.
-readonly RELEASE_KEY_FPR=3E80CA1A8B89F69CBA57D98A76A5EF9054449A5C
+readonly RELEASE_KEY_FPR="${ISORUNNER_RELEASE_KEY_FPR:-3E80CA1A8B89F69CBA57D98A76A5EF9054449A5C}"
 readonly RELEASE_KEY_UID=pierre@archlinux.org
+readonly RELEASE_KEY_FILE="${ISORUNNER_RELEASE_KEY_FILE:-}"
 # pacman expands $repo and $arch in Server lines itself.
 # shellcheck disable=SC2016
 readonly SERVER_PATH='$repo/os/$arch'
@@ -294,7 +298,11 @@ verify_release_signature() {
     local file="$1" tmp="$2" status
     local -x GNUPGHOME="${tmp}/gnupg"
     install -d -m 0700 -- "${GNUPGHOME}"
-    gpg --batch --quiet --auto-key-locate clear,wkd --locate-external-keys "${RELEASE_KEY_UID}" >/dev/null
+    if [[ -n "${RELEASE_KEY_FILE}" ]]; then
+        gpg --batch --quiet --import "${RELEASE_KEY_FILE}"
+    else
+        gpg --batch --quiet --auto-key-locate clear,wkd --locate-external-keys "${RELEASE_KEY_UID}" >/dev/null
+    fi
     status="$(gpg --batch --status-fd 1 --verify "${file}.sig" "${file}" 2>/dev/null)" ||
         die "the signature of $(basename -- "${file}") does not verify; refusing to use it"
     grep -q "^\[GNUPG:\] VALIDSIG ${RELEASE_KEY_FPR} " <<<"${status}" ||

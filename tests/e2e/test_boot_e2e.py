@@ -159,10 +159,19 @@ def test_isorunner_build_boots_the_iso_on_bios_and_uefi(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "boots on BIOS and UEFI (QEMU)" in run.stdout
     for name in ("bios.png", "uefi.png"):
+        # A missing screenshot is explained in the output ("no screenshot: …").
+        assert (out / "boot" / name).is_file(), _isorunner_lines(run.stdout)
         _not_blank((out / "boot" / name).read_bytes())
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".iso") == [
         "isorunner-boot-1.0-x86_64.iso"
     ]
+
+
+def _isorunner_lines(stdout: str) -> str:
+    """The lines of `isorunner build`'s output that are isorunner's or the boot test's."""
+    return "\n".join(
+        line for line in stdout.splitlines() if line.startswith(("[isorunner]", "boot test"))
+    )
 
 
 def _run_build(out: Path, config: Path) -> subprocess.CompletedProcess[str]:

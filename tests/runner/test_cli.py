@@ -280,6 +280,10 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
                 str(config),
                 "--source-date-epoch",
                 "1735787045",
+                # The minimal profile has no boot loader (profiles/boot/ boots: see
+                # tests/e2e/test_boot_e2e.py).
+                "--boot-test",
+                "off",
             ]
         )
     finally:

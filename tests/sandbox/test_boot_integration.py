@@ -297,17 +297,21 @@ async def test_boot_runs_qemu_unprivileged_and_cancel_leaves_nothing(
     while not any(line.startswith("console:") for line in log.lines):
         assert not task.done()
         await asyncio.sleep(0.1)
-    uids = _qemu_uids()
+    uids = _qemu_uids(config)
     assert uids == {config.uid_base + 65534}, uids
     assert await tester.cancel("bt-cancel")
     with pytest.raises(Cancelled):
         await task
-    assert not _qemu_uids()
+    assert not _qemu_uids(config)
     _assert_nothing_left(root)
 
 
-def _qemu_uids() -> set[int]:
-    """Real UIDs of this host's qemu-system-x86_64 processes started from our sandbox root."""
+def _qemu_uids(config: SandboxConfig) -> set[int]:
+    """Real UIDs of the qemu-system-x86_64 processes in this run's containers.
+
+    Only those in a cgroup under `config.machine_prefix`: a run of these tests beside
+    another (another checkout's) must not count the other's guests.
+    """
     uids: set[int] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -315,9 +319,15 @@ def _qemu_uids() -> set[int]:
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             status = (proc / "status").read_text()
+            cgroups = (proc / "cgroup").read_text()
         except OSError:
             continue
-        if cmdline[0].endswith(b"qemu-system-x86_64") and b"isorunner-boot-test" in cmdline:
+        ours = config.machine_prefix in cgroups
+        if (
+            ours
+            and cmdline[0].endswith(b"qemu-system-x86_64")
+            and b"isorunner-boot-test" in cmdline
+        ):
             (uid_line,) = [line for line in status.splitlines() if line.startswith("Uid:")]
             uids.add(int(uid_line.split()[1]))
     return uids

@@ -559,16 +559,13 @@ def test_build_standin_second_run_is_a_no_op() -> None:
     base_mtime = (standin / "base").stat().st_mtime_ns
     stamp = (standin / "stamp").read_text()
 
-    started = time.monotonic()
     second = subprocess.run(
         [str(BUILD_STANDIN)], check=False, capture_output=True, text=True, timeout=60
     )
-    elapsed = time.monotonic() - started
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("\n") == 1
     assert "up to date" in second.stdout
     assert second.stderr == ""
-    assert elapsed < 5
     assert (standin / "base").stat().st_mtime_ns == base_mtime
     assert (standin / "stamp").read_text() == stamp
 
@@ -627,27 +624,31 @@ def test_standin_mkarchiso_help_lists_real_options() -> None:
 
 
 def run_standin_build(
-    tmp_path: Path, *extra: str, binds: tuple[str, ...] = ()
+    tmp_path: Path,
+    *extra: str,
+    binds: tuple[str, ...] = (),
+    base: Path = STANDIN_DIR / "base",
+    uid_base: int = UID_BASE,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run the stand-in mkarchiso on the minimal profile in an overlay container."""
+    """Run the base's mkarchiso on the minimal profile in an overlay container."""
     require_root()
     require_tool("systemd-nspawn")
     require((STANDIN_DIR / "stamp").is_file(), f"the stand-in built at {STANDIN_DIR}")
     dirs = {name: tmp_path / name for name in ("upper", "ovl", "root", "work", "out")}
     for path in dirs.values():
-        path.mkdir()
+        path.mkdir(parents=True)
     for name in ("work", "out"):
-        os.chown(dirs[name], UID_BASE, UID_BASE)
+        os.chown(dirs[name], uid_base, uid_base)
     subprocess.run(
         ["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={STANDIN_DIR / 'base'},upperdir={dirs['upper']},workdir={dirs['ovl']}",
+         f"lowerdir={base},upperdir={dirs['upper']},workdir={dirs['ovl']}",
          str(dirs["root"])],
         check=True,
     )  # fmt: skip
     try:
         result = subprocess.run(
             ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
-             f"--private-users={UID_BASE}:65536", "--private-users-ownership=off",
+             f"--private-users={uid_base}:65536", "--private-users-ownership=off",
              "-D", str(dirs["root"]), "--read-only", "--private-network", "--tmpfs=/tmp",
              f"--setenv=SOURCE_DATE_EPOCH={EPOCH}",
              f"--bind-ro={STANDIN_DIR / 'profiles' / 'minimal'}:/build/profile:idmap",

@@ -60,26 +60,8 @@ inputs_hash() {
 
 # debootstrap into <dir>/debootstrap/rootfs unless a rootfs for the same key exists.
 debootstrap_rootfs() {
-    local cache="${dir}/debootstrap" key include script=()
-    key="${SUITE} ${MIRROR} ${DEB_PACKAGES[*]}"
-    if [[ -f "${cache}/key" && "$(<"${cache}/key")" == "${key}" && -d "${cache}/rootfs/usr" ]]; then
-        return 0
-    fi
-    command -v debootstrap >/dev/null || die "debootstrap is missing (scripts/install installs it)"
-    # Debian 12's debootstrap knows trixie; older ones may not: use the sid script then.
-    [[ -e "/usr/share/debootstrap/scripts/${SUITE}" ]] || script=(/usr/share/debootstrap/scripts/sid)
-    include="$(
-        IFS=,
-        printf '%s' "${DEB_PACKAGES[*]}"
-    )"
-    say "debootstrap ${SUITE} (minbase + ${#DEB_PACKAGES[@]} packages)"
-    rm -rf -- "${cache}"
-    mkdir -p -- "${cache}"
-    debootstrap --variant=minbase --include="${include}" "${SUITE}" "${cache}/rootfs.tmp" "${MIRROR}" \
-        "${script[@]}" >"${cache}/debootstrap.log" 2>&1 ||
-        die "debootstrap failed; see ${cache}/debootstrap.log"
-    mv -- "${cache}/rootfs.tmp" "${cache}/rootfs"
-    printf '%s\n' "${key}" >"${cache}/key"
+    "${repo_root}/tests/debootstrap-cache.sh" "${dir}/debootstrap" "${SUITE}" "${MIRROR}" \
+        "${DEB_PACKAGES[@]}" || die "could not make the Debian root (above)"
 }
 
 # `apt-get download` each package into <dir>/debs unless a file of it is there already.
@@ -234,7 +216,7 @@ main() {
     local rootfs="${dir}/build/rootfs"
     rm -rf -- "${dir}/build"
     mkdir -p -- "${dir}/build"
-    cp -a -- "${dir}/debootstrap/rootfs" "${rootfs}"
+    cp -a --one-file-system -- "${dir}/debootstrap/rootfs" "${rootfs}"
     install -m 0755 -- "${here}/mkarchiso" "${rootfs}/usr/local/bin/mkarchiso"
 
     build_packages "${rootfs}" "${dir}/packages"
