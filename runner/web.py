@@ -109,8 +109,9 @@ class WorkerControl:
                 " it to be published or refused"
             )
         await self._store.enqueue_notification(build_id, RELEASE, {"tag": record.request.ref_name})
-        self._worker.wake()
+        # Read before waking the publisher, so the answer shows the release queued.
         queued = await self._store.get(build_id)
+        self._worker.wake()
         assert queued is not None  # it was there a moment ago; builds are never deleted live
         return queued
 

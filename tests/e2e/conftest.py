@@ -42,6 +42,7 @@ GITHUB_SECRET = "e2e-github-webhook-secret"
 GITLAB_SECRET = "e2e-gitlab-webhook-token"
 GITHUB_TOKEN = "ghp_e2e_api_token"
 GITLAB_TOKEN = "glpat-e2e-api-token"
+ADMIN_TOKEN = "e2e-admin-token"
 CONTEXT = "isorunner-e2e"
 # The commit time of every pushed commit: SOURCE_DATE_EPOCH of the builds.
 COMMIT_TIME = "2025-01-02T03:04:05+00:00"
@@ -227,6 +228,7 @@ def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
 
 [storage]
 database = "sqlite:///{root}/db/isorunner.db"
@@ -370,6 +372,17 @@ class Isorunner:
         """`GET /api/builds/<id>`."""
         response = httpx.get(f"{self.url}/api/builds/{build_id}", timeout=10)
         assert response.status_code == 200, response.text
+        data: dict[str, object] = response.json()
+        return data
+
+    def admin_publish(self, build_id: int) -> dict[str, object]:
+        """`POST /api/builds/<id>/publish` with the admin token; return the build it answers."""
+        response = httpx.post(
+            f"{self.url}/api/builds/{build_id}/publish",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
         data: dict[str, object] = response.json()
         return data
 

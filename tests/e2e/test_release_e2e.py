@@ -221,9 +221,10 @@ def test_an_upload_cut_halfway_with_a_502_is_replaced_by_a_whole_copy(
 def test_what_a_person_deletes_between_attempts_is_published_again(
     server: Isorunner, forge: FakeForge, profiles: Path, kind: Forge
 ) -> None:
-    """GitHub: the draft is deleted while publishing waits out an outage; GitLab: its files.
+    """A draft (GitHub) or files (GitLab) deleted mid-publishing, then the published release.
 
-    The next attempt starts from what the forge has: one release, every file, whole.
+    The next attempt starts from what the forge has, and the admin's publish after the
+    release was deleted too: one release, every file, whole, the ISO never rebuilt.
     """
     push = publish(server, forge, profiles, kind, "deleted")
     outage = threading.Event()
@@ -251,6 +252,24 @@ def test_what_a_person_deletes_between_attempts_is_published_again(
     release = server.build(tagged.build_id)["release"]
     assert isinstance(release, dict)
     assert release["attempts"] >= 1
+
+    # Deleted once published: the admin publishes the files on disk again, no rebuild;
+    # only what the forge lost goes up (GitLab keeps package files without a release).
+    iso = iso_name(server, tagged.build_id)
+    sent = len(uploads_of(forge, tagged, iso))
+    seen = len(forge.statuses(kind, tagged.repo, tagged.sha))
+    assert forge.delete_release(kind, tagged.repo, TAG) == 1
+    queued = server.admin_publish(tagged.build_id)["release"]
+    assert isinstance(queued, dict)
+    # The publisher may have started already (its own poll), never with the old record.
+    assert queued["state"] in ("queued", "publishing"), queued
+    assert queued["attempts"] == 0, queued
+    server.wait_statuses(
+        forge, kind, tagged.repo, tagged.sha, lambda s: len(s) > seen and release_settled(s)
+    )
+    assert_one_whole_release(server, forge, tagged)
+    assert len(uploads_of(forge, tagged, iso)) == sent + (1 if kind == "github" else 0)
+    assert server.build_log(tagged.build_id).count(f"[isorunner] build {tagged.build_id}:") == 1
 
 
 @pytest.fixture
