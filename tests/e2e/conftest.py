@@ -47,7 +47,7 @@ CONTEXT = "isorunner-e2e"
 # The commit time of every pushed commit: SOURCE_DATE_EPOCH of the builds.
 COMMIT_TIME = "2025-01-02T03:04:05+00:00"
 POLL = 0.1
-STARTUP_SECONDS = 20.0
+STARTUP_SECONDS = 60.0
 BUILD_SECONDS = 60.0
 
 _T = TypeVar("_T")
