@@ -23,12 +23,13 @@ Markers, all on this machine's wall clock:
   `[isorunner] build N`, `fetching`, `SOURCE_DATE_EPOCH=` (profile fetched and
   extracted), the first and last `[mkarchiso]` lines (mkarchiso's own time: from its
   first output line to its last, the `-r` removal of its work dir included),
-  `publishing release`, `release published`, and `succeed:` (the outcome, written after clean-up);
+  `release … queued` (the files are kept), and `succeed:` (the outcome, written after
+  clean-up; the release is published after it, from the outbox);
 - the artifacts: the ISO's ctime (set when the pipeline moves it out of the sandbox's
   output, i.e. after the sandbox's teardown) and the mtime of `sha256sums` (written
   once both sums are computed);
-- the fake forge: when each request arrived and when its answer ended (the uploads,
-  the release calls, `PATCH` draft → published, the commit statuses).
+- the fake forge: when each request arrived and when its answer ended (the release
+  look-ups, the uploads, `PATCH` draft → published, the commit statuses).
 
 The fake forge listens on a socket made with `IPPROTO_TCP`, unlike
 tests/e2e/fakeforge.py (see `TimedForge`); `--stock-forge-socket` measures with its
@@ -252,9 +253,11 @@ def wait_final_status(forge: TimedForge, sha: str, server: Isorunner) -> None:
     while time.monotonic() < deadline:
         seen = forge.forge.statuses("github", REPO, sha)
         if seen and seen[-1].state in {"success", "failure", "error"}:
-            if seen[-1].state != "success":
+            if seen[-1].state != "success" or "release refused" in str(seen[-1].description):
                 raise RuntimeError(f"build failed: {seen[-1]}\n{server.log_tail()}")
-            return
+            # The build's success comes first; the release's status follows it.
+            if str(seen[-1].description).endswith("release published"):
+                return
         time.sleep(0.05)
     raise RuntimeError(f"no final status within {BUILD_TIMEOUT} s\n{server.log_tail()}")
 
@@ -276,6 +279,7 @@ def measure(client: httpx.Client, server: Isorunner, forge: TimedForge, sha: str
     statuses = [h for h in hits if h.method == "POST" and "/statuses/" in h.path]
     uploads = [h for h in hits if h.path.startswith("/github/uploads/")]
     (publish,) = [h for h in hits if h.method == "PATCH" and "/releases/" in h.path]
+    lookups = [h for h in hits if h.method == "GET" and "/releases" in h.path]
     marks = {
         "webhook sent": sent,
         "202": accepted,
@@ -286,12 +290,12 @@ def measure(client: httpx.Client, server: Isorunner, forge: TimedForge, sha: str
         "log: last [mkarchiso]": tail.last("[mkarchiso]"),
         "ISO moved (ctime)": iso.stat().st_ctime,
         "sha256sums written": (artifacts / "sha256sums").stat().st_mtime,
-        "log: publishing release": tail.first("[isorunner] publishing release"),
+        "log: release queued": tail.first("[isorunner] release "),
+        "log: outcome line": tail.first("[isorunner] succeed:"),
+        "forge: first release look-up": lookups[0].start,
         "forge: first upload starts": uploads[0].start,
         "forge: last upload ends": uploads[-1].end,
         "forge: release published (PATCH)": publish.end,
-        "log: release published": tail.first("[isorunner] release published"),
-        "log: outcome line": tail.first("[isorunner] succeed:"),
         "forge: final status": statuses[-1].end,
     }
     run = Run(build_id, iso.stat().st_size, marks, hits=hits)
@@ -311,9 +315,13 @@ def measure(client: httpx.Client, server: Isorunner, forge: TimedForge, sha: str
         ),
         "  sandbox teardown + ISO move": m["ISO moved (ctime)"] - m["log: last [mkarchiso]"],
         "  checksums (sha256 + b2)": m["sha256sums written"] - m["ISO moved (ctime)"],
-        "  sums -> publishing": m["log: publishing release"] - m["sha256sums written"],
-        "  release look-up, create draft": (
-            m["forge: first upload starts"] - m["log: publishing release"]
+        "  sums -> release queued": m["log: release queued"] - m["sha256sums written"],
+        "  clean-up, success stored": m["log: outcome line"] - m["log: release queued"],
+        "  success stored -> first release call": (
+            m["forge: first release look-up"] - m["log: outcome line"]
+        ),
+        "  release look-up, digests, create draft": (
+            m["forge: first upload starts"] - m["forge: first release look-up"]
         ),
         "  uploads (ISO + 2 sums files)": (
             m["forge: last upload ends"] - m["forge: first upload starts"]
@@ -321,8 +329,9 @@ def measure(client: httpx.Client, server: Isorunner, forge: TimedForge, sha: str
         "  publish (PATCH draft=false)": (
             m["forge: release published (PATCH)"] - m["forge: last upload ends"]
         ),
-        "after the release: clean-up": m["log: outcome line"] - m["log: release published"],
-        "after the release: final status posted": m["forge: final status"] - m["log: outcome line"],
+        "after the release: final status posted": (
+            m["forge: final status"] - m["forge: release published (PATCH)"]
+        ),
         "push -> final status": m["forge: final status"] - sent,
         "ISO upload alone": uploads[0].end - uploads[0].start,
     }

@@ -16,6 +16,8 @@ It is the only package where webhooks, sandbox and forges meet.
 - `artifacts.py`, `checksums.py`: a finished build's ISOs and their sums files.
 - `buildlogs.py`: build logs on disk; `retention.py`: old builds forgotten.
 - `notifications.py`: commit statuses, from the store's outbox to the forge.
+- `publish/`: tag builds' releases, from the store's outbox to the forge, resumed
+  and retried until published or refused (see its `__init__`).
 - `forges/`: forge clients (see its `__init__`).
 - `web.py`: adapters giving the web app what it reads from the runner.
 - `metrics.py`: the runner's Prometheus metrics; `logs.py`: process logging.

@@ -9,6 +9,7 @@ RunnerError                    root of everything `runner` raises on purpose
  ├── ConfigError               the configuration file or environment is wrong (runner.settings)
  ├── ForgeError                a forge API call failed (runner.forges.exceptions has its tree)
  ├── IllegalTransition         a build event the lifecycle table forbids (runner.jobs)
+ ├── ReleaseFilesGone          a tag build's files to publish are gone (runner.publish)
  └── StoreError                the job store cannot do what was asked (runner.store)
       ├── BuildNotFound        no build with that id
       └── NotificationNotFound no pending notification with that id
@@ -48,6 +49,10 @@ class IllegalTransition(RunnerError):
             else "this is a bug in the caller: check the state before sending the event"
         )
         super().__init__(f"{subject} is {state.value}: the event {event!r} is not allowed ({hint})")
+
+
+class ReleaseFilesGone(RunnerError):
+    """A succeeded tag build's files are gone or changed: its release can never be published."""
 
 
 class StoreError(RunnerError):

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Final
 
 from runner.exceptions import IllegalTransition
-from webhooks.build import BuildRecord, BuildState
+from webhooks.build import BuildRecord, BuildRequest, BuildState, RefKind
 
 # ---------------------------------------------------------------------------------
 # Theory of operation
@@ -103,6 +103,35 @@ def transition(state: BuildState, event: Event, *, build_id: int | None = None) 
         raise IllegalTransition(state, event.value, build_id) from None
 
 
+# ---------------------------------------------------------------------------------
+# The outbox
+# ---------------------------------------------------------------------------------
+#
+# A state change and what the forge must be told about it are stored in one
+# transaction (see `NotifyFn`), as notifications in the store's outbox. Each kind has
+# one drainer, which delivers a build's notifications of that kind in the order they
+# were enqueued and retries with backoff until done or refused for good:
+#
+#   STATUS   a commit status; `runner.notifications.Notifier` posts it.
+#   RELEASE  a trusted tag build's release, queued with its SUCCEED; the build is
+#            `succeeded` once its files are on disk, and `runner.publish.Publisher`
+#            publishes them from there, across restarts and outages. The store keeps
+#            the release's progress and result (`webhooks.build.Release`) beside it.
+
+STATUS: Final = "status"
+"""The notification kind of a commit status."""
+RELEASE: Final = "release"
+"""The notification kind of a release to publish; its payload is `{"tag": <tag>}`."""
+
+
+def publishes_release(request: BuildRequest) -> bool:
+    """Whether a successful build of `request` publishes a release: trusted tags only.
+
+    Fork code is built but never published, whatever ref it claims.
+    """
+    return request.kind is RefKind.TAG and request.trusted
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """A forge notification waiting in the store's outbox until it is delivered.
@@ -110,7 +139,7 @@ class Notification:
     Attributes:
         id: The notification's id in the outbox.
         build_id: The build it is about.
-        kind: What to send (e.g. `"status"`, `"release"`); chosen by the forge code.
+        kind: What to send: `STATUS` or `RELEASE`.
         payload: What to send, as JSON-compatible data filled by the forge code.
         attempts: How many delivery attempts have failed so far.
         next_attempt_at: When it is next due (UTC).

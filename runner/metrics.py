@@ -18,6 +18,8 @@ Metric names (all prefixed `isorunner_`):
 | `isorunner_status_notifications_total` | counter | `forge`, `result` (delivered, …) |
 | `isorunner_package_files_total` | counter | `result` (hit: in the cache, miss: downloaded) |
 | `isorunner_package_download_bytes_total` | counter | — |
+| `isorunner_releases` | gauge | `state` (queued, publishing, retrying, published, refused) |
+| `isorunner_release_attempts_total` | counter | `forge`, `result` (published, retrying, refused) |
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sandbox import DiskLimit, OutOfMemory, ProcessLimit, TimedOut
-from webhooks.build import BuildState
+from webhooks.build import BuildState, ReleaseState
 
 _log = structlog.get_logger()
 
@@ -55,6 +57,10 @@ class BuildCounter(Protocol):
 
     async def count_by_state(self) -> dict[BuildState, int]:
         """Return how many builds are in each state, every state present."""
+        ...
+
+    async def count_releases_by_state(self) -> dict[ReleaseState, int]:
+        """Return how many release records are in each state, every state present."""
         ...
 
 
@@ -128,8 +134,22 @@ class Metrics:
         )
         for result in ("hit", "miss"):
             self.package_files.labels(result=result)
+        self.releases = Gauge(
+            "isorunner_releases",
+            "Releases of tag builds in the job store, by publishing state.",
+            ["state"],
+            registry=registry,
+        )
+        self.release_attempts = Counter(
+            "isorunner_release_attempts",
+            "Release publishing attempts by forge and result (published, retrying, refused).",
+            ["forge", "result"],
+            registry=registry,
+        )
         for state in BuildState:
             self.builds.labels(state=state.value)
+        for release_state in ReleaseState:
+            self.releases.labels(state=release_state.value)
         for _, kind in _LIMIT_KINDS:
             self.sandbox_kills.labels(kind=kind)
 
@@ -139,9 +159,15 @@ class Metrics:
             self.builds.labels(state=state.value).set(counts.get(state, 0))
         self.queue_depth.set(counts.get(BuildState.QUEUED, 0))
 
+    def set_release_counts(self, counts: Mapping[ReleaseState, int]) -> None:
+        """Set the release by-state gauges from a store snapshot."""
+        for state in ReleaseState:
+            self.releases.labels(state=state.value).set(counts.get(state, 0))
+
     async def refresh_builds(self, store: BuildCounter) -> None:
-        """Take a fresh snapshot of the store's build counts."""
+        """Take a fresh snapshot of the store's build and release counts."""
         self.set_build_counts(await store.count_by_state())
+        self.set_release_counts(await store.count_releases_by_state())
 
     def builds_changed(self) -> None:
         """Ask `watch_store` to take a snapshot now (a build changed state)."""
@@ -188,6 +214,11 @@ class Metrics:
     def notification(self, forge: str, result: str) -> None:
         """Count a status delivery attempt: `delivered`, `failed` or `dropped`."""
         self.notifications.labels(forge=forge, result=result).inc()
+
+    def release_attempt(self, forge: str, result: str) -> None:
+        """Count a release attempt: `published`, `retrying` or `refused`; refresh the gauges."""
+        self.release_attempts.labels(forge=forge, result=result).inc()
+        self.builds_changed()
 
 
 __all__ = ["DURATION_BUCKETS", "BuildCounter", "Metrics", "limit_kind"]

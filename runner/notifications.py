@@ -1,11 +1,13 @@
 """Commit status notifications: what to tell the forge about a build, and telling it.
 
-`status_payload` and `status_notifier` are pure: they turn a build record into the
-outbox payload that the job store enqueues in the same transaction as the state
-change, so a status can never be lost between the change and the forge call.
-`Notifier` is the thin I/O shell that drains the outbox through the forge clients,
-retrying with backoff while a forge is down, in order per build; a status the forge
-refuses for good (not an outage) is dropped after `PERMANENT_ATTEMPTS`.
+`status_payload`, `release_payload` and `status_notifier` are pure: they turn a build
+record (and its release's progress) into the outbox payloads that the job store
+enqueues in the same transaction as the change, so a status can never be lost between
+the change and the forge call. A trusted tag build that succeeds also gets its
+`RELEASE` notification there, which `runner.publish` drains. `Notifier` is the thin
+I/O shell that drains the statuses through the forge clients, retrying with backoff
+while a forge is down, in order per build; a status the forge refuses for good (not
+an outage) is dropped after `PERMANENT_ATTEMPTS`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ import structlog
 
 from runner.forges.exceptions import Conflict, ForgeError, TransitionRefused
 from runner.forges.protocol import CommitState, ForgeClient
-from runner.jobs import Notification, NotifyFn, Outgoing
+from runner.jobs import RELEASE, STATUS, Notification, NotifyFn, Outgoing, publishes_release
 from runner.metrics import Metrics
 from runner.store import JobStore
-from webhooks.build import BuildRecord, BuildState, Forge
+from webhooks.build import BuildRecord, BuildState, Forge, Release, ReleaseState
 
-STATUS = "status"
+__all__ = [
+    "PERMANENT_ATTEMPTS",
+    "STATUS",
+    "Notifier",
+    "is_transient",
+    "release_note",
+    "release_payload",
+    "retry_delay",
+    "status_notifier",
+    "status_payload",
+]
 # Delivery results, the `result` label of the notification metric.
 DELIVERED, FAILED, DROPPED = "delivered", "failed", "dropped"
 _log = structlog.get_logger()
@@ -64,6 +76,8 @@ def status_payload(record: BuildRecord, base_url: str, *, note: str = "") -> dic
     # once it runs, the status says that it is building (or the warning `note`).
     detail = "" if record.state is BuildState.RUNNING else record.detail
     description = note or detail or _DEFAULT_TEXT[record.state]
+    if not note and record.state is BuildState.SUCCEEDED and publishes_release(record.request):
+        description = f"{description}; publishing the release"
     return {
         "state": _STATE_TO_STATUS[record.state].value,
         "description": description,
@@ -71,11 +85,58 @@ def status_payload(record: BuildRecord, base_url: str, *, note: str = "") -> dic
     }
 
 
+def _wait_text(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+def release_note(release: Release, now: datetime) -> str:
+    """What the commit status says about a release: its part after the build's detail.
+
+    "publishing the release", "publishing the release (attempt 3, retrying in 2 min)"
+    after three failed attempts, "release published", "release refused: <why>".
+    """
+    if release.state is ReleaseState.PUBLISHED:
+        return "release published"
+    if release.state is ReleaseState.REFUSED:
+        return f"release refused: {release.last_error}"
+    if release.state is ReleaseState.RETRYING and release.next_attempt_at is not None:
+        wait = _wait_text((release.next_attempt_at - now).total_seconds())
+        return f"publishing the release (attempt {release.attempts}, retrying in {wait})"
+    return "publishing the release"
+
+
+def release_payload(
+    record: BuildRecord, release: Release, base_url: str, now: datetime
+) -> dict[str, object]:
+    """The outbox payload of the commit status telling how a build's release stands.
+
+    The state stays the build's (success): the ISO was built whatever becomes of the
+    release; the description says the rest.
+    """
+    detail = record.detail or _DEFAULT_TEXT[record.state]
+    return {
+        **status_payload(record, base_url),
+        "description": f"{detail}; {release_note(release, now)}",
+    }
+
+
 def status_notifier(base_url: str) -> NotifyFn:
-    """A `NotifyFn` that enqueues one commit status for every state change."""
+    """A `NotifyFn`: one commit status for every state change, and the release to publish.
+
+    A trusted tag build that succeeds also enqueues its `RELEASE` notification, in the
+    same transaction as the state change: the build is done once its files are on disk,
+    and publishing them survives restarts and outages from there.
+    """
 
     def notify(record: BuildRecord) -> Iterable[Outgoing]:
-        return [(STATUS, status_payload(record, base_url))]
+        outgoing: list[Outgoing] = [(STATUS, status_payload(record, base_url))]
+        if record.state is BuildState.SUCCEEDED and publishes_release(record.request):
+            outgoing.append((RELEASE, {"tag": record.request.ref_name}))
+        return outgoing
 
     return notify
 
@@ -138,9 +199,10 @@ class Notifier:
             self._wake = anyio.Event()
 
     async def deliver_due(self, limit: int = 50) -> int:
-        """Deliver what is due now; return how many were delivered."""
+        """Deliver the statuses due now; return how many were delivered."""
         delivered = 0
-        for notification in await self._store.due_notifications(self._clock(), limit):
+        due = await self._store.due_notifications(self._clock(), limit, kinds=(STATUS,))
+        for notification in due:
             if await self._deliver(notification):
                 delivered += 1
         return delivered
@@ -155,13 +217,13 @@ class Notifier:
 
     async def _attempt(self, notification: Notification, record: BuildRecord | None) -> str:
         """Try one delivery; return `DELIVERED`, `FAILED` (retried later) or `DROPPED`."""
-        if record is None or notification.kind != STATUS:
+        if record is None:
             _log.error(
                 "notification_dropped",
                 notification_id=notification.id,
                 build_id=notification.build_id,
                 kind=notification.kind,
-                reason="unknown build" if record is None else "unknown kind",
+                reason="unknown build",
             )
             await self._store.notification_done(notification.id)
             return DROPPED

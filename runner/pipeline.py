@@ -1,9 +1,13 @@
-"""One build end to end: fetch the profile, sync its packages, build, sum, boot, publish.
+"""One build end to end: fetch the profile, sync its packages, build, sum, boot, keep its files.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
 that the commit status shows. Every path out of `Pipeline.run` returns an `Outcome`;
 the temporary workspace and the sandbox's per-build directories are always removed.
+
+A build ends once its files are on disk: publishing a tag's release is not part of it.
+The SUCCEED that the worker stores queues the release in the same transaction, and
+`runner.publish` publishes the files from disk, across restarts and forge outages.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
-from runner.jobs import Event
+from runner.jobs import Event, publishes_release
 from runner.metrics import Metrics
 from runner.packages import PackageError, ResolvedPackages
 from sandbox import (
@@ -48,7 +52,6 @@ from webhooks.build import (
     BuildRequest,
     Forge,
     PackageEntry,
-    RefKind,
     artifacts_dir,
 )
 
@@ -336,7 +339,6 @@ class Pipeline:
         files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
         detail = f"ISO built in {_duration(result.duration_seconds)}"
         plan = self._boot_plans(request) if self._boot is not None else None
-        release_line = ""
         if self._boot is not None and plan is not None:
             isos = [path for path in files if path.suffix == ".iso"]
             records = await self._boot.run(
@@ -351,19 +353,12 @@ class Pipeline:
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
                 return Outcome(judged.event, detail)
-            release_line = judged.release_line
-        if request.kind is RefKind.TAG and request.trusted:
-            log.write_line(f"[isorunner] publishing release {request.ref_name}")
-            body = f"Built by isorunner from {request.commit_sha}."
-            url = await client.publish_release(
-                request.repo,
-                request.ref_name,
-                files,
-                name=request.ref_name,
-                body=f"{body}\n\n{release_line}" if release_line else body,
+        log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+        if publishes_release(request):
+            log.write_line(
+                f"[isorunner] release {request.ref_name} queued: it is published from these "
+                "files after the build (its progress is on the build page)"
             )
-            log.write_line(f"[isorunner] release published: {url}")
-            detail += "; release published"
         return Outcome(Event.SUCCEED, detail)
 
     async def _sync_packages(

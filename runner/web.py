@@ -5,7 +5,8 @@ in `webhooks.build` and translates the runner's errors into `webhooks.exceptions
 (the web app never imports `runner`). `runner.service` builds them and passes them
 to `webhooks.app.create_app`.
 
-- `WorkerControl`   → `BuildControl`: cancel (stopping a running build) and retry.
+- `WorkerControl`   → `BuildControl`: cancel (stopping a running build), retry, and
+  publish a tag build's release again.
 - `ArtifactDirs`    → `ArtifactSource`: `webhooks.build.artifacts_dir`, where the
   pipeline keeps a finished build's ISOs and checksum files.
 - `RunnerReadiness` → `ReadinessProbe`: the store answers, the sandbox base is
@@ -22,10 +23,11 @@ import anyio
 
 from runner.check import DiskUsage, Finding, check_base, check_disk
 from runner.exceptions import BuildNotFound, IllegalTransition, StoreError
+from runner.jobs import RELEASE, publishes_release
 from runner.settings import Settings
 from runner.store import JobStore
 from webhooks import exceptions as web
-from webhooks.build import BuildRecord, ReadinessCheck, artifacts_dir
+from webhooks.build import BuildRecord, BuildState, ReadinessCheck, artifacts_dir
 
 
 class Canceller(Protocol):
@@ -84,6 +86,34 @@ class WorkerControl:
             raise web.BuildConflict(str(exc)) from None
         self._worker.wake()
         return submission.build_id
+
+    async def publish(self, build_id: int) -> BuildRecord:
+        """Queue a succeeded trusted tag build's release again, from its files on disk.
+
+        Raises:
+            webhooks.exceptions.BuildNotFound: No such build.
+            webhooks.exceptions.BuildConflict: The build publishes no release, or its
+                release is being published now.
+        """
+        record = await self._store.get(build_id)
+        if record is None:
+            raise web.BuildNotFound(f"no build with id {build_id}")
+        if record.state is not BuildState.SUCCEEDED or not publishes_release(record.request):
+            raise web.BuildConflict(
+                f"build {build_id} is not a succeeded tag build of the repository itself: it"
+                " publishes no release"
+            )
+        if record.release is not None and not record.release.state.is_final:
+            raise web.BuildConflict(
+                f"the release of build {build_id} is {record.release.state.value}: wait for"
+                " it to be published or refused"
+            )
+        await self._store.enqueue_notification(build_id, RELEASE, {"tag": record.request.ref_name})
+        # Read before waking the publisher, so the answer shows the release queued.
+        queued = await self._store.get(build_id)
+        self._worker.wake()
+        assert queued is not None  # it was there a moment ago; builds are never deleted live
+        return queued
 
 
 class ArtifactDirs:

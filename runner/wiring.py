@@ -42,6 +42,7 @@ from runner.packages import (
 from runner.packages.settings import sources_for
 from runner.packages.step import BuildPackages, PackageMetrics
 from runner.pipeline import Pipeline, PipelineConfig
+from runner.publish import Publisher
 from runner.settings import Settings
 from runner.store import JobStore, open_store
 from runner.worker import Worker
@@ -307,10 +308,20 @@ async def running_service(
             packages=build_packages(settings, mirrors, metrics),
             record_packages=store.set_packages,
         )
+        notifier = Notifier(store, clients, metrics=metrics)
+        publisher = Publisher(
+            store,
+            clients,
+            artifacts_root=settings.sandbox.iso_output_root,
+            base_url=base_url,
+            metrics=metrics,
+            statuses_enqueued=notifier.wake,
+        )
         worker = Worker(
             store,
             pipeline,
-            Notifier(store, clients, metrics=metrics),
+            notifier,
+            publisher=publisher,
             base_url=base_url,
             max_concurrent=settings.sandbox.max_concurrent_builds,
             cleanup_stale=sandbox.cleanup_stale,

@@ -5,7 +5,8 @@ recovers builds that were running when the process died (re-queued, or ended as
 errored) and removes the sandboxes a crash left. Then `max_concurrent` slots each
 claim the oldest queued build and run it; a state change and its commit status are
 stored together (the status hook the store was opened with), and the notifier
-delivers statuses.
+delivers statuses. A trusted tag build's release is queued with its SUCCEED and
+published by the publisher, beside the builds: a long upload holds back no build.
 
 `WorkerSink` is the `webhooks.build.BuildSink` the web app gets: it stores a request,
 supersedes older builds of the same branch or pull request (stopping them if they
@@ -24,6 +25,7 @@ from runner.jobs import Event
 from runner.metrics import Metrics
 from runner.notifications import STATUS, Notifier, status_payload
 from runner.pipeline import Outcome, Pipeline
+from runner.publish import Publisher
 from runner.store import JobStore
 from webhooks.build import BuildRecord, BuildRequest, Submission
 
@@ -37,6 +39,8 @@ class Worker:
         store: The job store.
         pipeline: Runs one build.
         notifier: Delivers commit statuses from the store's outbox.
+        publisher: Publishes tag builds' releases from the outbox; None leaves them
+            queued (a process that only builds).
         base_url: The public base URL (links in statuses).
         max_concurrent: How many builds may run at once.
         requeue_on_recovery: Re-run builds that a dead process left running (else
@@ -54,6 +58,7 @@ class Worker:
         pipeline: Pipeline,
         notifier: Notifier,
         *,
+        publisher: Publisher | None = None,
         base_url: str,
         max_concurrent: int = 1,
         requeue_on_recovery: bool = True,
@@ -65,6 +70,7 @@ class Worker:
         self._store = store
         self._pipeline = pipeline
         self._notifier = notifier
+        self._publisher = publisher
         self._base_url = base_url
         self._max_concurrent = max_concurrent
         self._requeue = requeue_on_recovery
@@ -79,6 +85,8 @@ class Worker:
         """Ask the slots to look at the queue now (a build was queued or cancelled)."""
         self._wake.set()
         self._notifier.wake()
+        if self._publisher is not None:
+            self._publisher.wake()
         if self._metrics is not None:
             self._metrics.builds_changed()
 
@@ -90,7 +98,7 @@ class Worker:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Recover, then run builds and deliver statuses until cancelled."""
+        """Recover, then run builds, deliver statuses and publish releases until cancelled."""
         if self._cleanup_stale is not None:
             await self._cleanup_stale()
         recovered = await self._store.recover_running(self._requeue)
@@ -102,6 +110,8 @@ class Worker:
             )
         async with anyio.create_task_group() as group:
             group.start_soon(self._notifier.run)
+            if self._publisher is not None:
+                group.start_soon(self._publisher.run)
             if self._metrics is not None:
                 group.start_soon(self._metrics.watch_store, self._store)
             for _ in range(self._max_concurrent):
@@ -204,6 +214,8 @@ class Worker:
                 log.info("build_ended_after_cancel", outcome=outcome.event.value)
                 return
             self._notifier.wake()
+            if self._publisher is not None:
+                self._publisher.wake()
         if self._metrics is not None:
             self._metrics.build_finished(finished.state.value, anyio.current_time() - started)
         log.info("build_finished", outcome=outcome.event.value, detail=outcome.detail)

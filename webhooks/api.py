@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import SecretStr
 
-from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState
+from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState, Release
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
 MAX_LIMIT: Final = 100
@@ -115,6 +115,26 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def release_json(release: Release | None) -> dict[str, Any] | None:
+    """Return the JSON form of a build's release (progress and result), or None."""
+    if release is None:
+        return None
+    return {
+        "tag": release.tag,
+        "state": str(release.state),
+        "attempts": release.attempts,
+        "refusals": release.refusals,
+        "next_attempt_at": _iso(release.next_attempt_at),
+        "last_error": release.last_error,
+        "url": release.url or None,
+        "updated_at": _iso(release.updated_at),
+        "files": [
+            {"name": f.name, "size": f.size, "sha256": f.sha256, "uploaded": f.uploaded}
+            for f in release.files
+        ],
+    }
+
+
 def record_json(record: BuildRecord) -> dict[str, Any]:
     """Return the JSON form of a stored build, as `GET /api/builds/{id}` sends it."""
     build = record.request
@@ -149,6 +169,7 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
             {"name": p.name, "version": p.version, "repo": p.repo, "sha256": p.sha256}
             for p in record.packages
         ],
+        "release": release_json(record.release),
     }
 
 

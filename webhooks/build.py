@@ -104,6 +104,72 @@ class BuildRequest:
         return self.ref
 
 
+class ReleaseState(enum.StrEnum):
+    """Where a tag build's release is: the runner's outbox publishes it after the build.
+
+    `queued` until the first attempt, `publishing` while an attempt runs, `retrying`
+    after an attempt failed (`next_attempt_at` says when the next one starts), then
+    `published`, or `refused` when the forge refused it for good.
+    """
+
+    QUEUED = "queued"
+    PUBLISHING = "publishing"
+    RETRYING = "retrying"
+    PUBLISHED = "published"
+    REFUSED = "refused"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether publishing is over (published or refused)."""
+        return self in (ReleaseState.PUBLISHED, ReleaseState.REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseFile:
+    """One file of a release, as the runner publishes it.
+
+    Attributes:
+        name: The file (and asset) name.
+        size: Its size in bytes.
+        sha256: Its SHA-256, lowercase hex.
+        uploaded: Whether the forge holds it whole (uploaded, or found there).
+    """
+
+    name: str
+    size: int
+    sha256: str
+    uploaded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The publishing of a tag build's release: its progress and its result.
+
+    Attributes:
+        tag: The tag released.
+        state: Where publishing is.
+        attempts: How many attempts failed so far.
+        refusals: How many of the latest attempts in a row the forge refused (not an
+            outage); past a few, the release is refused for good.
+        next_attempt_at: When the next attempt is due (UTC), while one is to come.
+        last_error: Why the last attempt failed, or why the forge refused; "" if none.
+        url: The release's page on the forge once published, else "".
+        files: The files published, in publishing order (empty before the first
+            attempt has read the build's artifacts).
+        updated_at: When any of this last changed (UTC).
+    """
+
+    tag: str
+    state: ReleaseState
+    updated_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str = ""
+    url: str = ""
+    files: tuple[ReleaseFile, ...] = ()
+    refusals: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class PackageEntry:
     """One package a build installed, as its repository database described the file.
@@ -136,6 +202,8 @@ class BuildRecord:
             superseded it); empty when there is nothing to add.
         packages: The packages the build installed (sorted by name), once they were
             resolved; None before that (and in build lists, which leave them out).
+        release: The release this build publishes (trusted tag builds that
+            succeeded), else None.
     """
 
     id: int
@@ -146,6 +214,7 @@ class BuildRecord:
     finished_at: datetime | None = None
     detail: str = ""
     packages: tuple[PackageEntry, ...] | None = None
+    release: Release | None = None
 
 
 class Submission(NamedTuple):
@@ -228,6 +297,14 @@ class BuildControl(Protocol):
 
     async def retry(self, build_id: int) -> int:
         """Queue a new build of a finished build's request; return the new id."""
+        ...
+
+    async def publish(self, build_id: int) -> BuildRecord:
+        """Publish a succeeded trusted tag build's files again, without rebuilding.
+
+        For a release refused for good (after the token or the forge was fixed) or
+        published and then deleted. Returns the build, its release queued again.
+        """
         ...
 
 

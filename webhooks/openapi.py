@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from webhooks.api import MAX_LIMIT
-from webhooks.build import BuildState, Forge, RefKind
+from webhooks.build import BuildState, Forge, RefKind, ReleaseState
 
 _REF = "#/components/schemas/"
 _NULLABLE_STRING: Final = {"type": ["string", "null"]}
@@ -113,6 +113,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "finished_at",
             "request",
             "packages",
+            "release",
         ],
         "properties": {
             "id": {"type": "integer"},
@@ -130,6 +131,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     " sorted by name; null until they are resolved, and in build lists."
                 ),
             },
+            "release": {
+                "oneOf": [{"type": "null"}, {"$ref": _REF + "Release"}],
+                "description": "The release a succeeded trusted tag build publishes, else null.",
+            },
         },
     },
     "Package": {
@@ -140,6 +145,40 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "version": {"type": "string", "description": "[epoch:]pkgver-pkgrel"},
             "repo": {"type": "string", "description": "The repository it came from."},
             "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        },
+    },
+    "Release": {
+        "type": "object",
+        "description": "Publishing of a tag build's release, after the build, retried until done.",
+        "required": [
+            *("tag", "state", "attempts", "refusals", "next_attempt_at", "last_error", "url"),
+            *("updated_at", "files"),
+        ],
+        "properties": {
+            "tag": {"type": "string"},
+            "state": {"type": "string", "enum": [*ReleaseState]},
+            "attempts": {"type": "integer", "description": "Failed attempts so far."},
+            "refusals": {
+                "type": "integer",
+                "description": "The latest attempts in a row the forge refused (not outages).",
+            },
+            "next_attempt_at": _NULLABLE_TIME,
+            "last_error": {"type": "string", "description": "Why the last attempt failed."},
+            "url": {**_NULLABLE_STRING, "description": "The release page, once published."},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "files": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "size", "sha256", "uploaded"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "size": {"type": "integer"},
+                        "sha256": {"type": "string"},
+                        "uploaded": {"type": "boolean", "description": "The forge has it whole."},
+                    },
+                },
+            },
         },
     },
     "BootTest": {
@@ -435,6 +474,10 @@ def describe(public_url: str) -> dict[str, Any]:
             "/api/builds/{build_id}/retry": _admin(
                 "Build a finished build's commit again, as a new build",
                 {"202": _json("Queued", "The new build.")},
+            ),
+            "/api/builds/{build_id}/publish": _admin(
+                "Publish a succeeded tag build's release again, from its files, no rebuild",
+                {"202": _json("Build", "The build, its release queued.")},
             ),
             "/api/openapi.json": {
                 "get": {

@@ -23,7 +23,16 @@ from urllib.parse import urlencode
 import jinja2
 from markupsafe import Markup
 
-from webhooks.build import Artifact, BuildRecord, BuildRequest, BuildState, Forge, RefKind
+from webhooks.build import (
+    Artifact,
+    BuildRecord,
+    BuildRequest,
+    BuildState,
+    Forge,
+    RefKind,
+    Release,
+    ReleaseState,
+)
 from webhooks.logview import LogView
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
@@ -124,6 +133,37 @@ def index_context(
     }
 
 
+_RELEASE_NOTES: Final = {
+    ReleaseState.QUEUED: "publishing starts in a moment",
+    ReleaseState.PUBLISHING: "uploading to the forge now",
+    ReleaseState.RETRYING: "the last attempt failed; it is tried again",
+    ReleaseState.PUBLISHED: "",
+    ReleaseState.REFUSED: "the forge refused it for good",
+}
+
+
+def release_context(release: Release | None) -> dict[str, Any] | None:
+    """Return the template values of a build's release section, or None without one."""
+    if release is None:
+        return None
+    # The URL comes from the forge's answer: only ever an http(s) link.
+    url = release.url if release.url.startswith(("https://", "http://")) else ""
+    return {
+        "tag": release.tag,
+        "state": str(release.state),
+        "note": _RELEASE_NOTES[release.state],
+        "url": url,
+        "attempts": release.attempts,
+        "next": when(release.next_attempt_at) if release.state is ReleaseState.RETRYING else "",
+        "last_error": release.last_error,
+        "updated": when(release.updated_at),
+        "files": [
+            {"name": f.name, "size_text": size(f.size), "uploaded": f.uploaded}
+            for f in release.files
+        ],
+    }
+
+
 def build_context(
     record: BuildRecord, artifacts: Sequence[Artifact], view: LogView, *, now: datetime
 ) -> dict[str, Any]:
@@ -142,6 +182,7 @@ def build_context(
         ],
         "log": view,
         "stream_url": f"/builds/{record.id}/log/stream?after={view.end}",
+        "release": release_context(record.release),
         "boot_tests": [],
         "packages": record.packages or (),
     }

@@ -19,7 +19,8 @@ Routes:
 - `GET /builds/{id}/log/stream`: the log as server-sent events (`webhooks.live`).
 - `GET /builds/{id}/artifacts/{name}`: one artifact, streamed (`webhooks.artifacts`).
 - `GET /builds/{id}/boot/{name}`: a boot test's screenshot (PNG, `webhooks.bootview`).
-- `GET /api/builds`, `POST /api/builds/{id}/cancel|retry`: the JSON API (`webhooks.api`).
+- `GET /api/builds`, `POST /api/builds/{id}/cancel|retry|publish`: the JSON API
+  (`webhooks.api`).
 - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/openapi.json`.
 
 Add routes to `ROUTES`; every error must go through `EXCEPTION_HANDLERS`, and every
@@ -365,6 +366,13 @@ async def api_retry(request: Request[AppState]) -> Response:
     return JSONResponse({"build_id": new_id, "url": url}, status_code=202)
 
 
+async def api_publish(request: Request[AppState]) -> Response:
+    """Answer `POST /api/builds/{id}/publish` (admin): 202, the tag's release queued again."""
+    record = await _admin(request).publish(request.path_params["build_id"])
+    log.info("release_requeued_by_admin", build_id=record.id)
+    return JSONResponse(api.record_json(record), status_code=202)
+
+
 async def healthz(request: Request[AppState]) -> Response:
     """Answer `GET /healthz`: the process is alive and serving."""
     return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
@@ -425,6 +433,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/api/builds", api_builds, methods=["GET"]),
     Route("/api/builds/{build_id:int}/cancel", api_cancel, methods=["POST"]),
     Route("/api/builds/{build_id:int}/retry", api_retry, methods=["POST"]),
+    Route("/api/builds/{build_id:int}/publish", api_publish, methods=["POST"]),
     Route("/api/openapi.json", openapi_json, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),

@@ -5,6 +5,8 @@ Layout (R2: pure builders and decoders, one thin transport):
 - `request.py`: `ForgeRequest` / `ForgeResponse`, the values between builders and transport.
 - `response.py`: pure; rate-limit headers, retry advice, HTTP status → `ForgeError`.
 - `github.py`, `gitlab.py`: pure request builders and response decoders per forge.
+- `releaseplan.py`: pure; what the forge already has of a release and what is left
+  to do (both clients publish by it).
 - `client.py`: `ForgeTransport`, the only module doing network I/O (retries, redirects,
   streamed downloads and uploads).
 - `github_client.py`, `gitlab_client.py`: `GitHubClient`, `GitLabClient`, thin async

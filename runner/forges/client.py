@@ -11,7 +11,10 @@ make, over an `httpx.AsyncClient` it is given and never creates or closes, and h
   403, transport errors and the request's own `retry_statuses`; honours `Retry-After`
   and the rate-limit reset epochs; backs off exponentially otherwise; gives up with a
   `ForgeError` once the next wait would pass `max_retry_seconds` in total. GET requests
-  follow redirects by hand.
+  follow redirects by hand. A request that is not `idempotent` (a create) is retried
+  only where the forge cannot have acted on it (rate limits, a connection that never
+  opened): a 5xx is returned and a lost connection raised, for the caller to look up
+  what the forge has before creating again (forge-apis.md §7.2, §9.14).
 - `download_to(request, path, *, max_bytes) -> int`: streams the body to `path` in
   1 MiB pieces and stops (removing the file) past `max_bytes`. Redirects are followed by
   hand, and credential headers (`Authorization`, `PRIVATE-TOKEN`, `JOB-TOKEN`) are
@@ -19,8 +22,9 @@ make, over an `httpx.AsyncClient` it is given and never creates or closes, and h
   to codeload.github.com, which must never see the token.
 - `upload_file(request, path) -> ForgeResponse`: streams `path` as the body with its
   exact `Content-Length`, 1 MiB at a time, so memory stays flat for a 2 GiB ISO. It only
-  retries rate limits, where the forge refused the body outright; after a 5xx or a
-  timeout the caller must look at what the forge stored (an asset may be half there).
+  retries rate limits, where the forge refused the body outright, and connections that
+  never opened; after a 5xx or a timeout the caller must look at what the forge stored
+  (an asset may be half there).
 
 `sleep` and `clock` (`time.time`, since rate-limit resets are epochs) are injected so
 tests record waits instead of sleeping. `on_response(method, host, status)`, if given,
@@ -57,6 +61,10 @@ MAX_REDIRECTS = 5
 ERROR_BODY_LIMIT = 64 * 1024
 
 log = structlog.get_logger(__name__)
+
+#: Failures that happen before a request can reach the forge: retrying them cannot
+#: make the forge act twice, whatever the request.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 #: `on_response(method, host, status)`: status None means the connection failed.
 ResponseObserver = Callable[[str, str, int | None], None]
@@ -117,7 +125,7 @@ class ForgeTransport:
             response, _ = await self._exchange(request, dict(request.headers), None, None)
             return response
 
-        return await self._retrying(request, attempt, retry_unavailable=True)
+        return await self._retrying(request, attempt, retry_unavailable=request.idempotent)
 
     async def download_to(self, request: ForgeRequest, path: Path, *, max_bytes: int) -> int:
         """Stream a response body to `path`; return the number of bytes written.
@@ -197,7 +205,7 @@ class ForgeTransport:
             try:
                 response = await attempt()
             except httpx.TransportError as exc:
-                if not retry_unavailable:
+                if not retry_unavailable and not isinstance(exc, _NEVER_SENT):
                     raise _unreachable(request, exc, note="") from exc
                 wait: float | None = None
                 failure: httpx.TransportError | None = exc

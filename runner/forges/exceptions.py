@@ -13,7 +13,9 @@ RunnerError (runner.exceptions)
       ├── Unauthorized         401: the token is missing, expired or revoked
       ├── Forbidden            403 that is not a rate limit: the token lacks a permission
       ├── NotFound             404: no such repository, commit, release or asset
-      ├── Conflict             409, or 422 "already_exists", or an immutable release
+      │    └── ReleaseGone      the release vanished while files went into it (deleted)
+      ├── Conflict             409, or 422 "already_exists"
+      │    └── ImmutableRelease  a published immutable release lacks files: never fixable
       ├── Rejected             any other 4xx: the forge refused the request as invalid
       │    └── TransitionRefused  GitLab refused a commit-status transition (400)
       ├── AssetTooLarge        a file the forge cannot take; raised before any request
@@ -66,9 +68,14 @@ class ForgeError(RunnerError):
         rate_limit: The rate-limit information of the last response, if any.
         transient: True when the same call may well succeed later (an outage, a rate
             limit): the caller should keep the work and try again, not give up.
+        final: True when no later attempt can succeed whatever changes on the forge's
+            side (a file too large for it, a release that can take no more files): the
+            caller should give up at once. Neither flag: a refusal that a person may
+            fix (a token, a permission), worth a few more attempts.
     """
 
     transient: bool = False
+    final: bool = False
 
     def __init__(
         self,
@@ -108,8 +115,24 @@ class NotFound(ForgeError):
     """The forge has no such resource, or hides it from this token (404)."""
 
 
+class ReleaseGone(NotFound):
+    """The release disappeared while isorunner published into it (someone deleted it).
+
+    Raised inside an attempt to start it over from what the forge has; raised out of
+    one when it kept happening, to be tried again later.
+    """
+
+    transient = True
+
+
 class Conflict(ForgeError):
     """The resource exists already or is being changed concurrently (409/422)."""
+
+
+class ImmutableRelease(Conflict):
+    """The tag's release is published and immutable and lacks files: it takes no more."""
+
+    final = True
 
 
 class Rejected(ForgeError):
@@ -123,11 +146,15 @@ class TransitionRefused(Rejected):
 class AssetTooLarge(ForgeError):
     """A file is too large for the forge; raised before any request is sent.
 
+    Final: the same file is as large at every attempt.
+
     Attributes:
         path: The file concerned.
         size: Its size in bytes.
         limit: The forge's limit in bytes (the file must be smaller).
     """
+
+    final = True
 
     def __init__(self, message: str, *, path: str, size: int, limit: int) -> None:
         super().__init__(message)

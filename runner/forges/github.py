@@ -10,11 +10,12 @@ Headers follow GitHub's advice (forge-apis.md §4.1): `Accept: application/vnd.g
 `X-GitHub-Api-Version: 2022-11-28` pinned, `Authorization: Bearer <token>`.
 
 Builders: `build_commit_status`, `build_tarball`, `build_release_by_tag`,
-`build_list_releases`, `build_create_release`, `build_list_assets`, `build_delete_asset`,
-`build_upload_asset`, `build_publish_release`, `build_get_repo` and `build_rate_limit`
-(the read-only calls `isorunner check` makes).
+`build_list_releases`, `build_create_release`, `build_delete_release`,
+`build_list_assets`, `build_delete_asset`, `build_upload_asset`, `build_publish_release`,
+`build_get_repo` and `build_rate_limit` (the read-only calls `isorunner check` makes).
 Decoders: `decode_release`, `decode_releases`, `decode_asset`, `decode_assets`,
-`decode_no_content`, `decode_repo`, `decode_rate_limit`.
+`decode_no_content`, `decode_repo`, `decode_rate_limit`. `remote_asset` turns an asset
+into the forge-neutral `releaseplan.RemoteAsset`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib.parse import quote, urlencode
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runner.forges.exceptions import MalformedResponse
+from runner.forges.releaseplan import RemoteAsset
 from runner.forges.request import ForgeRequest, ForgeResponse
 from runner.forges.response import check, decode_json, decode_model, decode_model_list
 
@@ -55,6 +57,22 @@ class ReleaseAsset(BaseModel):
     name: str
     state: str
     size: int
+    #: `sha256:<hex>` once the asset is uploaded (GitHub's `release-asset` schema);
+    #: absent on older GitHub Enterprise servers.
+    digest: str | None = None
+
+
+def remote_asset(asset: ReleaseAsset) -> RemoteAsset:
+    """The forge-neutral view of an asset: its digest without the `sha256:` prefix."""
+    algorithm, _, value = (asset.digest or "").partition(":")
+    sha256 = value.lower() if algorithm == "sha256" and value else None
+    return RemoteAsset(
+        id=asset.id,
+        name=asset.name,
+        size=asset.size,
+        sha256=sha256,
+        complete=asset.state == "uploaded",
+    )
 
 
 class Release(BaseModel):
@@ -218,7 +236,8 @@ def build_create_release(
     """Build `POST /repos/{owner}/{repo}/releases` for a *draft* release of an existing tag.
 
     Drafts come first because a published immutable release takes no more assets
-    (forge-apis.md §6.1): create draft, upload everything, then publish.
+    (forge-apis.md §6.1): create draft, upload everything, then publish. Not
+    idempotent: GitHub lets drafts share a tag, so a create sent twice makes two.
     """
     return ForgeRequest(
         "POST",
@@ -226,12 +245,25 @@ def build_create_release(
         headers=headers(token),
         json={"tag_name": tag, "name": name, "body": body, "draft": True},
         action=f"create a draft release for tag {tag} of {repo}",
+        idempotent=False,
     )
 
 
-def build_list_assets(api_url: str, token: str, repo: str, release_id: int) -> ForgeRequest:
-    """Build `GET /repos/{owner}/{repo}/releases/{release_id}/assets` (first 100)."""
-    query = urlencode({"per_page": PAGE_SIZE})
+def build_delete_release(api_url: str, token: str, repo: str, release_id: int) -> ForgeRequest:
+    """Build `DELETE /repos/{owner}/{repo}/releases/{release_id}` (an orphan draft)."""
+    return ForgeRequest(
+        "DELETE",
+        f"{_repo_url(api_url, repo)}/releases/{release_id}",
+        headers=headers(token),
+        action=f"delete release {release_id} of {repo}",
+    )
+
+
+def build_list_assets(
+    api_url: str, token: str, repo: str, release_id: int, *, page: int = 1
+) -> ForgeRequest:
+    """Build `GET /repos/{owner}/{repo}/releases/{release_id}/assets`, 100 per page."""
+    query = urlencode({"per_page": PAGE_SIZE, "page": page})
     return ForgeRequest(
         "GET",
         f"{_repo_url(api_url, repo)}/releases/{release_id}/assets?{query}",

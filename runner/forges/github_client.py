@@ -1,16 +1,22 @@
 """`GitHubClient`: commit statuses, tarballs and releases on GitHub, as a `ForgeClient`.
 
 Thin I/O shell: strings the pure builders and decoders of `runner.forges.github`
-together over a `ForgeTransport`, asking a `TokenProvider` for a token per request. All
-the decisions it makes itself are about publishing:
+together over a `ForgeTransport`, asking a `TokenProvider` for a token per request. The
+decisions about publishing are `runner.forges.releaseplan`'s; this module applies them
+to GitHub, one attempt per `publish_release` call:
 
 - every file is checked against GitHub's asset limit (under 2 GiB) before any request;
-- the release is found by tag, else among drafts (invisible to the by-tag lookup), else
-  created as a draft; an existing one is reused, draft or not;
-- an existing asset of the same name is deleted, then the file is uploaded;
-- after a 5xx or a timeout the release's assets are listed: a complete one (state
-  `uploaded`, right size) is kept, a partial one is deleted and the file sent again;
-- only then is a draft published (immutable releases take no assets once published).
+- the tag's releases are found by tag (published) and in the release list (drafts,
+  which the by-tag lookup does not see); the published one, else the oldest draft, is
+  used and other drafts of the tag are deleted; with none, a draft is created, and
+  after an ambiguous answer to that create the list is read again before anything else
+  (GitHub lets drafts share a tag: a second create makes a second release);
+- the release's assets are planned against the files: complete copies with the same
+  digest are kept, partial and stale copies deleted, the rest uploaded one by one;
+  after a 5xx or a lost connection on an upload the assets are listed again, and a
+  copy the forge did store whole is kept;
+- only then is a draft published (immutable releases take no assets once published);
+- a release that vanishes meanwhile (404: a person deleted it) starts the attempt over.
 """
 
 from __future__ import annotations
@@ -19,14 +25,27 @@ import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import anyio
 import structlog
 
 from runner.forges import github
 from runner.forges.client import ForgeTransport
-from runner.forges.exceptions import AssetTooLarge, Conflict, ForgeUnavailable, NotFound
-from runner.forges.github import GitHubState, Release, ReleaseAsset
-from runner.forges.protocol import CommitState
+from runner.forges.exceptions import (
+    AssetTooLarge,
+    Conflict,
+    ForgeUnavailable,
+    ImmutableRelease,
+    NotFound,
+    ReleaseGone,
+)
+from runner.forges.github import GitHubState, Release
+from runner.forges.protocol import CommitState, Progress
+from runner.forges.releaseplan import (
+    LocalAsset,
+    ReleaseCandidate,
+    RemoteAsset,
+    pick_release,
+    plan_assets,
+)
 from runner.forges.request import ForgeRequest, ForgeResponse
 from runner.forges.tokens import TokenProvider
 
@@ -44,6 +63,10 @@ GITHUB_STATES: dict[CommitState, GitHubState] = {
 
 #: How many pages of releases to search for a draft (100 releases per page).
 MAX_RELEASE_PAGES = 10
+#: How many pages of assets to read (GitHub allows 1000 assets per release).
+MAX_ASSET_PAGES = 10
+#: How often one attempt starts over when the release vanishes under it.
+MAX_ROUNDS = 3
 
 
 class GitHubClient:
@@ -56,7 +79,8 @@ class GitHubClient:
         upload_url: The asset upload base (`https://uploads.github.com`, GHES
             `https://host/api/uploads`).
         context: The commit status context shown on GitHub.
-        upload_attempts: How many times one asset is sent before giving up.
+        upload_attempts: How many times one attempt sends one asset before it gives
+            up (the next attempt, later, resumes where this one stopped).
     """
 
     def __init__(
@@ -132,88 +156,164 @@ class GitHubClient:
         return response
 
     async def publish_release(
-        self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
+        self,
+        repo: str,
+        tag: str,
+        files: Sequence[LocalAsset],
+        *,
+        name: str,
+        body: str,
+        progress: Progress | None = None,
     ) -> str:
-        """Publish the release for `tag` with `files` as assets; return its web URL.
+        """Make one attempt to publish the release for `tag` with `files`; return its URL.
 
         Raises:
             AssetTooLarge: A file is 2 GiB or more; nothing was sent.
-            Conflict: The release is published and immutable and lacks some files.
+            ImmutableRelease: The release is published and immutable and lacks files.
+            ReleaseGone: The release kept vanishing while this attempt filled it.
             ForgeError: Any other refusal, or the forge could not be reached.
         """
-        sizes = await _asset_sizes(files)
-        release = await self._find_or_create_release(repo, tag, name=name, body=body)
-        assets = {asset.name: asset for asset in await self._list_assets(repo, release.id)}
-        if not release.draft and release.immutable:
-            missing = [p.name for p, size in sizes if not _complete(assets.get(p.name), size)]
-            if missing:
-                raise Conflict(
-                    f"could not publish {', '.join(missing)} to the release for tag {tag} of "
-                    f"{repo}: it is published and immutable, so it takes no new assets; "
-                    "push a new tag to publish this build"
+        _check_sizes(files)
+        for round_ in range(1, MAX_ROUNDS + 1):
+            try:
+                return await self._publish_once(
+                    repo, tag, files, name=name, body=body, progress=progress
                 )
-            return release.html_url
-        for path, size in sizes:
-            await self._upload(repo, release.id, path, size, assets.get(path.name))
+            except ReleaseGone as exc:
+                log.warning("github_release_vanished", repo=repo, tag=tag, round=round_)
+                gone = exc
+        raise ReleaseGone(
+            f"could not publish the release for tag {tag} of {repo}: it vanished "
+            f"{MAX_ROUNDS} times while isorunner filled it ({gone}); is someone deleting "
+            "it? Publishing is tried again later"
+        ) from gone
+
+    async def _publish_once(
+        self,
+        repo: str,
+        tag: str,
+        files: Sequence[LocalAsset],
+        *,
+        name: str,
+        body: str,
+        progress: Progress | None,
+    ) -> str:
+        release = await self._release_for(repo, tag, name=name, body=body)
+        remote = [github.remote_asset(a) for a in await self._list_assets(repo, release.id)]
+        plan = plan_assets(files, remote)
+        if not release.draft and release.immutable and not plan.done:
+            missing = ", ".join(f.name for f in plan.upload) or "replacements"
+            raise ImmutableRelease(
+                f"could not publish {missing} to the release for tag {tag} of {repo}: it "
+                "is published and immutable, so it takes no new assets; push a new tag to "
+                "publish this build"
+            )
+        for kept in plan.keep:
+            await _report(progress, kept.name)
+        for stale in plan.delete:
+            log.info("github_asset_replaced", repo=repo, asset=stale.name, complete=stale.complete)
+            await self._delete_asset(repo, stale)
+        for local in plan.upload:
+            await self._upload(repo, release.id, local)
+            await _report(progress, local.name)
         if release.draft:
             draft_id = release.id
             response = await self._send(
                 repo,
                 lambda token: github.build_publish_release(self._api_url, token, repo, draft_id),
             )
-            release = github.decode_release(response)
+            try:
+                release = github.decode_release(response)
+            except (NotFound, Conflict) as exc:
+                # Deleted, or another release of the tag was published meanwhile: the
+                # next round finds what the forge has now.
+                raise ReleaseGone(str(exc)) from exc
         return release.html_url
 
-    async def _find_or_create_release(
-        self, repo: str, tag: str, *, name: str, body: str
-    ) -> Release:
+    async def _release_for(self, repo: str, tag: str, *, name: str, body: str) -> Release:
+        """The release to publish into: found (orphan drafts deleted) or created."""
+        found = await self._use_existing(repo, tag)
+        if found is not None:
+            return found
+        try:
+            create = await self._send(
+                repo,
+                lambda token: github.build_create_release(
+                    self._api_url, token, repo, tag, name=name, body=body
+                ),
+            )
+            return github.decode_release(create)
+        except (ForgeUnavailable, Conflict) as exc:
+            # A 5xx or a lost answer may hide a stored draft; a 422 says a published
+            # release of the tag appeared. Either way, look before anything else.
+            log.warning("github_release_create_unclear", repo=repo, tag=tag, error=str(exc))
+            found = await self._use_existing(repo, tag)
+            if found is None:
+                raise
+            return found
+
+    async def _use_existing(self, repo: str, tag: str) -> Release | None:
+        releases = {release.id: release for release in await self._releases_of(repo, tag)}
+        choice = pick_release([ReleaseCandidate(r.id, r.draft) for r in releases.values()])
+        for orphan in choice.orphans:
+            log.warning("github_orphan_release_deleted", repo=repo, tag=tag, release=orphan.id)
+            response = await self._send(
+                repo,
+                functools.partial(
+                    github.build_delete_release, self._api_url, repo=repo, release_id=orphan.id
+                ),
+            )
+            try:
+                github.decode_no_content(response)
+            except NotFound:
+                log.info("github_release_already_gone", repo=repo, release=orphan.id)
+        return None if choice.use is None else releases[choice.use.id]
+
+    async def _releases_of(self, repo: str, tag: str) -> list[Release]:
+        """Every release of `tag`: the published one (by tag) and drafts (in the list)."""
+        found: list[Release] = []
         by_tag = await self._send(
             repo, lambda token: github.build_release_by_tag(self._api_url, token, repo, tag)
         )
         try:
-            return github.decode_release(by_tag)
+            found.append(github.decode_release(by_tag))
         except NotFound:
             log.debug("github_release_not_published", repo=repo, tag=tag)
         # Drafts are invisible to the by-tag lookup (forge-apis.md §9.13).
-        existing = await self._find_release_in_list(repo, tag)
-        if existing is not None:
-            return existing
-        create = await self._send(
-            repo,
-            lambda token: github.build_create_release(
-                self._api_url, token, repo, tag, name=name, body=body
-            ),
-        )
-        try:
-            return github.decode_release(create)
-        except Conflict:
-            # Someone created it between our look-up and our create: use theirs.
-            existing = await self._find_release_in_list(repo, tag)
-            if existing is None:
-                raise
-            return existing
-
-    async def _find_release_in_list(self, repo: str, tag: str) -> Release | None:
         for page in range(1, MAX_RELEASE_PAGES + 1):
             response = await self._send(
                 repo,
                 functools.partial(github.build_list_releases, self._api_url, repo=repo, page=page),
             )
             releases = github.decode_releases(response)
-            for release in releases:
-                if release.tag_name == tag:
-                    return release
+            found.extend(release for release in releases if release.tag_name == tag)
             if len(releases) < github.PAGE_SIZE:
-                return None
-        return None
+                break
+        return found
 
-    async def _list_assets(self, repo: str, release_id: int) -> list[ReleaseAsset]:
-        response = await self._send(
-            repo, lambda token: github.build_list_assets(self._api_url, token, repo, release_id)
-        )
-        return github.decode_assets(response)
+    async def _list_assets(self, repo: str, release_id: int) -> list[github.ReleaseAsset]:
+        assets: list[github.ReleaseAsset] = []
+        for page in range(1, MAX_ASSET_PAGES + 1):
+            response = await self._send(
+                repo,
+                functools.partial(
+                    github.build_list_assets,
+                    self._api_url,
+                    repo=repo,
+                    release_id=release_id,
+                    page=page,
+                ),
+            )
+            try:
+                batch = github.decode_assets(response)
+            except NotFound as exc:
+                raise ReleaseGone(str(exc)) from exc
+            assets.extend(batch)
+            if len(batch) < github.PAGE_SIZE:
+                break
+        return assets
 
-    async def _delete_asset(self, repo: str, asset: ReleaseAsset) -> None:
+    async def _delete_asset(self, repo: str, asset: RemoteAsset) -> None:
         response = await self._send(
             repo, lambda token: github.build_delete_asset(self._api_url, token, repo, asset.id)
         )
@@ -222,60 +322,62 @@ class GitHubClient:
         except NotFound:
             log.info("github_asset_already_gone", repo=repo, asset=asset.name)
 
-    async def _upload(
-        self, repo: str, release_id: int, path: Path, size: int, existing: ReleaseAsset | None
-    ) -> ReleaseAsset:
-        if existing is not None:
-            # GitHub answers 422 already_exists to a second asset of the same name.
-            await self._delete_asset(repo, existing)
+    async def _upload(self, repo: str, release_id: int, local: LocalAsset) -> None:
+        """Send one file until the release holds it whole, within `upload_attempts`."""
         failure: ForgeUnavailable | None = None
         for attempt in range(1, self._upload_attempts + 1):
             token = await self._tokens.token_for(repo)
             request = github.build_upload_asset(
-                self._upload_url, token, repo, release_id, name=path.name, size=size
+                self._upload_url, token, repo, release_id, name=local.name, size=local.size
             )
+            ambiguous = True
             try:
-                return github.decode_asset(await self._transport.upload_file(request, path))
+                github.decode_asset(await self._transport.upload_file(request, local.path))
+            except NotFound as exc:
+                raise ReleaseGone(str(exc)) from exc
+            except Conflict:
+                # 422 already_exists: a copy of the name appeared since the plan.
+                ambiguous = False
             except ForgeUnavailable as exc:
                 failure = exc
-                log.warning("github_upload_failed", repo=repo, asset=path.name, attempt=attempt)
-            # A 502/504 or a timeout can hide a stored or half-stored asset (§9.14).
-            current = {a.name: a for a in await self._list_assets(repo, release_id)}
-            found = current.get(path.name)
-            if _complete(found, size):
-                assert found is not None
-                return found
-            if found is not None:
-                await self._delete_asset(repo, found)
-        assert failure is not None
+                log.warning("github_upload_failed", repo=repo, asset=local.name, attempt=attempt)
+            else:
+                return
+            # A 502/504 or a lost connection can hide a stored or half-stored asset
+            # (forge-apis.md §9.14): look before sending it again.
+            current = [github.remote_asset(a) for a in await self._list_assets(repo, release_id)]
+            trust = (local.name,) if ambiguous else ()
+            plan = plan_assets([local], current, trust_size=trust)
+            for stale in plan.delete:
+                await self._delete_asset(repo, stale)
+            if not plan.upload:
+                log.info("github_upload_found_stored", repo=repo, asset=local.name)
+                return
         raise ForgeUnavailable(
-            f"could not upload {path.name} to release {release_id} of {repo} after "
-            f"{self._upload_attempts} attempts ({failure}); publish the build again later",
-            status_code=failure.status_code,
-            headers=failure.headers,
-            rate_limit=failure.rate_limit,
+            f"could not upload {local.name} to release {release_id} of {repo} after "
+            f"{self._upload_attempts} attempts ({failure}); publishing is tried again later",
+            status_code=failure.status_code if failure else None,
+            headers=failure.headers if failure else None,
+            rate_limit=failure.rate_limit if failure else None,
         ) from failure
 
 
-def _complete(asset: ReleaseAsset | None, size: int) -> bool:
-    return asset is not None and asset.state == "uploaded" and asset.size == size
+async def _report(progress: Progress | None, name: str) -> None:
+    if progress is not None:
+        await progress(name)
 
 
-async def _asset_sizes(files: Sequence[Path]) -> list[tuple[Path, int]]:
-    names = [path.name for path in files]
+def _check_sizes(files: Sequence[LocalAsset]) -> None:
+    names = [asset.name for asset in files]
     if len(set(names)) != len(names):
         raise ValueError(f"release assets need distinct file names, got {names}")
-    sizes = []
-    for path in files:
-        size = (await anyio.Path(path).stat()).st_size
-        if size >= github.MAX_ASSET_SIZE:
+    for asset in files:
+        if asset.size >= github.MAX_ASSET_SIZE:
             raise AssetTooLarge(
-                f"could not publish {path.name}: it is {size} bytes, and GitHub release "
-                f"assets must be under 2 GiB ({github.MAX_ASSET_SIZE} bytes); make the "
-                "image smaller (fewer packages, stronger squashfs compression)",
-                path=str(path),
-                size=size,
+                f"could not publish {asset.name}: it is {asset.size} bytes, and GitHub "
+                f"release assets must be under 2 GiB ({github.MAX_ASSET_SIZE} bytes); make "
+                "the image smaller (fewer packages, stronger squashfs compression)",
+                path=str(asset.path),
+                size=asset.size,
                 limit=github.MAX_ASSET_SIZE,
             )
-        sizes.append((path, size))
-    return sizes

@@ -16,10 +16,17 @@ for the 400 all the same (the previous post may come from an earlier process), a
 the client reads it as "already there".
 
 Builders: `build_commit_status`, `build_archive`, `build_package_upload`,
-`build_create_release`, `build_update_release`, `build_list_links`, `build_create_link`,
-`build_update_link`, `build_get_project` (the read-only call `isorunner check` makes).
-Decoders: `decode_commit_status`, `decode_package_file`, `decode_release`,
-`decode_links`, `decode_project`. Checks: `check_package_names`.
+`build_list_packages`, `build_list_package_files`, `build_delete_package_file`,
+`build_get_release`, `build_create_release`, `build_update_release`, `build_list_links`,
+`build_create_link`, `build_update_link`, `build_get_project` (the read-only call
+`isorunner check` makes).
+Decoders: `decode_commit_status`, `decode_package_file`, `decode_package_files`,
+`decode_packages`, `decode_release`, `decode_links`, `decode_link`, `decode_project`,
+`decode_no_content`. Checks: `check_package_names`. `remote_file` turns a package file
+into the forge-neutral `releaseplan.RemoteAsset`.
+
+Creates (`build_create_release`, `build_create_link`) are not idempotent: after an
+ambiguous answer the client looks the release (its links) up before creating again.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from urllib.parse import quote, urlencode
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.forges.exceptions import Rejected, TransitionRefused
+from runner.forges.releaseplan import RemoteAsset
 from runner.forges.request import ForgeRequest, ForgeResponse, JSONValue
 from runner.forges.response import (
     check,
@@ -50,6 +58,8 @@ PACKAGE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 PACKAGE_VERSION = re.compile(r"(\.?[\w+-]+\.?)+", re.ASCII)
 #: The access level that may post commit statuses and create releases (Developer).
 DEVELOPER_ACCESS = 30
+#: The largest page GitLab serves for list endpoints.
+PAGE_SIZE = 100
 
 
 class GitLabState(enum.StrEnum):
@@ -89,13 +99,36 @@ class ReleaseLink:
 
 
 class PackageFile(BaseModel):
-    """The fields of an uploaded generic package file (`select=package_file`)."""
+    """The fields of a package file (an upload's `select=package_file` answer, a listing)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     id: int
     file_name: str
     size: int
+    file_sha256: str | None = None
+
+
+def remote_file(package_file: PackageFile, package_id: int) -> RemoteAsset:
+    """The forge-neutral view of a file of package `package_id` (only finished ones list)."""
+    digest = package_file.file_sha256
+    return RemoteAsset(
+        id=package_file.id,
+        name=package_file.file_name,
+        size=package_file.size,
+        sha256=digest.lower() if digest else None,
+        parent=package_id,
+    )
+
+
+class GenericPackage(BaseModel):
+    """The fields of a package in `GET /projects/:id/packages`."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: int
+    name: str
+    version: str | None = None
 
 
 class ExistingLink(BaseModel):
@@ -347,8 +380,68 @@ def build_package_upload(
     )
 
 
+def build_list_packages(
+    api_url: str, token: str, project: str | int, *, package: str, version: str, page: int = 1
+) -> ForgeRequest:
+    """Build `GET /projects/:id/packages` for the generic package `package` at `version`.
+
+    `package_name` is a fuzzy filter and `package_version` is only known to GitLab 16.6
+    and later, so the caller keeps only the exact name and version from the answer.
+    """
+    query = urlencode(
+        {
+            "package_type": "generic",
+            "package_name": package,
+            "package_version": version,
+            "per_page": PAGE_SIZE,
+            "page": page,
+        }
+    )
+    return ForgeRequest(
+        "GET",
+        f"{_project_url(api_url, project)}/packages?{query}",
+        headers=headers(token),
+        action=f"look up package {package} {version} of {project}",
+    )
+
+
+def build_list_package_files(
+    api_url: str, token: str, project: str | int, package_id: int, *, page: int = 1
+) -> ForgeRequest:
+    """Build `GET /projects/:id/packages/:package_id/package_files`, oldest first."""
+    query = urlencode({"per_page": PAGE_SIZE, "page": page})
+    return ForgeRequest(
+        "GET",
+        f"{_project_url(api_url, project)}/packages/{package_id}/package_files?{query}",
+        headers=headers(token),
+        action=f"list the files of package {package_id} of {project}",
+    )
+
+
+def build_delete_package_file(
+    api_url: str, token: str, project: str | int, package_id: int, file_id: int
+) -> ForgeRequest:
+    """Build `DELETE /projects/:id/packages/:package_id/package_files/:package_file_id`."""
+    return ForgeRequest(
+        "DELETE",
+        f"{_project_url(api_url, project)}/packages/{package_id}/package_files/{file_id}",
+        headers=headers(token),
+        action=f"delete file {file_id} of package {package_id} of {project}",
+    )
+
+
 def _release_url(api_url: str, project: str | int, tag: str) -> str:
     return f"{_project_url(api_url, project)}/releases/{quote(tag, safe='')}"
+
+
+def build_get_release(api_url: str, token: str, project: str | int, tag: str) -> ForgeRequest:
+    """Build `GET /projects/:id/releases/:tag_name` (404 when the tag has no release)."""
+    return ForgeRequest(
+        "GET",
+        _release_url(api_url, project, tag),
+        headers=headers(token),
+        action=f"look up the release for tag {tag} of {project}",
+    )
 
 
 def build_create_release(
@@ -374,6 +467,7 @@ def build_create_release(
         headers=headers(token),
         json=body,
         action=f"create the release for tag {tag} of {project}",
+        idempotent=False,
     )
 
 
@@ -410,6 +504,7 @@ def build_create_link(
         headers=headers(token),
         json=link.as_json(),
         action=f"add the link {link.name} to release {tag} of {project}",
+        idempotent=False,
     )
 
 
@@ -440,8 +535,23 @@ def decode_package_file(response: ForgeResponse) -> PackageFile:
     return decode_model(response, PackageFile, advice=_ADVICE)
 
 
+def decode_package_files(response: ForgeResponse) -> list[PackageFile]:
+    """Decode a page of a package's files."""
+    return decode_model_list(response, PackageFile, advice=_ADVICE)
+
+
+def decode_packages(response: ForgeResponse) -> list[GenericPackage]:
+    """Decode a page of packages."""
+    return decode_model_list(response, GenericPackage, advice=_ADVICE)
+
+
+def decode_no_content(response: ForgeResponse) -> None:
+    """Accept any 2xx (204 for deletions), raise for the rest."""
+    check(response)
+
+
 def decode_release(response: ForgeResponse) -> GitLabRelease:
-    """Decode a release (from create or update)."""
+    """Decode a release (from get, create or update)."""
     return decode_model(response, GitLabRelease, advice=_ADVICE)
 
 

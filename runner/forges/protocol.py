@@ -8,9 +8,14 @@ to their forge's own states.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from runner.forges.releaseplan import LocalAsset
+
+Progress = Callable[[str], Awaitable[None]]
+"""Told the name of each file once the forge holds it whole (kept or uploaded)."""
 
 
 class CommitState(enum.StrEnum):
@@ -59,7 +64,32 @@ class ForgeClient(Protocol):
         ...
 
     async def publish_release(
-        self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
+        self,
+        repo: str,
+        tag: str,
+        files: Sequence[LocalAsset],
+        *,
+        name: str,
+        body: str,
+        progress: Progress | None = None,
     ) -> str:
-        """Publish a release for `tag` carrying `files`; return the release's web URL."""
+        """Make one attempt to publish the release for `tag` with `files`; return its URL.
+
+        Resumable and idempotent: the attempt starts from what the forge has (a draft
+        or a release of the tag, complete files with the same digest) and only does
+        what is left. After an ambiguous answer (5xx, lost connection) it looks up
+        what the forge did before creating anything again.
+
+        Args:
+            repo: `owner/name` (GitHub) or the project path or numeric id (GitLab).
+            tag: The tag to release.
+            files: The files, in publishing order, with distinct names.
+            name: The release's title.
+            body: The release notes.
+            progress: Awaited with each file's name once the forge holds it whole.
+
+        Raises:
+            ForgeError: This attempt failed; `transient` says whether a later attempt
+                may succeed as things are, `final` that none ever can.
+        """
         ...

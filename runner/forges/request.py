@@ -37,6 +37,11 @@ class ForgeRequest:
             status for owner/repo@abc1234").
         retry_statuses: Extra statuses that mean "try again shortly" for this request
             (GitLab answers 409 while another status update holds its lock).
+        idempotent: False for a request that creates something each time it is
+            received (a release, a release link). The transport never sends such a
+            request again after an ambiguous failure (a 5xx, or a connection lost
+            after the request may have arrived), because the forge may have done it:
+            the caller looks up what the forge has before creating again.
     """
 
     method: str
@@ -46,6 +51,7 @@ class ForgeRequest:
     content: bytes | None = None
     action: str = "call the forge API"
     retry_statuses: frozenset[int] = frozenset()
+    idempotent: bool = True
 
     def __repr__(self) -> str:
         shown = {

@@ -6,6 +6,7 @@ URL. Raw SQL lives only in this package:
 - `__init__.py`: `JobStore` (the protocol every store implements) and `open_store`.
 - `sqlite.py`: `SQLiteStore`, the store in one SQLite file for a single host (I/O shell).
 - `ops.py`: the SQLite store's operations, plain functions of a connection.
+- `releases.py`: the SQLite store's release records (publishing progress, results).
 - `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
 - `boottests.py`: the SQLite store's boot test results (one row per boot of an ISO).
 - `writer.py`: group commits on the event loop, the fsync and checkpoints on threads.
@@ -24,7 +25,7 @@ from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn
+from runner.jobs import Event, Notification, NotifyFn, Outgoing
 from runner.store.sqlite import SQLiteStore
 from webhooks.build import (
     BootTestRecord,
@@ -32,6 +33,8 @@ from webhooks.build import (
     BuildRequest,
     BuildState,
     PackageEntry,
+    Release,
+    ReleaseState,
     Submission,
 )
 
@@ -46,6 +49,17 @@ class JobStore(Protocol):
     through `runner.jobs.transition`, and the status hook the store was opened with
     (`open_store(url, notify=...)`) enqueues its notifications in the same transaction
     as every new build and every state change, so no change can skip its status.
+
+    Releases: enqueuing a `runner.jobs.RELEASE` notification (payload `{"tag": ...}`;
+    the status hook does it with a trusted tag build's SUCCEED) also creates the
+    build's release record (`Release`, state `queued`) in the same transaction. Every
+    `BuildRecord` the store returns carries its release record, if any.
+    `update_release` records each attempt together with the outbox's part of it;
+    `prune_finished` deletes release records with their builds.
+
+    Outbox order: notifications of one build and one kind are delivered in the order
+    they were enqueued (`due_notifications` returns only the oldest of each build and
+    kind); different kinds do not wait for each other.
     """
 
     async def open(self) -> None:
@@ -154,8 +168,13 @@ class JobStore(Protocol):
         """Add a notification to the outbox, due now; return its id."""
         ...
 
-    async def due_notifications(self, now: datetime, limit: int) -> list[Notification]:
-        """Return due notifications, earliest first, only the oldest of each build."""
+    async def due_notifications(
+        self, now: datetime, limit: int, *, kinds: Sequence[str] | None = None
+    ) -> list[Notification]:
+        """Return due notifications, earliest first, only the oldest of each build and kind.
+
+        Only kinds in `kinds` when given; every kind when None.
+        """
         ...
 
     async def notification_done(self, notification_id: int) -> None:
@@ -166,6 +185,31 @@ class JobStore(Protocol):
         self, notification_id: int, retry_at: datetime, error: str
     ) -> None:
         """Record a failed delivery and when to try again."""
+        ...
+
+    async def update_release(
+        self,
+        notification_id: int,
+        build_id: int,
+        release: Release,
+        *,
+        follow_up: Sequence[Outgoing] = (),
+    ) -> None:
+        """Record a release attempt's progress or outcome, all in one transaction.
+
+        Replaces the build's release record with `release`. A final release (published
+        or refused) removes its notification from the outbox; a `retrying` one gives
+        the notification its `attempts`, `next_attempt_at` and `last_error`; any other
+        state leaves the notification as it is. `follow_up` notifications (the commit
+        status saying so) are enqueued for the build.
+
+        Raises:
+            NotificationNotFound: The notification is not in the outbox.
+        """
+        ...
+
+    async def count_releases_by_state(self) -> dict[ReleaseState, int]:
+        """Return how many release records are in each state, every state present."""
         ...
 
 

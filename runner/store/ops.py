@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from runner.exceptions import BuildNotFound, NotificationNotFound, StoreError
-from runner.jobs import Event, Notification, NotifyFn, transition
+from runner.jobs import RELEASE, Event, Notification, NotifyFn, transition
+from runner.store import releases
 from runner.store.schema import (
     BUILD_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -73,12 +74,12 @@ _INSERT_UNLESS_DUPLICATE = f"""
 
 
 def get(conn: sqlite3.Connection, build_id: int) -> BuildRecord | None:
-    """Return the build with this id, with its packages once recorded, or None."""
+    """Return the build with this id (its packages and release included), or None."""
     query = f"SELECT {BUILD_COLUMNS} FROM builds WHERE id = ?"  # noqa: S608 -- constant columns
     row = conn.execute(query, (build_id,)).fetchone()
     if row is None:
         return None
-    record = build_from_row(row)
+    record = releases.attach(conn, [build_from_row(row)])[0]
     packages = conn.execute(
         "SELECT packages FROM build_packages WHERE build_id = ?", (build_id,)
     ).fetchone()
@@ -112,7 +113,7 @@ def list_builds(
         f"SELECT {BUILD_COLUMNS} FROM builds {where} ORDER BY id DESC LIMIT ?",  # noqa: S608 -- fixed clauses, values bound
         (*params, limit),
     ).fetchall()
-    return [build_from_row(row) for row in rows]
+    return releases.attach(conn, [build_from_row(row) for row in rows])
 
 
 def count_by_state(conn: sqlite3.Connection) -> dict[BuildState, int]:
@@ -123,19 +124,34 @@ def count_by_state(conn: sqlite3.Connection) -> dict[BuildState, int]:
     return counts
 
 
-def due_notifications(conn: sqlite3.Connection, now: datetime, limit: int) -> list[Notification]:
-    """Return due notifications, earliest first, at most one per build (its oldest).
+def due_notifications(
+    conn: sqlite3.Connection, now: datetime, limit: int, kinds: Sequence[str] | None = None
+) -> list[Notification]:
+    """Return due notifications, earliest first, at most one per build and kind (its oldest).
 
-    Only the oldest pending notification of each build is ever due, so a build's
-    notifications are delivered in the order they were enqueued even when an early one
-    fails and waits: a "pending" status can never overtake the final one.
+    Only the oldest pending notification of each build and kind is ever due, so a
+    build's statuses are delivered in the order they were enqueued even when an early
+    one fails and waits: a "pending" status can never overtake the final one. Kinds
+    are independent: a release waiting for a forge outage to end holds back no status.
+
+    Args:
+        conn: A reader connection.
+        now: Notifications due at or before this time are returned.
+        limit: The most to return.
+        kinds: Only these kinds; None for every kind.
     """
+    clause = ""
+    params: tuple[str, ...] = ()
+    if kinds is not None:
+        clause = f" AND n.kind IN ({', '.join('?' * len(kinds))})"
+        params = tuple(kinds)
     rows = conn.execute(
-        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications AS n"  # noqa: S608 -- constant columns
-        " WHERE n.next_attempt_at <= ?"
-        " AND n.id = (SELECT MIN(id) FROM notifications WHERE build_id = n.build_id)"
+        f"SELECT {NOTIFICATION_COLUMNS} FROM notifications AS n"  # noqa: S608 -- constant columns, placeholders
+        f" WHERE n.next_attempt_at <= ?{clause}"
+        " AND n.id = (SELECT MIN(id) FROM notifications"
+        " WHERE build_id = n.build_id AND kind = n.kind)"
         " ORDER BY n.next_attempt_at, n.id LIMIT ?",
-        (encode_time(now), limit),
+        (encode_time(now), *params, limit),
     ).fetchall()
     return [notification_from_row(row) for row in rows]
 
@@ -386,7 +402,11 @@ def enqueue_notification(
     kind: str,
     payload: Mapping[str, object],
 ) -> int:
-    """Add a notification for build `build_id` to the outbox, due now; return its id."""
+    """Add a notification for build `build_id` to the outbox, due now; return its id.
+
+    A `RELEASE` notification also (re)starts the build's release record, `queued`: the
+    visible record of a release starts with its outbox entry.
+    """
     _require(conn, build_id)
     cursor = conn.execute(
         "INSERT INTO notifications (build_id, kind, payload, next_attempt_at) VALUES (?, ?, ?, ?)",
@@ -394,6 +414,8 @@ def enqueue_notification(
     )
     notification_id = cursor.lastrowid
     assert notification_id is not None  # an INSERT into a rowid table always sets it
+    if kind == RELEASE:
+        releases.queue(conn, now, build_id, str(payload.get("tag", "")))
     return notification_id
 
 

@@ -17,7 +17,17 @@ from typing import Final
 
 from runner.exceptions import StoreError
 from runner.jobs import Notification
-from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, PackageEntry, RefKind
+from webhooks.build import (
+    BuildRecord,
+    BuildRequest,
+    BuildState,
+    Forge,
+    PackageEntry,
+    RefKind,
+    Release,
+    ReleaseFile,
+    ReleaseState,
+)
 
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     # 0 → 1: builds and the notification outbox.
@@ -101,6 +111,26 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         )
         """,
     ),
+    # 4 → 5: releases published through the outbox, their progress and result; the
+    # outbox orders notifications per build and kind.
+    (
+        """
+        CREATE TABLE releases (
+            build_id INTEGER PRIMARY KEY REFERENCES builds (id),
+            tag TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            last_error TEXT NOT NULL DEFAULT '',
+            url TEXT NOT NULL DEFAULT '',
+            files TEXT NOT NULL DEFAULT '[]',
+            updated_at TEXT NOT NULL,
+            refusals INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX releases_by_state ON releases (state)",
+        "CREATE INDEX notifications_by_kind ON notifications (build_id, kind, id)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -112,6 +142,10 @@ BUILD_COLUMNS: Final = (
 )
 
 NOTIFICATION_COLUMNS: Final = "id, build_id, kind, payload, attempts, next_attempt_at, last_error"
+
+RELEASE_COLUMNS: Final = (
+    "build_id, tag, state, attempts, next_attempt_at, last_error, url, files, updated_at, refusals"
+)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> int:
@@ -258,6 +292,54 @@ def notification_from_row(row: Sequence[object]) -> Notification:
         attempts=_int(row[4]),
         next_attempt_at=decode_time(_text(row[5])),
         last_error=_text(row[6]),
+    )
+
+
+def release_params(build_id: int, release: Release) -> tuple[object, ...]:
+    """Return the `releases` column values of a release, in `RELEASE_COLUMNS` order."""
+    files = [
+        {"name": f.name, "size": f.size, "sha256": f.sha256, "uploaded": f.uploaded}
+        for f in release.files
+    ]
+    return (
+        build_id,
+        release.tag,
+        release.state.value,
+        release.attempts,
+        None if release.next_attempt_at is None else encode_time(release.next_attempt_at),
+        release.last_error,
+        release.url,
+        json.dumps(files),
+        encode_time(release.updated_at),
+        release.refusals,
+    )
+
+
+def release_from_row(row: Sequence[object]) -> tuple[int, Release]:
+    """Turn a `SELECT {RELEASE_COLUMNS}` row back into its build id and `Release`."""
+    raw = json.loads(_text(row[7]))
+    if not isinstance(raw, list):
+        msg = f"the release of build {row[0]} has a file list that is not a JSON list"
+        raise StoreError(msg)
+    files = tuple(
+        ReleaseFile(
+            name=str(item["name"]),
+            size=int(item["size"]),
+            sha256=str(item["sha256"]),
+            uploaded=bool(item["uploaded"]),
+        )
+        for item in raw
+    )
+    return _int(row[0]), Release(
+        tag=_text(row[1]),
+        state=ReleaseState(_text(row[2])),
+        attempts=_int(row[3]),
+        next_attempt_at=None if row[4] is None else decode_time(_text(row[4])),
+        last_error=_text(row[5]),
+        url=_text(row[6]),
+        files=files,
+        updated_at=decode_time(_text(row[8])),
+        refusals=_int(row[9]),
     )
 
 

@@ -21,8 +21,8 @@ from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn
-from runner.store import boottests, ops
+from runner.jobs import Event, Notification, NotifyFn, Outgoing
+from runner.store import boottests, ops, releases
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
 from webhooks.build import (
@@ -31,6 +31,8 @@ from webhooks.build import (
     BuildRequest,
     BuildState,
     PackageEntry,
+    Release,
+    ReleaseState,
     Submission,
 )
 
@@ -64,6 +66,7 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
         " ORDER BY id LIMIT ?"
     )
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
+    releases.forget(conn, ids)
     boottests.delete(conn, ids)
     pairs = [(build_id,) for build_id in ids]
     conn.executemany("DELETE FROM build_packages WHERE build_id = ?", pairs)
@@ -311,9 +314,14 @@ class SQLiteStore:
             lambda c: ops.enqueue_notification(c, self._clock(), build_id, kind, payload)
         )
 
-    async def due_notifications(self, now: datetime, limit: int) -> list[Notification]:
-        """Return notifications due at `now`, earliest first, one per build (its oldest)."""
-        return await self._read(lambda c: ops.due_notifications(c, now, limit))
+    async def due_notifications(
+        self, now: datetime, limit: int, *, kinds: Sequence[str] | None = None
+    ) -> list[Notification]:
+        """Return notifications due at `now`, earliest first, one per build and kind.
+
+        Only kinds in `kinds` when given (each kind has its own drainer).
+        """
+        return await self._read(lambda c: ops.due_notifications(c, now, limit, kinds))
 
     async def notification_done(self, notification_id: int) -> None:
         """Remove a delivered notification from the outbox."""
@@ -324,6 +332,37 @@ class SQLiteStore:
     ) -> None:
         """Record a failed delivery and when to retry; `error` must hold no secret."""
         await self._write(lambda c: ops.notification_failed(c, notification_id, retry_at, error))
+
+    # ------------------------------------------------------------ releases
+
+    async def update_release(
+        self,
+        notification_id: int,
+        build_id: int,
+        release: Release,
+        *,
+        follow_up: Sequence[Outgoing] = (),
+    ) -> None:
+        """Record a release attempt's progress or outcome, in one transaction.
+
+        See `runner.store.releases.save` for what happens to the notification;
+        `follow_up` (e.g. the commit status saying so) is enqueued for the build.
+
+        Raises:
+            NotificationNotFound: The notification is no longer in the outbox.
+        """
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = self._clock()
+            releases.save(conn, notification_id, build_id, release)
+            for kind, payload in follow_up:
+                ops.enqueue_notification(conn, now, build_id, kind, payload)
+
+        await self._write(write)
+
+    async def count_releases_by_state(self) -> dict[ReleaseState, int]:
+        """Return how many release records are in each state, every state present."""
+        return await self._read(releases.count_by_state)
 
     # ------------------------------------------------------------ plumbing
 

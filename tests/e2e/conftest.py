@@ -45,6 +45,7 @@ GITHUB_SECRET = "e2e-github-webhook-secret"
 GITLAB_SECRET = "e2e-gitlab-webhook-token"
 GITHUB_TOKEN = "ghp_e2e_api_token"
 GITLAB_TOKEN = "glpat-e2e-api-token"
+ADMIN_TOKEN = "e2e-admin-token"
 CONTEXT = "isorunner-e2e"
 # The commit time of every pushed commit: SOURCE_DATE_EPOCH of the builds.
 COMMIT_TIME = "2025-01-02T03:04:05+00:00"
@@ -263,6 +264,7 @@ def config_text(
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
+admin_token = "{ADMIN_TOKEN}"
 
 [storage]
 database = "sqlite:///{root}/db/isorunner.db"
@@ -410,6 +412,17 @@ class Isorunner:
         data: dict[str, object] = response.json()
         return data
 
+    def admin_publish(self, build_id: int) -> dict[str, object]:
+        """`POST /api/builds/<id>/publish` with the admin token; return the build it answers."""
+        response = httpx.post(
+            f"{self.url}/api/builds/{build_id}/publish",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
+        assert response.status_code == 202, response.text
+        data: dict[str, object] = response.json()
+        return data
+
     def build_log(self, build_id: int) -> str:
         """`GET /builds/<id>/log`."""
         response = httpx.get(f"{self.url}/builds/{build_id}/log", timeout=10)
@@ -451,6 +464,17 @@ class Isorunner:
             return record if record["state"] in final else None
 
         return self.wait_for(f"build {build_id} to finish", probe, timeout=timeout)
+
+    def wait_release(self, build_id: int, *, timeout: float = BUILD_SECONDS) -> dict[str, object]:
+        """Wait until the build's release is published or refused; return it (API form)."""
+
+        def probe() -> dict[str, object] | None:
+            release = self.build(build_id).get("release")
+            if isinstance(release, dict) and release["state"] in ("published", "refused"):
+                return release
+            return None
+
+        return self.wait_for(f"the release of build {build_id}", probe, timeout=timeout)
 
     def wait_in_container(self, build_id: int, *, timeout: float = 30) -> list[str]:
         """Wait until the build runs and its container process is up; return what it holds.
@@ -499,6 +523,12 @@ class Isorunner:
 def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     """A `done` predicate: the last status is in one of `states`."""
     return lambda seen: bool(seen) and seen[-1].state in states
+
+
+def release_settled(seen: list[StatusRecord]) -> bool:
+    """A `done` predicate: the last status says the release was published or refused."""
+    text = seen[-1].description or "" if seen else ""
+    return text.endswith("release published") or "release refused" in text
 
 
 def make_server(root: Path, forge: FakeForge, repos: Repos, upstream: UpstreamServer) -> Isorunner:

@@ -27,7 +27,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -83,6 +83,29 @@ async def _drop(send: Send) -> None:
         await asyncio.sleep(0)
 
 
+def _first_half(receive: Receive, headers: Mapping[str, str]) -> Receive:
+    """A `receive` that ends the body after half of its declared length."""
+    length = headers.get("content-length", "")
+    left = int(length) // 2 if length.isdigit() else 0
+    ended = False
+
+    async def half() -> Message:
+        nonlocal left, ended
+        if ended:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] != "http.request":
+            return message
+        body = bytes(message.get("body", b""))
+        if len(body) >= left or not message.get("more_body", False):
+            ended = True
+            return {"type": "http.request", "body": body[:left], "more_body": False}
+        left -= len(body)
+        return message
+
+    return half
+
+
 class RecordingApp:
     """ASGI layer around the routes: records each request, then plays an armed fault."""
 
@@ -99,18 +122,19 @@ class RecordingApp:
         path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         receive, body = await self._buffer_small_body(headers, receive)
+        query = bytes(scope["query_string"]).decode("latin-1")
         index = self.state.record(
             RecordedRequest(
                 method=method,
                 path=path,
-                query=bytes(scope["query_string"]).decode("latin-1"),
+                query=query,
                 host=headers.get("host", ""),
                 headers={k: _redact(k, v) for k, v in headers.items()},
                 json=body,
                 had_authorization="authorization" in headers,
             )
         )
-        fault = self.state.take_fault(method, path)
+        fault = self.state.take_fault(method, path, query)
         if fault is None:
 
             async def noting_send(message: Message) -> None:
@@ -125,7 +149,8 @@ class RecordingApp:
             async def discard(message: Message) -> None:
                 return None
 
-            await self.app(scope, receive, discard)
+            handled = _first_half(receive, headers) if fault.truncate else receive
+            await self.app(scope, handled, discard)
         await self._play(fault, index, path, send)
 
     async def _buffer_small_body(
@@ -341,13 +366,72 @@ class FakeForge:
             Fault(method, path, "status", 403, head, json.dumps(message).encode()), times
         )
 
+    def fail_half_stored(
+        self, method: str, path: str, *, status: int = 502, times: int = 1
+    ) -> None:
+        """Store only the first half of the next matching uploads, then answer `status`.
+
+        What a proxy that gives up mid-upload leaves: a half file on GitLab, an `open`
+        (partial) asset on GitHub, and a 5xx for the client.
+        """
+        fault = Fault(method, path, "status", status, after_handling=True, truncate=True)
+        self._state.inject(fault, times)
+
+    def outage(
+        self, method: str, path: str, *, active: Callable[[], bool], status: int = 503
+    ) -> None:
+        """Answer `status` to every matching request while `active()` returns True.
+
+        Tests give a predicate over their own (simulated) clock: a ten-minute outage
+        costs no real time.
+        """
+        self._state.outage(Fault(method, path, "status", status), active)
+
+    def delete_packages(self, name: str) -> int:
+        """Delete every generic package file of a GitLab project, as a person can.
+
+        Returns:
+            How many files were deleted.
+        """
+        repo = self._state.repo("gitlab", name)
+        if repo is None:
+            raise KeyError(f"no gitlab project {name!r} was seeded")
+        with self._state.locked():
+            gone, repo.packages[:] = list(repo.packages), []
+        for stored in gone:
+            stored.path.unlink(missing_ok=True)
+        return len(gone)
+
+    def delete_release(self, forge: Forge, name: str, tag: str) -> int:
+        """Delete every release of `tag` (and a GitHub release's assets), as a person can.
+
+        Returns:
+            How many releases were deleted.
+        """
+        repo = self._state.repo(forge, name)
+        if repo is None:
+            raise KeyError(f"no {forge} repository {name!r} was seeded")
+        with self._state.locked():
+            gone = [r for r in repo.releases if r.tag_name == tag]
+            repo.releases[:] = [r for r in repo.releases if r.tag_name != tag]
+        for release in gone:
+            for asset in release.assets:
+                asset.path.unlink(missing_ok=True)
+        return len(gone)
+
     def drop(self, method: str, path: str, *, times: int = 1, after_handling: bool = False) -> None:
         """Close the connection of the next `times` matching requests without answering."""
         self._state.inject(Fault(method, path, "drop", after_handling=after_handling), times)
 
-    def hang(self, method: str, path: str, *, seconds: float, times: int = 1) -> None:
-        """Answer nothing to the next `times` matching requests for `seconds`, then close."""
-        self._state.inject(Fault(method, path, "hang", seconds=seconds), times)
+    def hang(
+        self, method: str, path: str, *, seconds: float, times: int = 1, query: str = "*"
+    ) -> None:
+        """Answer nothing to the next `times` matching requests for `seconds`, then close.
+
+        `query` is a glob over the raw query string (`name=sha256sums*` picks one
+        GitHub asset upload).
+        """
+        self._state.inject(Fault(method, path, "hang", seconds=seconds, query=query), times)
 
     def pending_faults(self) -> list[tuple[Fault, int]]:
         """Return the faults not yet used up, with their remaining counts."""

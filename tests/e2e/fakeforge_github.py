@@ -239,10 +239,19 @@ async def codeload(state: ForgeState, request: Request, path: str) -> Response:
 # -- releases ------------------------------------------------------------------------------
 
 
+def _page(call: Call, items: list[object]) -> list[object]:
+    """The `per_page`/`page` slice of a list, as GitHub paginates (30 per page by default)."""
+    params = call.request.query_params
+    per_page = min(int(params.get("per_page") or 30), 100)
+    page = max(int(params.get("page") or 1), 1)
+    return items[(page - 1) * per_page : page * per_page]
+
+
 async def list_releases(call: Call) -> Response:
-    """GET /repos/{o}/{r}/releases: drafts included (the token has push access)."""
+    """GET /repos/{o}/{r}/releases: newest first, drafts included (the token can push)."""
     with call.state.locked():
-        return answer([_release_json(call, r) for r in reversed(call.repo.releases)])
+        releases = [_release_json(call, r) for r in reversed(call.repo.releases)]
+        return answer(_page(call, list(releases)))
 
 
 async def release_by_tag(call: Call) -> Response:
@@ -254,14 +263,22 @@ async def release_by_tag(call: Call) -> Response:
     return not_found()
 
 
+def _published(repo: Repo, tag: str, *, besides: int | None = None) -> bool:
+    return any(r.tag_name == tag and not r.draft and r.id != besides for r in repo.releases)
+
+
 async def create_release(call: Call) -> Response:
-    """POST /repos/{o}/{r}/releases: 422 already_exists for a tag that has a release."""
+    """POST /repos/{o}/{r}/releases: 422 already_exists if the tag has a published release.
+
+    Drafts do not hold their tag until published, so GitHub lets several drafts share
+    one (forge-apis.md §9.13; what a blind retry of a create makes).
+    """
     body = call.body if isinstance(call.body, dict) else {}
     tag = body.get("tag_name")
     if not isinstance(tag, str) or not tag:
         return invalid("Release", "tag_name", "missing_field")
     with call.state.locked():
-        if any(r.tag_name == tag for r in call.repo.releases):
+        if _published(call.repo, tag):
             return invalid("Release", "tag_name", "already_exists")
         draft = bool(body.get("draft", False))
         release = Release(
@@ -299,6 +316,8 @@ async def update_release(call: Call) -> Response:
         if isinstance(body.get("prerelease"), bool):
             release.prerelease = body["prerelease"]
         if body.get("draft") is False and release.draft:
+            if _published(call.repo, release.tag_name, besides=release.id):
+                return invalid("Release", "tag_name", "already_exists")
             release.draft, release.published_at = False, utc_now()
         elif body.get("draft") is True:
             release.draft = True
@@ -306,22 +325,24 @@ async def update_release(call: Call) -> Response:
 
 
 async def delete_release(call: Call) -> Response:
-    """DELETE /repos/{o}/{r}/releases/{id}."""
+    """DELETE /repos/{o}/{r}/releases/{id}: the release and its assets go."""
     with call.state.locked():
         release = _find_release(call)
         if release is None:
             return not_found()
         call.repo.releases.remove(release)
+    for asset in release.assets:
+        asset.path.unlink(missing_ok=True)
     return answer(None, 204)
 
 
 async def list_assets(call: Call) -> Response:
-    """GET /repos/{o}/{r}/releases/{id}/assets."""
+    """GET /repos/{o}/{r}/releases/{id}/assets: oldest first, paginated."""
     with call.state.locked():
         release = _find_release(call)
         if release is None:
             return not_found()
-        return answer([_asset_json(call, release, a) for a in release.assets])
+        return answer(_page(call, [_asset_json(call, release, a) for a in release.assets]))
 
 
 def _find_asset(call: Call) -> tuple[Release, StoredFile] | None:

@@ -179,6 +179,8 @@ async def upload_package(call: Call) -> Response:
     try:
         size, digest = await stream_to_file(call.request.stream(), path)
     except ClientDisconnect:
+        # GitLab keeps nothing of a body that never finished arriving.
+        path.unlink(missing_ok=True)
         return Response(status_code=CLIENT_CLOSED)
     stored = StoredFile(
         id=file_id,
@@ -189,12 +191,84 @@ async def upload_package(call: Call) -> Response:
         package=params["package"],
         version=params["version"],
     )
+    key = (params["package"], params["version"])
     with state.locked():
+        # Same name and version: the file joins the package, even beside one of its name.
+        package_id = call.repo.package_ids.setdefault(key, state.next_id())
         call.repo.packages.append(stored)
     if call.request.query_params.get("select") != "package_file":
         return answer({"message": "201 Created"}, 201)
-    data = {"id": file_id, "package_id": file_id, "file_name": stored.name, "size": size}
-    return answer(data | {"file_sha256": digest, "created_at": utc_now()}, 201)
+    return answer(_file_json(stored, package_id), 201)
+
+
+def _file_json(stored: StoredFile, package_id: int) -> dict[str, object]:
+    return {"id": stored.id, "package_id": package_id, "file_name": stored.name,
+            "size": stored.size, "file_sha256": stored.sha256, "created_at": utc_now()}  # fmt: skip
+
+
+def _page(call: Call, items: list[object]) -> list[object]:
+    """The `per_page`/`page` slice of a list, as GitLab paginates (20 per page by default)."""
+    params = call.request.query_params
+    per_page = min(int(params.get("per_page") or 20), 100)
+    page = max(int(params.get("page") or 1), 1)
+    return items[(page - 1) * per_page : page * per_page]
+
+
+async def list_packages(call: Call) -> Response:
+    """GET /projects/:id/packages: `package_name` fuzzy, `package_version` exact (16.6+)."""
+    query = call.request.query_params
+    wanted_type = query.get("package_type")
+    name_part, version = query.get("package_name", ""), query.get("package_version")
+    with call.state.locked():
+        found: list[object] = [
+            {
+                "id": package_id,
+                "name": name,
+                "version": ver,
+                "package_type": "generic",
+                "status": "default",
+                "created_at": utc_now(),
+            }
+            for (name, ver), package_id in call.repo.package_ids.items()
+            if name_part in name
+            and (version is None or version == ver)
+            and wanted_type in (None, "generic")
+        ]
+    return answer(_page(call, found))
+
+
+def _package_key(call: Call) -> tuple[str, str] | None:
+    wanted = int(call.params["package_id"])
+    return next((k for k, v in call.repo.package_ids.items() if v == wanted), None)
+
+
+async def list_package_files(call: Call) -> Response:
+    """GET /projects/:id/packages/:package_id/package_files: oldest first, paginated."""
+    with call.state.locked():
+        key = _package_key(call)
+        if key is None:
+            return answer({"message": "404 Package Not Found"}, 404)
+        package_id = call.repo.package_ids[key]
+        files = [
+            _file_json(f, package_id) for f in call.repo.packages if (f.package, f.version) == key
+        ]
+    return answer(_page(call, list(files)))
+
+
+async def delete_package_file(call: Call) -> Response:
+    """DELETE /projects/:id/packages/:package_id/package_files/:file_id: 204."""
+    with call.state.locked():
+        key = _package_key(call)
+        wanted = int(call.params["file_id"])
+        found = next(
+            (f for f in call.repo.packages if f.id == wanted and (f.package, f.version) == key),
+            None,
+        )
+        if found is None:
+            return answer({"message": "404 Not found"}, 404)
+        call.repo.packages.remove(found)
+    found.path.unlink(missing_ok=True)
+    return Response(status_code=204)
 
 
 def _link_json(link: AssetLink) -> dict[str, object]:
@@ -311,6 +385,30 @@ async def list_links(call: Call) -> Response:
         return answer([_link_json(link) for link in release.links])
 
 
+async def delete_release(call: Call) -> Response:
+    """DELETE /projects/:id/releases/:tag: the release goes (the tag and packages stay)."""
+    with call.state.locked():
+        release = _find_release(call)
+        if release is None:
+            return answer({"message": "404 Not Found"}, 404)
+        call.repo.releases.remove(release)
+        return answer(_release_json(call, release))
+
+
+async def update_link(call: Call) -> Response:
+    """PUT /projects/:id/releases/:tag/assets/links/:link_id: name, url, type."""
+    with call.state.locked():
+        release = _find_release(call)
+        wanted = int(call.params["link_id"])
+        link = next((x for x in release.links if x.id == wanted), None) if release else None
+        if link is None:
+            return answer({"message": "404 Not Found"}, 404)
+        link.name = _str(call.body, "name") or link.name
+        link.url = _str(call.body, "url") or link.url
+        link.link_type = _str(call.body, "link_type") or link.link_type
+        return answer(_link_json(link))
+
+
 async def create_link(call: Call) -> Response:
     """POST /projects/:id/releases/:tag/assets/links: name and url unique per release."""
     with call.state.locked():
@@ -332,12 +430,21 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], Handler], ...] = tuple(
             r"/packages/generic/(?P<package>[^/]+)/(?P<version>[^/]+)/(?P<file>[^/]+)",
             upload_package,
         ),
+        ("GET", r"/packages", list_packages),
+        ("GET", r"/packages/(?P<package_id>\d+)/package_files", list_package_files),
+        (
+            "DELETE",
+            r"/packages/(?P<package_id>\d+)/package_files/(?P<file_id>\d+)",
+            delete_package_file,
+        ),
         ("GET", r"/releases", list_releases),
         ("POST", r"/releases", create_release),
         ("GET", r"/releases/(?P<tag>[^/]+)", get_release),
         ("PUT", r"/releases/(?P<tag>[^/]+)", update_release),
+        ("DELETE", r"/releases/(?P<tag>[^/]+)", delete_release),
         ("GET", r"/releases/(?P<tag>[^/]+)/assets/links", list_links),
         ("POST", r"/releases/(?P<tag>[^/]+)/assets/links", create_link),
+        ("PUT", r"/releases/(?P<tag>[^/]+)/assets/links/(?P<link_id>\d+)", update_link),
     )
 )
 

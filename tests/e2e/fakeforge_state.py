@@ -16,7 +16,7 @@ import secrets
 import tarfile
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -56,7 +56,8 @@ class Fault:
     connection without answering) or "hang" (answer nothing for `seconds`, then close).
     With `after_handling` the request is first handled for real (an upload is stored)
     and only the answer is replaced, as when GitHub's upload host answers 504 for an
-    asset it did store.
+    asset it did store; with `truncate` as well, the handler sees only the first half
+    of the body, as when a proxy gives up mid-upload (a half-stored file).
     """
 
     method: str
@@ -67,11 +68,14 @@ class Fault:
     body: bytes = b""
     seconds: float = 0.0
     after_handling: bool = False
+    truncate: bool = False
+    query: str = "*"
 
-    def matches(self, method: str, path: str) -> bool:
-        """Tell whether a request is one this fault is waiting for."""
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        """Tell whether a request is one this fault is waiting for (`query`: a glob too)."""
         method_ok = self.method == "*" or self.method.upper() == method.upper()
-        return method_ok and fnmatch.fnmatchcase(path, self.path)
+        path_ok = fnmatch.fnmatchcase(path, self.path)
+        return method_ok and path_ok and fnmatch.fnmatchcase(query, self.query)
 
 
 @dataclass(slots=True)
@@ -157,6 +161,8 @@ class Repo:
     statuses: dict[str, list[StatusRecord]] = field(default_factory=dict)
     releases: list[Release] = field(default_factory=list)
     packages: list[StoredFile] = field(default_factory=list)
+    # GitLab generic packages: (name, version) -> package id, made by the first upload.
+    package_ids: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def resolve(self, ref: str) -> str | None:
         """Return the full commit id for a sha, an abbreviated sha, or a seeded ref."""
@@ -197,6 +203,7 @@ class ForgeState:
         self.apps: dict[int, App] = {}
         self._requests: list[RecordedRequest] = []
         self._faults: list[tuple[Fault, int]] = []
+        self._outages: list[tuple[Fault, Callable[[], bool]]] = []
         self._violations: list[str] = []
         self._ids = itertools.count(1000)
 
@@ -237,11 +244,22 @@ class ForgeState:
         with self._lock:
             self._faults.append((fault, times))
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        """Consume and return the first armed fault matching the request, if any."""
+    def outage(self, fault: Fault, active: Callable[[], bool]) -> None:
+        """Play `fault` for every matching request while `active()` says True."""
         with self._lock:
+            self._outages.append((fault, active))
+
+    def take_fault(self, method: str, path: str, query: str = "") -> Fault | None:
+        """Consume and return the first armed fault matching the request, if any.
+
+        An outage that is on wins over counted faults and is never used up.
+        """
+        with self._lock:
+            for fault, active in self._outages:
+                if fault.matches(method, path, query) and active():
+                    return fault
             for index, (fault, left) in enumerate(self._faults):
-                if fault.matches(method, path):
+                if fault.matches(method, path, query):
                     if left == 1:
                         del self._faults[index]
                     else:

@@ -30,6 +30,7 @@ from tests.e2e.conftest import (
     make_server,
     new_sha,
     packages_text,
+    release_settled,
 )
 from tests.e2e.fakeforge import FakeForge
 from tests.e2e.test_browser import chromium
@@ -76,11 +77,14 @@ def test_tag_boots_on_bios_and_uefi_and_the_page_shows_it(
     forge.seed_github(TAGGED, token=GITHUB_TOKEN, commits={sha: profile}, refs={"v2.0": sha})
     build_id = server.github("push", github_push(TAGGED, sha, "refs/tags/v2.0"))
 
-    statuses = server.wait_statuses(forge, "github", TAGGED, sha, DONE, timeout=BOOT_SECONDS)
+    statuses = server.wait_statuses(
+        forge, "github", TAGGED, sha, release_settled, timeout=BOOT_SECONDS
+    )
     record = server.wait_finished(build_id, timeout=BOOT_SECONDS)
     assert statuses[-1].state == "success", (statuses[-1], server.log_tail())
     assert "boots on BIOS and UEFI (QEMU)" in str(statuses[-1].description)
-    assert "release published" in str(record["detail"])
+    assert str(statuses[-1].description).endswith("; release published")
+    assert server.wait_release(build_id)["state"] == "published"
     (release,) = forge.releases("github", TAGGED)
     assert release.body is not None
     assert "Boots on BIOS and UEFI (QEMU)" in release.body

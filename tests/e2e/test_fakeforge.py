@@ -234,12 +234,17 @@ def test_github_duplicate_asset_is_422_until_deleted(
     assert asset.path.read_bytes() == b"c  x.iso\n"
 
 
-def test_github_existing_tag_release_is_422(github: httpx.Client) -> None:
-    """Creating a second release for a tag gets 422 already_exists on tag_name."""
-    _draft(github)
+def test_github_drafts_share_a_tag_until_one_is_published(github: httpx.Client) -> None:
+    """Two drafts of a tag are allowed; once one is published, the tag takes no other."""
+    first, second = _draft(github), _draft(github)
+    assert first["id"] != second["id"]
+    published = github.patch(f"/repos/acme/profile/releases/{first['id']}", json={"draft": False})
+    assert published.status_code == 200
     response = github.post("/repos/acme/profile/releases", json={"tag_name": "v1.0"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["code"] == "already_exists"
+    again = github.patch(f"/repos/acme/profile/releases/{second['id']}", json={"draft": False})
+    assert again.status_code == 422
 
 
 def test_github_upload_without_content_length_is_400(
@@ -456,6 +461,51 @@ def test_gitlab_release_with_links_then_update_and_more_links(
         ("test.iso", "image"),
         ("sha256sums", "other"),
     ]
+
+
+def test_gitlab_package_files_are_listed_and_deleted_one_by_one(
+    forge: FakeForge, gitlab: httpx.Client
+) -> None:
+    """A name uploaded twice is two files of one package; one can be deleted by id."""
+    base = "/projects/42/packages/generic/isorunner/v1"
+    for body in (b"first", b"second"):
+        assert gitlab.put(f"{base}/x.iso", content=body).status_code == 201
+    query = {"package_type": "generic", "package_name": "isorun", "package_version": "v1"}
+    [package] = gitlab.get("/projects/42/packages", params=query).json()
+    assert (package["name"], package["version"]) == ("isorunner", "v1")
+    files = gitlab.get(f"/projects/42/packages/{package['id']}/package_files").json()
+    assert [(f["file_name"], f["size"]) for f in files] == [("x.iso", 5), ("x.iso", 6)]
+    assert files[0]["file_sha256"] == hashlib.sha256(b"first").hexdigest()
+    url = f"/projects/42/packages/{package['id']}/package_files/{files[0]['id']}"
+    assert gitlab.delete(url).status_code == 204
+    assert gitlab.delete(url).status_code == 404
+    assert [f.path.read_bytes() for f in forge.packages("group/profile")] == [b"second"]
+
+
+def test_half_stored_fault_keeps_half_the_upload_and_answers_502(
+    forge: FakeForge, gitlab: httpx.Client
+) -> None:
+    """A GitLab upload cut by the fault leaves a file of half the size and answers 502."""
+    forge.fail_half_stored("PUT", "/gitlab/api/v4/projects/42/packages/*")
+    data = os.urandom(256 * 1024)
+    url = "/projects/42/packages/generic/isorunner/v1/x.iso"
+    try:
+        status = gitlab.put(url, content=data).status_code
+    except httpx.TransportError:
+        status = 0  # the connection closed while the client still sent the rest
+    assert status in (0, 502)
+    [stored] = forge.packages("group/profile")
+    assert stored.size == len(data) // 2
+    assert stored.path.read_bytes() == data[: len(data) // 2]
+
+
+def test_outage_answers_while_its_predicate_holds(forge: FakeForge, github: httpx.Client) -> None:
+    """An outage answers 503 for as long as the test says, however many requests come."""
+    down = [True]
+    forge.outage("GET", "/github/api/repos/*/releases", active=lambda: down[0])
+    assert [github.get("/repos/acme/profile/releases").status_code for _ in range(3)] == [503] * 3
+    down[0] = False
+    assert github.get("/repos/acme/profile/releases").status_code == 200
 
 
 def test_gitlab_release_for_missing_tag_needs_ref(gitlab: httpx.Client) -> None:

@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     make_profile,
     make_server,
     new_sha,
+    release_settled,
     sandbox_leftovers,
 )
 from tests.e2e.fakeforge import FakeForge
@@ -82,8 +83,9 @@ def test_release_upload_5xx_ends_with_one_complete_copy_of_each_asset(
     forge.fail("POST", uploads, status=503, times=1)
     build_id = server.github("push", github_push(FLAKY_UPLOAD, sha, "refs/tags/v2.0"))
 
-    statuses = server.wait_statuses(forge, "github", FLAKY_UPLOAD, sha, DONE)
+    statuses = server.wait_statuses(forge, "github", FLAKY_UPLOAD, sha, release_settled)
     assert statuses[-1].state == "success", statuses[-1]
+    assert server.wait_release(build_id)["state"] == "published"
 
     (release,) = forge.releases("github", FLAKY_UPLOAD)
     assert not release.draft

@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     make_profile,
     make_server,
     new_sha,
+    release_settled,
 )
 from tests.e2e.fakeforge import FakeForge
 from tests.runner.packages.upstream import UpstreamServer
@@ -92,11 +93,15 @@ def test_tag_push_publishes_package_files_and_a_release_with_links(
     body = gitlab_push(PROJECT, PROJECT_ID, sha, "refs/tags/v1.0")
     build_id = server.gitlab("Tag Push Hook", body)
 
-    statuses = server.wait_statuses(forge, "gitlab", PROJECT, sha, DONE)
+    statuses = server.wait_statuses(forge, "gitlab", PROJECT, sha, release_settled)
     record = server.wait_finished(build_id)
 
     assert record["state"] == "succeeded", record
-    assert [s.state for s in statuses] == ["pending", "running", "success"]
+    assert [s.state for s in statuses] == ["pending", "running", "success", "success"]
+    assert str(statuses[-1].description).endswith("; release published")
+    assert server.wait_release(build_id)["url"] == (
+        f"{forge.base_url}/gitlab/{PROJECT}/-/releases/v1.0"
+    )
     assert _refused(forge) == []
     files = {f.name: f for f in forge.packages(PROJECT)}
     (iso,) = [name for name in files if name.endswith(".iso")]

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     make_profile,
     make_server,
     new_sha,
+    release_settled,
 )
 from tests.e2e.fakeforge import FakeForge
 from tests.runner.packages.upstream import UpstreamServer
@@ -82,10 +83,14 @@ def test_release_tag_publishes_iso_and_checksums(
     forge.seed_github(TAG, token=GITHUB_TOKEN, commits={sha: profile}, refs={"v1.0": sha})
     build_id = server.github("push", github_push(TAG, sha, "refs/tags/v1.0"))
 
-    statuses = server.wait_statuses(forge, "github", TAG, sha, DONE)
-    assert statuses[-1].state == "success", statuses[-1]
-    record = server.wait_finished(build_id)
-    assert "release published" in str(record["detail"])
+    statuses = server.wait_statuses(forge, "github", TAG, sha, release_settled)
+    assert [(s.state, s.description) for s in statuses[-2:]] == [
+        ("success", f"{server.build(build_id)['detail']}; publishing the release"),
+        ("success", f"{server.build(build_id)['detail']}; release published"),
+    ]
+    published = server.wait_release(build_id)
+    assert published["state"] == "published"
+    assert published["url"] == f"{forge.base_url}/github/web/{TAG}/releases/tag/v1.0"
 
     (release,) = forge.releases("github", TAG)
     assert release.tag_name == "v1.0"

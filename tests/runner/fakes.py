@@ -14,8 +14,9 @@ from pathlib import Path
 
 import anyio
 
-from runner.forges.exceptions import ForgeUnavailable
-from runner.forges.protocol import CommitState
+from runner.forges.exceptions import ForgeError, ForgeUnavailable
+from runner.forges.protocol import CommitState, Progress
+from runner.forges.releaseplan import LocalAsset
 from sandbox import BuildResult, LogSink, WarningHook
 
 BASE_URL = "https://ci.example.org"
@@ -35,14 +36,21 @@ def profile_tarball(top: str = "owner-profile-abc1234", mtime: int = 0) -> bytes
 
 
 class FakeForge:
-    """A forge client that records what it was asked and can be told to fail."""
+    """A forge client that records what it was asked and can be told to fail.
+
+    `release_errors` are raised by the next `publish_release` calls, one each, after
+    `release_progress` files have been reported as uploaded.
+    """
 
     def __init__(self, archive: bytes) -> None:
         self.archive = archive
         self.statuses: list[tuple[str, CommitState, str]] = []
         self.releases: list[tuple[str, list[str]]] = []
+        self.published: list[LocalAsset] = []
         self.release_bodies: list[str] = []
         self.status_failures = 0
+        self.release_errors: list[ForgeError] = []
+        self.release_progress = 0
 
     async def set_status(
         self,
@@ -64,9 +72,25 @@ class FakeForge:
         return len(self.archive)
 
     async def publish_release(
-        self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
+        self,
+        repo: str,
+        tag: str,
+        files: Sequence[LocalAsset],
+        *,
+        name: str,
+        body: str,
+        progress: Progress | None = None,
     ) -> str:
+        if self.release_errors:
+            for asset in files[: self.release_progress]:
+                if progress is not None:
+                    await progress(asset.name)
+            raise self.release_errors.pop(0)
+        for asset in files:
+            if progress is not None:
+                await progress(asset.name)
         self.releases.append((tag, [f.name for f in files]))
+        self.published.extend(files)
         self.release_bodies.append(body)
         return f"https://forge/{repo}/releases/{tag}"
 

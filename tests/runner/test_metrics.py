@@ -33,7 +33,7 @@ from sandbox.exceptions import (
 )
 from tests.runner.fakes import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from tests.runner.store.samples import make_request
-from webhooks.build import BuildState, Forge
+from webhooks.build import BuildState, Forge, ReleaseState
 
 HOSTS = {"api.github.com": "github", "gitlab.example.com": "gitlab"}
 
@@ -188,6 +188,9 @@ class BrokenStore:
             raise StoreError("database is locked")
         return {state: 1 for state in BuildState}
 
+    async def count_releases_by_state(self) -> dict[ReleaseState, int]:
+        return {state: 2 for state in ReleaseState}
+
 
 @pytest.mark.anyio
 async def test_watch_store_keeps_going_after_a_store_error(
@@ -205,6 +208,7 @@ async def test_watch_store_keeps_going_after_a_store_error(
                 await anyio.sleep(0.01)
         group.cancel_scope.cancel()
     assert registry.get_sample_value("isorunner_builds", {"state": "running"}) == 1
+    assert registry.get_sample_value("isorunner_releases", {"state": "retrying"}) == 2
 
 
 # ---------------------------------------------------------------- worker, pipeline, notifier

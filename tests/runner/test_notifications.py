@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,23 @@ from runner.forges.exceptions import (
     Rejected,
     Unauthorized,
 )
-from runner.forges.protocol import CommitState
-from runner.notifications import PERMANENT_ATTEMPTS, STATUS, Notifier, is_transient
+from runner.forges.protocol import CommitState, Progress
+from runner.forges.releaseplan import LocalAsset
+from runner.jobs import RELEASE
+from runner.notifications import (
+    PERMANENT_ATTEMPTS,
+    STATUS,
+    Notifier,
+    is_transient,
+    release_note,
+    release_payload,
+    status_notifier,
+)
 from runner.store import SQLiteStore
-from tests.runner.store.samples import FakeClock, make_request
-from webhooks.build import Forge
+from tests.runner.store.samples import START, FakeClock, make_request
+from webhooks.build import BuildRecord, BuildState, Forge, RefKind, Release, ReleaseState
+
+BASE = "https://ci.example.org"
 
 pytestmark = pytest.mark.anyio
 
@@ -53,7 +67,14 @@ class RefusingForge:
         raise AssertionError("the notifier never downloads")
 
     async def publish_release(
-        self, repo: str, tag: str, files: Sequence[Path], *, name: str, body: str
+        self,
+        repo: str,
+        tag: str,
+        files: Sequence[LocalAsset],
+        *,
+        name: str,
+        body: str,
+        progress: Progress | None = None,
     ) -> str:
         raise AssertionError("the notifier never publishes")
 
@@ -155,3 +176,79 @@ async def test_an_outage_is_retried_past_the_refusal_limit(
     await queue_statuses(store, CommitState.RUNNING, CommitState.SUCCESS)
     await deliver_until_idle(notifier, clock, rounds=PERMANENT_ATTEMPTS * 3 + 5)
     assert forge.delivered == [(CommitState.RUNNING, "running"), (CommitState.SUCCESS, "success")]
+
+
+# ---------------------------------------------------------------- what statuses say of releases
+
+SUCCEEDED = BuildRecord(
+    id=7,
+    request=make_request(ref="refs/tags/v1", kind=RefKind.TAG),
+    state=BuildState.SUCCEEDED,
+    created_at=START,
+    detail="ISO built in 1m02s",
+)
+
+
+def test_status_notifier_queues_the_release_of_a_succeeded_trusted_tag() -> None:
+    """A trusted tag's SUCCEED enqueues its status ("…; publishing the release") and release."""
+    outgoing = list(status_notifier(BASE)(SUCCEEDED))
+    assert [kind for kind, _ in outgoing] == [STATUS, RELEASE]
+    assert outgoing[0][1]["state"] == "success"
+    assert outgoing[0][1]["description"] == "ISO built in 1m02s; publishing the release"
+    assert outgoing[1][1] == {"tag": "v1"}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        dataclasses.replace(SUCCEEDED, request=make_request()),
+        dataclasses.replace(
+            SUCCEEDED, request=make_request(ref="refs/tags/v1", kind=RefKind.TAG, trusted=False)
+        ),
+        dataclasses.replace(SUCCEEDED, state=BuildState.FAILED, detail="mkarchiso failed"),
+    ],
+)
+def test_status_notifier_queues_no_release_for_other_builds(record: BuildRecord) -> None:
+    """Branches, fork tags and failed tags get their status and nothing else."""
+    ((kind, payload),) = status_notifier(BASE)(record)
+    assert kind == STATUS
+    assert "release" not in str(payload["description"])
+
+
+@pytest.mark.parametrize(
+    ("release", "text"),
+    [
+        (Release("v1", ReleaseState.QUEUED, START), "publishing the release"),
+        (Release("v1", ReleaseState.PUBLISHING, START), "publishing the release"),
+        (
+            Release("v1", ReleaseState.RETRYING, START, 3, START + timedelta(minutes=2)),
+            "publishing the release (attempt 3, retrying in 2 min)",
+        ),
+        (
+            Release("v1", ReleaseState.RETRYING, START, 1, START + timedelta(seconds=4)),
+            "publishing the release (attempt 1, retrying in 4 s)",
+        ),
+        (
+            Release("v1", ReleaseState.RETRYING, START, 9, START + timedelta(hours=2)),
+            "publishing the release (attempt 9, retrying in 2 h)",
+        ),
+        (Release("v1", ReleaseState.PUBLISHED, START), "release published"),
+        (
+            Release("v1", ReleaseState.REFUSED, START, last_error="403: no permission"),
+            "release refused: 403: no permission",
+        ),
+    ],
+)
+def test_release_note_says_how_the_release_stands(release: Release, text: str) -> None:
+    """Each release state reads as the commit status's words after the build's detail."""
+    assert release_note(release, START) == text
+
+
+def test_release_payload_keeps_the_success_state_and_the_build_page() -> None:
+    """A release's status keeps the build's success and link; only the words change."""
+    done = Release("v1", ReleaseState.PUBLISHED, START)
+    assert release_payload(SUCCEEDED, done, BASE, START) == {
+        "state": "success",
+        "description": "ISO built in 1m02s; release published",
+        "target_url": f"{BASE}/builds/7",
+    }

@@ -84,12 +84,16 @@ async def test_pipeline_branch_build_keeps_iso_and_sums_and_cleans_up(parts: Par
 
 
 @pytest.mark.anyio
-async def test_pipeline_trusted_tag_publishes_release_with_sums(parts: Parts) -> None:
-    """A trusted tag build publishes the ISO with both checksum files."""
-    _, outcome = await parts.run(make_request(ref="refs/tags/v1.0", kind=RefKind.TAG))
-    assert parts.forge.releases == [("v1.0", ["t-1-x86_64.iso", "sha256sums", "b2sums"])]
-    assert outcome.event is Event.SUCCEED
-    assert outcome.detail.endswith("release published")
+async def test_pipeline_trusted_tag_ends_with_its_files_on_disk_and_publishes_nothing(
+    parts: Parts,
+) -> None:
+    """A trusted tag build succeeds once ISO and sums are kept; the outbox publishes them."""
+    build_id, outcome = await parts.run(make_request(ref="refs/tags/v1.0", kind=RefKind.TAG))
+    assert outcome == Outcome(Event.SUCCEED, "ISO built in 2s")
+    artifacts = parts.pipeline.artifacts_dir(build_id)
+    assert sorted(p.name for p in artifacts.iterdir()) == ["b2sums", "sha256sums", "t-1-x86_64.iso"]
+    assert parts.forge.releases == []
+    assert "[isorunner] release v1.0 queued" in parts.logs.path(build_id).read_text()
 
 
 @pytest.mark.anyio

@@ -10,12 +10,14 @@ import pytest
 
 from runner.check import DiskUsage
 from runner.exceptions import StoreError
+from runner.jobs import RELEASE, Event
+from runner.notifications import status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.store import SQLiteStore
 from runner.web import ArtifactDirs, RunnerReadiness, WorkerControl
-from tests.runner.store.samples import make_request
+from tests.runner.store.samples import START, FakeClock, make_request
 from tests.runner.test_check import make_base, make_settings
-from webhooks.build import BuildRecord, BuildState
+from webhooks.build import BuildRecord, BuildState, RefKind, Release, ReleaseState
 from webhooks.exceptions import BuildConflict, BuildNotFound
 
 
@@ -72,6 +74,39 @@ async def test_worker_control_translates_errors(store: SQLiteStore) -> None:
     await control.cancel(queued, "x")
     with pytest.raises(BuildConflict, match="is cancelled"):
         await control.cancel(queued, "again")
+
+
+@pytest.mark.anyio
+async def test_worker_control_publishes_a_refused_release_again(tmp_path: Path) -> None:
+    """A refused release is queued again (no rebuild); one in progress or none is a 409."""
+    notify = status_notifier("https://ci.example.org")
+    async with SQLiteStore(tmp_path / "jobs.db", clock=FakeClock(), notify=notify) as store:
+        worker = FakeWorker(store)
+        control = WorkerControl(store, worker)
+        tag = await store.submit(make_request(ref="refs/tags/v1", kind=RefKind.TAG))
+        branch = await store.submit(make_request())
+        for _ in range(2):
+            await store.claim_next()
+        await store.finish(tag.build_id, Event.SUCCEED, "ISO built")
+        await store.finish(branch.build_id, Event.SUCCEED, "ISO built")
+        with pytest.raises(BuildConflict, match="is queued: wait"):
+            await control.publish(tag.build_id)
+        with pytest.raises(BuildConflict, match="publishes no release"):
+            await control.publish(branch.build_id)
+        with pytest.raises(BuildNotFound):
+            await control.publish(404)
+        (release,) = await store.due_notifications(START, 9, kinds=(RELEASE,))
+        refused = Release("v1", ReleaseState.REFUSED, START, 5, None, "403", refusals=5)
+        await store.update_release(release.id, tag.build_id, refused)
+
+        record = await control.publish(tag.build_id)
+
+        assert record.release is not None
+        assert (record.release.state, record.release.attempts) == (ReleaseState.QUEUED, 0)
+        assert [n.build_id for n in await store.due_notifications(START, 9, kinds=(RELEASE,))] == [
+            tag.build_id
+        ]
+        assert worker.woken == 1
 
 
 def test_artifact_dirs_match_the_pipeline(tmp_path: Path) -> None:

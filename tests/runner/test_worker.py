@@ -21,12 +21,13 @@ from runner.exceptions import StoreError
 from runner.forges.protocol import CommitState
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
+from runner.publish import Publisher
 from runner.store import SQLiteStore
 from runner.worker import Worker, WorkerSink
 from sandbox.exceptions import BuildFailed
 from tests.runner.fakes import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from tests.runner.store.samples import make_request
-from webhooks.build import BuildRecord, BuildState, Forge
+from webhooks.build import BuildRecord, BuildState, Forge, RefKind
 
 
 @dataclasses.dataclass
@@ -54,7 +55,22 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             logs=logs,
         )
         notifier = Notifier(store, {Forge.GITHUB: forge}, poll_seconds=0.05)
-        worker = Worker(store, pipeline, notifier, base_url=BASE_URL, poll_seconds=0.05)
+        publisher = Publisher(
+            store,
+            {Forge.GITHUB: forge},
+            artifacts_root=tmp_path / "artifacts",
+            base_url=BASE_URL,
+            poll_seconds=0.05,
+            statuses_enqueued=notifier.wake,
+        )
+        worker = Worker(
+            store,
+            pipeline,
+            notifier,
+            publisher=publisher,
+            base_url=BASE_URL,
+            poll_seconds=0.05,
+        )
         yield Rig(store, forge, sandbox, worker, WorkerSink(store, worker), logs, pipeline)
 
 
@@ -96,6 +112,26 @@ async def test_worker_branch_push_reports_queued_running_success(rig: Rig) -> No
     log = rig.logs.path(submission.build_id).read_text()
     assert "[mkarchiso] INFO: building" in log
     assert rig.sandbox.discarded == [f"build-{submission.build_id}"]
+
+
+@pytest.mark.anyio
+async def test_worker_tag_build_succeeds_then_its_release_is_published(rig: Rig) -> None:
+    """A trusted tag build ends succeeded with its files kept, then its release goes out."""
+    async with anyio.create_task_group() as group:
+        await group.start(rig.worker.run)
+        submission = await rig.sink.submit(make_request(ref="refs/tags/v1", kind=RefKind.TAG))
+        await wait_for_state(rig, submission.build_id, BuildState.SUCCEEDED)
+        await wait_for_statuses(rig, 4)
+        group.cancel_scope.cancel()
+    assert rig.forge.releases == [("v1", ["t-1-x86_64.iso", "sha256sums", "b2sums"])]
+    assert [(s[1], s[2]) for s in rig.forge.statuses[2:]] == [
+        (CommitState.SUCCESS, "ISO built in 2s; publishing the release"),
+        (CommitState.SUCCESS, "ISO built in 2s; release published"),
+    ]
+    record = await rig.store.get(submission.build_id)
+    assert record is not None
+    assert record.release is not None
+    assert record.release.url == "https://forge/owner/profile/releases/v1"
 
 
 @pytest.mark.anyio

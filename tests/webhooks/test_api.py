@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -12,7 +13,7 @@ from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, WebStore
 from webhooks.api import check_admin, parse_listing
 from webhooks.app import create_app
-from webhooks.build import BuildState
+from webhooks.build import BuildState, Release, ReleaseFile, ReleaseState
 from webhooks.config import WebhookConfig
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
@@ -99,7 +100,34 @@ def test_api_build_detail_unknown_is_404(client: TestClient) -> None:
     assert client.get("/api/builds/77").status_code == 404
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+def test_api_build_detail_shows_a_release_retrying_and_its_progress(
+    client: TestClient, store: WebStore
+) -> None:
+    """A tag build's release: state, failed attempts, next attempt, error and files so far."""
+    files = (ReleaseFile("a.iso", 3, "ab" * 32, uploaded=True), ReleaseFile("b2sums", 9, "cd"))
+    retry_at = T0 + timedelta(minutes=2)
+    waiting = Release(
+        "v1", ReleaseState.RETRYING, T0, 3, retry_at, "the forge answered 504", "", files
+    )
+    built = store.add(state=BuildState.SUCCEEDED, release=waiting)
+    assert client.get(f"/api/builds/{built.id}").json()["release"] == {
+        "tag": "v1",
+        "state": "retrying",
+        "attempts": 3,
+        "refusals": 0,
+        "next_attempt_at": "2025-03-01T12:02:00+00:00",
+        "last_error": "the forge answered 504",
+        "url": None,
+        "updated_at": "2025-03-01T12:00:00+00:00",
+        "files": [
+            {"name": "a.iso", "size": 3, "sha256": "ab" * 32, "uploaded": True},
+            {"name": "b2sums", "size": 9, "sha256": "cd", "uploaded": False},
+        ],
+    }
+    assert client.get("/api/builds/1").json()["release"] is None
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 @pytest.mark.parametrize(
     "headers",
     [
@@ -123,7 +151,7 @@ def test_admin_calls_need_the_token(
     assert len(store.records) == 3
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 def test_admin_calls_without_a_configured_token_are_403(store: WebStore, action: str) -> None:
     """With no admin token configured, the admin API is off for everyone."""
     with _client(store, None) as client:
@@ -147,9 +175,9 @@ def test_cancel_finished_build_is_409(client: TestClient) -> None:
     assert "succeeded" in response.json()["error"]
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "publish"])
 def test_admin_call_on_unknown_build_is_404(client: TestClient, action: str) -> None:
-    """Cancel and retry of an unknown build are 404."""
+    """Cancel, retry and publish of an unknown build are 404."""
     assert client.post(f"/api/builds/99/{action}", headers=AUTH).status_code == 404
 
 
@@ -159,6 +187,17 @@ def test_retry_finished_build_queues_a_new_one(client: TestClient, store: WebSto
     assert response.status_code == 202
     assert response.json() == {"build_id": 4, "url": "https://ci.example.org/builds/4"}
     assert store.records[4].request == store.records[1].request
+
+
+def test_publish_queues_a_succeeded_builds_release_again(
+    client: TestClient, store: WebStore
+) -> None:
+    """Publish answers 202 with the build, its release queued; a running build is 409."""
+    response = client.post("/api/builds/1/publish", headers=AUTH)
+    assert response.status_code == 202
+    assert response.json()["release"]["state"] == "queued"
+    assert client.post("/api/builds/2/publish", headers=AUTH).status_code == 409
+    assert len(store.records) == 3  # nothing rebuilt
 
 
 def test_retry_unfinished_build_is_409(client: TestClient) -> None:

@@ -15,7 +15,14 @@ from tests.webhooks.samples import GITHUB_SECRET, github_signed
 from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, DirArtifacts, DirLogs, FixedProbe, WebStore
 from webhooks.app import create_app
-from webhooks.build import BuildState, Forge, ReadinessCheck
+from webhooks.build import (
+    BuildState,
+    Forge,
+    ReadinessCheck,
+    Release,
+    ReleaseFile,
+    ReleaseState,
+)
 from webhooks.config import RepoRule, WebhookConfig
 from webhooks.openapi import describe
 from webhooks.routes import ROUTES
@@ -134,10 +141,15 @@ def test_openapi_json_is_served(client: TestClient) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    """The app with a succeeded build (1, log and ISO) and a running one (2)."""
+    """The app with a succeeded build (1, log and ISO), a running one (2), and releases."""
     store = WebStore()
     store.add(state=BuildState.SUCCEEDED)
     store.add(state=BuildState.RUNNING)
+    files = (ReleaseFile("x.iso", 3, "ab" * 32, uploaded=True), ReleaseFile("sha256sums", 9, ""))
+    waiting = Release("v1", ReleaseState.RETRYING, T0, 2, T0, "the forge answered 502", "", files)
+    store.add(state=BuildState.SUCCEEDED, release=waiting)
+    done = Release("v2", ReleaseState.PUBLISHED, T0, url="https://forge.example/r/v2")
+    store.add(state=BuildState.SUCCEEDED, release=done)
     logs = DirLogs(tmp_path)
     logs.append(1, "one\ntwo\n")
     (tmp_path / "art" / "1").mkdir(parents=True)
@@ -191,6 +203,9 @@ def _calls() -> list[tuple[str, str, dict[str, str], bytes]]:
         ("get", "/api/builds?limit=1", {}, b""),
         ("get", "/api/builds?limit=500", {}, b""),
         ("get", "/api/builds/1", {}, b""),
+        ("get", "/api/builds/3", {}, b""),
+        ("get", "/api/builds/4", {}, b""),
+        ("get", "/builds/3", {}, b""),
         ("get", "/api/builds/99", {}, b""),
         ("post", "/api/builds/2/cancel", {}, b""),
         ("post", "/api/builds/1/cancel", AUTH, b""),
@@ -198,6 +213,8 @@ def _calls() -> list[tuple[str, str, dict[str, str], bytes]]:
         ("post", "/api/builds/2/retry", AUTH, b""),
         ("post", "/api/builds/1/retry", AUTH, b""),
         ("post", "/api/builds/2/cancel", AUTH, b""),
+        ("post", "/api/builds/3/publish", AUTH, b""),
+        ("post", "/api/builds/2/publish", AUTH, b""),
         ("get", "/api/openapi.json", {}, b""),
         ("get", "/healthz", {}, b""),
         ("get", "/readyz", {}, b""),

@@ -14,7 +14,7 @@ from tests.runner.store.samples import make_request
 from tests.webhooks.testclient import TestClient
 from tests.webhooks.webfakes import T0, DirArtifacts, DirLogs, WebStore
 from webhooks.app import create_app
-from webhooks.build import BuildState, Forge, RefKind
+from webhooks.build import BuildState, Forge, RefKind, Release, ReleaseFile, ReleaseState
 from webhooks.config import WebhookConfig
 
 SECRET = "webhook-secret-do-not-show"
@@ -264,6 +264,37 @@ def test_build_page_lists_artifacts_with_checksums(
     assert "a" * 64 in html
     assert "b" * 128 in html
     assert html.index("archlinux-2025") < html.index('href="/builds/1/artifacts/sha256sums"')
+
+
+def test_build_page_shows_the_release_progress_and_error(
+    client: TestClient, store: WebStore
+) -> None:
+    """A retrying release shows its state, next attempt, error and which files are up."""
+    files = (ReleaseFile("a.iso", 3000, "ab" * 32, uploaded=True), ReleaseFile("b2sums", 9, ""))
+    error = "could not upload b2sums: the forge answered <502>"
+    waiting = Release("v1", ReleaseState.RETRYING, T0, 2, T0, error, "", files)
+    store.add(state=BuildState.SUCCEEDED, release=waiting)
+    html = client.get("/builds/1").text
+    section = html[html.index('<dl id="release">') :]
+    assert '<span class="state retrying">retrying</span>' in section
+    assert "could not upload b2sums: the forge answered &lt;502&gt;" in section
+    assert "<dt>next attempt</dt><dd>2025-03-01 12:00:00 UTC</dd>" in section
+    assert "<td>2.9 KiB</td><td>yes</td>" in section
+    assert "<td>9 B</td><td>not yet</td>" in section
+
+
+def test_build_page_links_a_published_release_only_over_http(
+    client: TestClient, store: WebStore
+) -> None:
+    """A published release links its page; a URL that is not http(s) is not linked."""
+    page = "https://github.com/o/r/releases/tag/v1"
+    store.add(
+        state=BuildState.SUCCEEDED, release=Release("v1", ReleaseState.PUBLISHED, T0, url=page)
+    )
+    hostile = Release("v2", ReleaseState.PUBLISHED, T0, url="javascript:alert(1)")
+    store.add(state=BuildState.SUCCEEDED, release=hostile)
+    assert f'<a href="{page}">' in client.get("/builds/1").text
+    assert "javascript:" not in client.get("/builds/2").text
 
 
 def test_build_page_of_unknown_build_is_404(client: TestClient) -> None:

@@ -23,6 +23,8 @@ from webhooks.build import (
     BuildState,
     ReadinessCheck,
     ReadinessProbe,
+    Release,
+    ReleaseState,
 )
 from webhooks.exceptions import BuildConflict, BuildNotFound
 
@@ -39,6 +41,7 @@ class WebStore(MemoryStore):
         state: BuildState = BuildState.QUEUED,
         detail: str = "",
         ran_seconds: float | None = None,
+        release: Release | None = None,
     ) -> BuildRecord:
         """Store a build directly in `state` and return it."""
         build_id = len(self.records) + 1
@@ -54,6 +57,7 @@ class WebStore(MemoryStore):
             started_at=started,
             finished_at=finished,
             detail=detail,
+            release=release,
         )
         self.records[build_id] = record
         return record
@@ -105,6 +109,20 @@ class WebStore(MemoryStore):
         if not record.state.is_final:
             raise BuildConflict(f"build {build_id} is {record.state}: only a finished build")
         return self.add(record.request).id
+
+    async def publish(self, build_id: int) -> BuildRecord:
+        """Queue a succeeded build's release again (any succeeded build, here)."""
+        record = self.records.get(build_id)
+        if record is None:
+            raise BuildNotFound(f"no build with id {build_id}")
+        if record.state is not BuildState.SUCCEEDED:
+            raise BuildConflict(f"build {build_id} is {record.state}: it publishes no release")
+        tag = record.request.ref_name
+        queued = dataclasses.replace(
+            record, release=Release(tag, ReleaseState.QUEUED, record.created_at)
+        )
+        self.records[build_id] = queued
+        return queued
 
 
 class DirLogs:

@@ -386,3 +386,46 @@ async def test_send_translates_undecodable_bodies_without_retrying(
         await transport.send(get())
     assert isinstance(caught.value.__cause__, httpx.DecodingError)
     assert clock.sleeps == []
+
+
+def create(url: str = URL) -> ForgeRequest:
+    """A POST that creates something each time it arrives (not idempotent)."""
+    return ForgeRequest(
+        "POST", url, json={"tag_name": "v1"}, action="create the thing", idempotent=False
+    )
+
+
+async def test_send_returns_a_5xx_to_a_create_without_sending_it_again(
+    router: respx.Router, transport: ForgeTransport, clock: FakeClock
+) -> None:
+    """A create answered 502 may have been stored: one attempt, the 502 is the answer."""
+    route = router.post(URL).mock(return_value=httpx.Response(502))
+    assert (await transport.send(create())).status == 502
+    assert route.call_count == 1
+    assert clock.sleeps == []
+
+
+async def test_send_raises_for_a_create_whose_answer_was_lost(
+    router: respx.Router, transport: ForgeTransport, clock: FakeClock
+) -> None:
+    """A create whose connection dropped after sending is not sent again."""
+    route = router.post(URL).mock(side_effect=httpx.ReadError("connection reset"))
+    with pytest.raises(ForgeUnavailable, match="create the thing"):
+        await transport.send(create())
+    assert route.call_count == 1
+
+
+async def test_send_retries_a_create_that_never_reached_the_forge(
+    router: respx.Router, transport: ForgeTransport, clock: FakeClock
+) -> None:
+    """A refused connection or a rate limit means the forge did nothing: retried."""
+    route = router.post(URL).mock(
+        side_effect=[
+            httpx.ConnectError("refused"),
+            httpx.Response(429, headers={"Retry-After": "3"}),
+            httpx.Response(201, json={}),
+        ]
+    )
+    assert (await transport.send(create())).status == 201
+    assert route.call_count == 3
+    assert clock.sleeps == [1.0, 3.0]

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from runner.forges.client import ForgeTransport
-from runner.forges.exceptions import Conflict, Rejected
+from runner.forges.exceptions import Conflict
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import CommitState, ForgeClient
 from runner.forges.tokens import StaticToken
@@ -131,88 +131,6 @@ async def test_download_archive_streams_the_commit_archive(
     assert await client.download_archive(PROJECT, SHA, dest, max_bytes=100) == 9
     assert dest.read_bytes() == b"\x1f\x8bARCHIVE"
     assert route.calls.last.request.url.params["sha"] == SHA
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> list[Path]:
-    """An ISO and its checksum file."""
-    iso = tmp_path / "image.iso"
-    iso.write_bytes(b"ISO-BYTES")
-    sums = tmp_path / "sha256sums"
-    sums.write_bytes(b"abc  image.iso\n")
-    return [iso, sums]
-
-
-def package_file(file_id: int, name: str, size: int) -> httpx.Response:
-    """GitLab's answer to a generic package upload with `select=package_file`."""
-    return httpx.Response(201, json={"id": file_id, "file_name": name, "size": size})
-
-
-async def test_publish_release_uploads_in_order_then_creates_the_release(
-    router: respx.Router, client: GitLabClient, files: list[Path]
-) -> None:
-    """Files go up one after the other, whole, then the release links to each of them."""
-    iso = router.put(f"{PACKAGES}/image.iso").mock(return_value=package_file(1, "image.iso", 9))
-    sums = router.put(f"{PACKAGES}/sha256sums").mock(return_value=package_file(2, "sha256sums", 15))
-    create = router.post(f"{GITLAB_API}/projects/{ENCODED}/releases").mock(
-        return_value=httpx.Response(201, json={"tag_name": "v1", "_links": {"self": RELEASE_PAGE}})
-    )
-    url = await client.publish_release(PROJECT, "v1", files, name="Image v1", body="notes")
-    assert url == RELEASE_PAGE
-    assert iso.calls.last.request.content == b"ISO-BYTES"
-    assert iso.calls.last.request.headers["Content-Length"] == "9"
-    assert sums.calls.last.request.content == b"abc  image.iso\n"
-    order = [call.request.url.path.rsplit("/", 1)[-1] for call in router.calls]
-    assert order == ["image.iso", "sha256sums", "releases"]
-    body = sent_json(create.calls.last.request)
-    assert body["tag_name"] == "v1"
-    assert body["assets"] == {
-        "links": [
-            {
-                "name": name,
-                "url": f"{PACKAGES}/{name}",
-                "direct_asset_path": f"/{name}",
-                "link_type": "package",
-            }
-            for name in ("image.iso", "sha256sums")
-        ]
-    }
-
-
-async def test_publish_release_updates_an_existing_release_and_its_links(
-    router: respx.Router, client: GitLabClient, files: list[Path]
-) -> None:
-    """A 409 on create updates the release, repoints a changed link and adds a missing one."""
-    release_url = f"{GITLAB_API}/projects/{ENCODED}/releases"
-    router.put(f"{PACKAGES}/image.iso").mock(return_value=package_file(1, "image.iso", 9))
-    router.put(f"{PACKAGES}/sha256sums").mock(return_value=package_file(2, "sha256sums", 15))
-    router.post(release_url).mock(return_value=httpx.Response(409, json={"message": "exists"}))
-    update = router.put(f"{release_url}/v1").mock(
-        return_value=httpx.Response(200, json={"tag_name": "v1", "_links": {"self": RELEASE_PAGE}})
-    )
-    old = {"id": 8, "name": "image.iso", "url": "https://old.example.com/image.iso"}
-    router.get(f"{release_url}/v1/assets/links").mock(return_value=httpx.Response(200, json=[old]))
-    link = {"id": 8, "name": "image.iso", "url": f"{PACKAGES}/image.iso"}
-    repoint = router.put(f"{release_url}/v1/assets/links/8").mock(
-        return_value=httpx.Response(200, json=link)
-    )
-    added = router.post(f"{release_url}/v1/assets/links").mock(
-        return_value=httpx.Response(201, json={**link, "id": 9, "name": "sha256sums"})
-    )
-    url = await client.publish_release(PROJECT, "v1", files, name="v1", body="notes")
-    assert url == RELEASE_PAGE
-    assert sent_json(update.calls.last.request) == {"name": "v1", "description": "notes"}
-    assert sent_json(repoint.calls.last.request)["url"] == f"{PACKAGES}/image.iso"
-    assert sent_json(added.calls.last.request)["name"] == "sha256sums"
-
-
-async def test_publish_release_refuses_an_invalid_version_before_any_request(
-    router: respx.Router, client: GitLabClient, files: list[Path]
-) -> None:
-    """A tag that is not a valid package version is refused and nothing is sent."""
-    with pytest.raises(Rejected, match="not a valid generic package version"):
-        await client.publish_release(PROJECT, "release/1", files, name="r", body="")
-    assert router.calls.call_count == 0
 
 
 def test_gitlab_client_is_a_forge_client(transport: ForgeTransport) -> None:

@@ -49,7 +49,7 @@ async def test_open_upgrades_a_version_1_database_and_keeps_its_builds(db_path: 
         assert record.request.previous_sha == "a" * 40
     conn = sqlite3.connect(db_path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     finally:
         conn.close()
 
