@@ -15,13 +15,13 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
+from webhooks import bounds
 from webhooks.build import BuildRequest, Forge, RefKind
+from webhooks.refs import ref_name_problem
 from webhooks.verify import decode_signing_key
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub and GitLab both cap webhook payloads at 25 MB; larger bodies are not theirs."""
-
-_MAX_QUOTED = 100  # how much of a sender-chosen name an `Ignored` reason repeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +59,25 @@ class RepoRule:
             ref: The pushed ref, `refs/heads/<branch>` or `refs/tags/<tag>`.
 
         Returns:
-            `RefKind.BRANCH` or `RefKind.TAG` when the rule builds it, else `Ignored`.
+            `RefKind.BRANCH` or `RefKind.TAG` when the rule builds it, else `Ignored`;
+            also for a name git would refuse (`webhooks.refs`), before any glob sees it.
         """
         if ref.startswith("refs/heads/"):
-            branch = ref.removeprefix("refs/heads/")
-            if self.builds_branch(branch):
+            what, name = "branch", ref.removeprefix("refs/heads/")
+        elif ref.startswith("refs/tags/"):
+            what, name = "tag", ref.removeprefix("refs/tags/")
+        else:
+            return Ignored(f"{bounds.quoted(ref)} is neither a branch nor a tag")
+        problem = ref_name_problem(name)
+        if problem is not None:
+            return Ignored(f"{what} {bounds.quoted(name)} {problem}: not a name git allows")
+        if what == "branch":
+            if self.builds_branch(name):
                 return RefKind.BRANCH
-            return Ignored(f"branch {branch!r} of {self.name} does not match its branches")
-        if ref.startswith("refs/tags/"):
-            tag = ref.removeprefix("refs/tags/")
-            if self.builds_tag(tag):
-                return RefKind.TAG
-            return Ignored(f"tag {tag!r} of {self.name} does not match its release_tags")
-        return Ignored(f"{ref[:_MAX_QUOTED]!r} is neither a branch nor a tag")
+            return Ignored(f"branch {name!r} of {self.name} does not match its branches")
+        if self.builds_tag(name):
+            return RefKind.TAG
+        return Ignored(f"tag {name!r} of {self.name} does not match its release_tags")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +151,14 @@ class WebhookConfig:
 class Ignored:
     """A verified delivery that deliberately starts no build, and why.
 
-    Answered 200 with the reason: forges disable hooks that keep answering 4xx.
+    Answered 200 with the reason: forges disable hooks that keep answering 4xx. The
+    reason is cut to `bounds.MAX_REASON` characters, whatever names it quotes.
     """
 
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", bounds.cut(self.reason, bounds.MAX_REASON))
 
 
 Outcome = BuildRequest | Ignored

@@ -34,16 +34,19 @@ from pydantic import (
     StringConstraints,
 )
 
+from webhooks import bounds
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import ForgeNotConfigured, MalformedPayload, UnsupportedMediaType
 from webhooks.payload import (
+    Count,
     PayloadModel,
     Sha,
     lower_headers,
     parse_payload,
     previous_commit,
 )
+from webhooks.refs import package_version_problem, ref_name_problem, repo_path_problem
 from webhooks.verify import verify_gitlab_token, verify_standard_webhook
 
 JSON: Final = "application/json"
@@ -72,7 +75,7 @@ class _Envelope(PayloadModel):
 
 
 class _Project(PayloadModel):
-    id: int
+    id: Count
     path_with_namespace: Path
     web_url: str = ""
 
@@ -108,13 +111,13 @@ class _LastCommit(PayloadModel):
 
 
 class _MergeRequest(PayloadModel):
-    iid: int
+    iid: Count
     action: str = ""
     oldrev: str | None = None
     title: str = ""
     source_branch: str
-    source_project_id: int
-    target_project_id: int
+    source_project_id: Count
+    target_project_id: Count
     source: _MRProject
     target: _MRProject
     last_commit: _LastCommit
@@ -186,10 +189,6 @@ def _delivery_id(headers: Mapping[str, str]) -> str:
     )
 
 
-def _title(message: str) -> str:
-    return message.strip().partition("\n")[0]
-
-
 def receive(
     headers: Mapping[str, str], body: bytes, config: WebhookConfig, *, received_at: datetime
 ) -> Outcome:
@@ -233,14 +232,22 @@ def _push(
     ref = payload.ref
     sha = payload.checkout_sha
     if sha is None:
-        return Ignored(f"{ref} was deleted")
+        return Ignored(f"{bounds.quoted(ref)} was deleted")
     repo = payload.project.path_with_namespace
     rule = config.rule_for(Forge.GITLAB, repo)
     if rule is None:
-        return Ignored(f"project {repo} is not configured")
+        return Ignored(f"project {bounds.quoted(repo)} is not configured")
     kind = rule.classify_push(ref)
     if isinstance(kind, Ignored):
         return kind
+    tag = ref.removeprefix("refs/tags/")
+    if kind is RefKind.TAG and (problem := package_version_problem(tag)) is not None:
+        # The release goes to the generic package registry under the tag's name:
+        # refuse now what GitLab would refuse after the build (forge-apis.md §6.2).
+        return Ignored(
+            f"tag {bounds.quoted(tag)} cannot be released on GitLab: a generic package "
+            f"version {problem}; push a tag such as v1.2.3"
+        )
     head = next((commit for commit in payload.commits if commit.id == sha), None)
     commit_time = head.timestamp if head is not None and head.timestamp else None
     return BuildRequest(
@@ -255,11 +262,24 @@ def _push(
         delivery_id=delivery_id,
         source_repo=repo,
         project_id=payload.project.id,
-        web_url=payload.project.web_url,
-        title=(head.title or _title(head.message)) if head is not None else "",
-        sender=payload.user_username,
+        web_url=bounds.url(payload.project.web_url),
+        title=bounds.title(head.title or head.message) if head is not None else "",
+        sender=bounds.cut(payload.user_username, bounds.MAX_NAME),
         previous_sha=previous_commit(payload.before),
     )
+
+
+def _unusable_source(mr: _MergeRequest) -> Ignored | None:
+    """Why a merge request's source branch or project cannot be taken, or None."""
+    problem = ref_name_problem(mr.source_branch)
+    if problem is not None:
+        return Ignored(
+            f"source branch {bounds.quoted(mr.source_branch)} {problem}: not a name git allows"
+        )
+    source = mr.source.path_with_namespace
+    if (problem := repo_path_problem(source)) is not None:
+        return Ignored(f"source project {bounds.quoted(source)} {problem}")
+    return None
 
 
 def _merge_request(
@@ -273,9 +293,12 @@ def _merge_request(
     repo = mr.target.path_with_namespace
     rule = config.rule_for(Forge.GITLAB, repo)
     if rule is None:
-        return Ignored(f"project {repo} is not configured")
+        return Ignored(f"project {bounds.quoted(repo)} is not configured")
     if not rule.pull_requests:
         return Ignored(f"merge requests are not built for {repo}")
+    refused = _unusable_source(mr)
+    if refused is not None:
+        return refused
     return BuildRequest(
         forge=Forge.GITLAB,
         repo=repo,
@@ -288,8 +311,8 @@ def _merge_request(
         delivery_id=delivery_id,
         source_repo=mr.source.path_with_namespace,
         project_id=mr.target_project_id,
-        web_url=mr.target.web_url,
-        title=mr.title,
-        sender=payload.user.username if payload.user else "",
+        web_url=bounds.url(mr.target.web_url),
+        title=bounds.title(mr.title),
+        sender=bounds.cut(payload.user.username, bounds.MAX_NAME) if payload.user else "",
         previous_sha=previous_commit(mr.oldrev),
     )
