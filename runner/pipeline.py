@@ -23,7 +23,7 @@ from runner.artifacts import collect_artifacts
 from runner.boottest import BootPlan, BootStep, verdict
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
-from runner.forges.exceptions import ForgeError
+from runner.forges.exceptions import ForgeError, ReleaseRefused
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event
 from runner.metrics import Metrics
@@ -41,9 +41,13 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
+from webhooks.bounds import cut
 from webhooks.build import BOOT_DIR, BuildRecord, BuildRequest, Forge, RefKind, artifacts_dir
 
 _log = structlog.get_logger()
+
+MAX_DETAIL = 1000
+"""The most characters of a build's detail: it quotes log lines and archive entry names."""
 
 
 class Sandbox(Protocol):
@@ -101,6 +105,7 @@ _CLASSIFICATION: tuple[
     tuple[type[BaseException] | tuple[type[BaseException], ...], Event, str], ...
 ] = (
     (ArchiveRejected, Event.FAIL, "profile archive rejected: "),
+    (ReleaseRefused, Event.FAIL, "release refused: "),
     ((ProfileInvalid, OutputRejected, DiskLimit, BuildFailed), Event.FAIL, ""),
     (TimedOut, Event.ERROR, ""),
     (Cancelled, Event.CANCEL, ""),
@@ -123,7 +128,8 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
     """Map what ended a build to its lifecycle event and a one-line detail.
 
     A failure is the profile's doing (the user must change something); an error is
-    ours or the infrastructure's (retrying may help).
+    ours or the infrastructure's (retrying may help). The detail quotes what the
+    profile wrote, so it is cut to `MAX_DETAIL` characters.
 
     Args:
         exc: What ended the build.
@@ -135,8 +141,8 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
             detail = f"{prefix}{exc}"
             limit = isinstance(exc, (OutOfMemory, ProcessLimit))
             if reason and isinstance(exc, BuildFailed) and not limit:
-                detail = f"{reason}; {detail}"
-            return Outcome(event, detail)
+                detail = f"{cut(reason, MAX_DETAIL // 2)}; {detail}"
+            return Outcome(event, cut(detail, MAX_DETAIL))
     return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
-from runner.forges.exceptions import ForgeUnavailable
+from runner.forges.exceptions import AssetTooLarge, ForgeUnavailable, ReleaseRefused
 from runner.jobs import Event
 from runner.pipeline import Outcome, Pipeline, PipelineConfig, classify, is_error_line
 from sandbox import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
@@ -162,12 +162,26 @@ async def test_pipeline_hostile_archive_fails_naming_entry(parts: Parts) -> None
         (TimedOut("timed out after 1200 s"), Event.ERROR),
         (Cancelled("cancelled"), Event.CANCEL),
         (ForgeUnavailable("502 from forge", status_code=502), Event.ERROR),
+        # A tag or ISO the forge cannot take is the repository's to change.
+        (ReleaseRefused("not a valid generic package version"), Event.FAIL),
+        (AssetTooLarge("over 2 GiB", path="a.iso", size=3, limit=2), Event.FAIL),
         (RuntimeError("bug"), Event.ERROR),
     ],
 )
 def test_classify_maps_errors_to_events(exc: Exception, event: Event) -> None:
     """Profile problems fail a build; infrastructure problems error it."""
     assert classify(exc).event is event
+
+
+def test_classify_bounds_the_detail_whatever_the_profile_wrote() -> None:
+    """A megabyte error line or archive entry name still makes a detail of 1,000 characters."""
+    huge = "x" * 1_000_000
+    failed = classify(BuildFailed("exit 1", exit_code=1), reason=f"error: {huge}")
+    assert len(failed.detail) <= 1000
+    assert failed.detail.endswith("…; exit 1")
+    rejected = classify(ArchiveRejected("escapes the profile directory", entry=huge))
+    assert len(rejected.detail) <= 1000
+    assert rejected.detail.endswith("…' escapes the profile directory")
 
 
 def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 from runner.forges.client import ForgeTransport
-from runner.forges.exceptions import Conflict, Rejected
+from runner.forges.exceptions import Conflict, ReleaseRefused
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import CommitState, ForgeClient
 from runner.forges.tokens import StaticToken
@@ -210,7 +210,7 @@ async def test_publish_release_refuses_an_invalid_version_before_any_request(
     router: respx.Router, client: GitLabClient, files: list[Path]
 ) -> None:
     """A tag that is not a valid package version is refused and nothing is sent."""
-    with pytest.raises(Rejected, match="not a valid generic package version"):
+    with pytest.raises(ReleaseRefused, match="not a valid generic package version"):
         await client.publish_release(PROJECT, "release/1", files, name="r", body="")
     assert router.calls.call_count == 0
 
