@@ -282,6 +282,15 @@ def test_invalid_content_length_is_400(client: TestClient, length: str) -> None:
     assert response.status_code == 400
 
 
+def test_content_length_of_thousands_of_digits_is_413(client: TestClient) -> None:
+    """A Content-Length of 5,000 digits is refused as too large (it was once a 500)."""
+    headers, body = github_signed("push_branch")
+    response = client.post(
+        "/webhooks/github", content=body, headers={**headers, "content-length": "9" * 5000}
+    )
+    assert response.status_code == 413
+
+
 def test_gitlab_push_is_accepted(client: TestClient, store: MemoryStore) -> None:
     """A signed GitLab push to a configured branch is stored and answered 202."""
     headers, body = gitlab_signed("push", timestamp=NOW)
