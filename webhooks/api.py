@@ -58,7 +58,9 @@ def _integer(params: Mapping[str, str], name: str, low: int, high: int) -> int |
     raw = params.get(name, "")
     if raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    # The length first: int() of a few thousand digits raises (Python's digit limit).
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))
+    if not digits or not low <= int(raw) <= high:
         raise InvalidParameter(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
@@ -92,18 +94,19 @@ def check_admin(authorization: str | None, token: SecretStr | None) -> None:
 
     Args:
         authorization: The request's `Authorization` header, if any.
-        token: The configured admin token; None disables admin calls.
+        token: The configured admin token; None (or a blank one) disables admin calls.
 
     Raises:
         AdminDisabled: No admin token is configured.
         AdminTokenRequired: The header is missing, not a bearer token, or wrong.
     """
-    if token is None:
+    expected = token.get_secret_value().strip().encode() if token is not None else b""
+    if not expected:
+        # An empty token would match `Bearer ` with nothing after it: none is configured.
         raise AdminDisabled(
             "no admin token configured: set server.admin_token to use the admin API"
         )
     scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
     # Constant time: the comparison must not tell how much of a guess was right.
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise AdminTokenRequired(

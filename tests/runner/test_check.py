@@ -64,12 +64,12 @@ def make_settings(
             max_output_bytes="1G",
         ),
         github=GitHubSettings(
-            webhook_secret=SecretStr("whsecret-github"),
+            webhook_secret=SecretStr("whsecret-github-check"),
             token=None if github_token is None else SecretStr(github_token),
         ),
         gitlab=GitLabSettings(
             url="https://gitlab.example.com",
-            webhook_secret=SecretStr("whsecret-gitlab"),
+            webhook_secret=SecretStr("whsecret-gitlab-check"),
             token=None if gitlab_token is None else SecretStr(gitlab_token),
         ),
         repos=repos,

@@ -70,6 +70,20 @@ def test_main_bad_config_exits_2_with_the_key(
     assert "server.port" in capsys.readouterr().err
 
 
+def test_main_check_reports_a_blank_admin_token_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` (like `serve`) refuses an admin token file holding a newline, naming the key."""
+    token = tmp_path / "admin-token"
+    token.write_text("\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        config_text(tmp_path).replace("[server]\n", f'[server]\nadmin_token_file = "{token}"\n')
+    )
+    assert main(["check", "--config", str(path)]) == 2
+    assert "server.admin_token: is empty or shorter than 16 bytes" in capsys.readouterr().err
+
+
 def test_main_check_reports_missing_base(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
