@@ -29,7 +29,14 @@ import structlog
 
 from sandbox import overlay
 from sandbox.base import missing_mount_points
-from sandbox.cgroups import BuildCgroup, parent_dirs, parse_proc_cgroup, plan_cgroups, remove_tree
+from sandbox.cgroups import (
+    BuildCgroup,
+    parent_dirs,
+    parse_proc_cgroup,
+    plan_cgroups,
+    remove_empty_parents,
+    remove_tree,
+)
 from sandbox.config import SandboxConfig, format_size
 from sandbox.exceptions import (
     BaseMissing,
@@ -531,6 +538,11 @@ class BuildSandbox:
             await self._kill_all(run)
             if run.cgroup is not None:
                 await asyncio.to_thread(run.cgroup.remove)
+                if all(other is run for other in self._runs.values()):
+                    # The last build out removes the prefix directories isorunner made.
+                    # On the loop, like `_make_cgroup`: no build can be creating its
+                    # cgroup under them meanwhile (every build registers in _runs first).
+                    remove_empty_parents(self._cgroup_parents())
             machine = self.config.machine_name(run.build_id)
             _remove_propagate_dir(machine)
             if keep_output:
@@ -563,6 +575,7 @@ class BuildSandbox:
                     await BuildCgroup(plan).kill(self.config.kill_wait_seconds)
                     remove_tree(child)
                     cleaned.append(child.name)
+            remove_empty_parents(parents)
         for build_id in overlay.stale_build_ids(self.config):
             dirs = overlay.BuildDirs.of(self.config, build_id)
             for mount_point in _mounts_under(dirs.top):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.cgroups import parent_dirs, parse_proc_cgroup
 from sandbox.config import SandboxConfig
 from sandbox.exceptions import (
     BuildFailed,
@@ -25,6 +26,7 @@ from sandbox.exceptions import (
     ProcessLimit,
     TimedOut,
 )
+from sandbox.host import detect_host
 from sandbox.sandbox import BuildSandbox
 from tests.conftest import require, require_root, require_tool
 
@@ -123,9 +125,10 @@ def _assert_nothing_left(config: SandboxConfig) -> None:
     assert not builds.exists() or not any(builds.iterdir())
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(config.sandbox_root) not in mounts
-    for hierarchy in ("memory", "pids", "cpu", "freezer"):
-        for parent in Path("/sys/fs/cgroup", hierarchy).rglob(config.machine_prefix):
-            assert not [p for p in parent.iterdir() if p.is_dir()], parent
+    # Not even the empty per-instance directory: isorunner removes what it made.
+    own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    for parent in parent_dirs(detect_host(), own, config.machine_prefix).values():
+        assert not parent.exists(), parent
 
 
 @pytest.mark.anyio
