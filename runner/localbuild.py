@@ -1,10 +1,11 @@
 """`isorunner build PROFILE_DIR --out DIR`: the sandboxed build without a forge.
 
 I/O shell. The same sandbox, limits and checks as a forge-triggered build; the log is
-printed line by line as it is written, and the ISO with its checksum files lands in
-`--out`. Then the ISO is booted in QEMU as `[boot_test]` says (screenshots in
-`--out/boot/`), with the policy `--boot-test` gives. Exit code 0 only when an ISO was
-built and no required boot test failed.
+printed line by line as it is written (the build's lines after `| `, with control
+characters shown, never acted on), and the ISO with its checksum files lands in
+`--out`, owned by the user running the command. Then the ISO is booted in QEMU as
+`[boot_test]` says (screenshots in `--out/boot/`), with the policy `--boot-test` gives.
+Exit code 0 only when an ISO was built and no required boot test failed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import anyio
 
 from runner.artifacts import collect_artifacts
 from runner.boottest import BootStep, plan_for, verdict
+from runner.buildlogs import build_output
 from runner.settings import BootPolicy, RepoBootTest, Settings
 from runner.wiring import boot_tester, sandbox_config
 from sandbox import BuildSandbox, SandboxError
@@ -68,7 +70,8 @@ async def build_locally(
         epoch = await anyio.to_thread.run_sync(newest_mtime, resolved)
 
     async def print_line(line: str) -> None:
-        print(line, flush=True)
+        # The build's output, its controls already visible, set apart from our lines.
+        print(build_output(line), flush=True)
 
     async def warn() -> None:
         print("[isorunner] the build is running long; it stops at the time limit", flush=True)

@@ -21,7 +21,7 @@ import structlog
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_artifacts
 from runner.boottest import BootPlan, BootStep, verdict
-from runner.buildlogs import BuildLogs
+from runner.buildlogs import BuildLogs, build_output
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError, ReleaseRefused
 from runner.forges.protocol import ForgeClient
@@ -342,6 +342,9 @@ class LogSinkWriter(Protocol):
 class ErrorWatch:
     """A build log that remembers its first error line (see `is_error_line`).
 
+    Lines the sandbox sends (the build's own output, through `__call__`) are written
+    after `BUILD_OUTPUT_MARK`, apart from isorunner's own (`write_line`).
+
     Args:
         log: The log to write to.
     """
@@ -360,9 +363,9 @@ class ErrorWatch:
         self._log.write_line(line)
 
     async def __call__(self, line: str) -> None:
-        """Append one line (async form, for the sandbox)."""
+        """Append one line of the build's own output (the sandbox's sink), marked."""
         self._watch(line)
-        await self._log(line)
+        await self._log(build_output(line))
 
 
 def _fresh_dir(path: Path) -> None:

@@ -319,3 +319,44 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
         ["xorriso", "-indev", str(iso), "-pvd_info"], capture_output=True, text=True, check=False
     )
     assert "2025010203040500" in pvd.stdout, pvd.stdout  # volume dates = the epoch given
+
+
+@pytest.mark.integration
+def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Escapes, BEL, CR and NUL from a profile print visibly after `| `; the ISO is ours."""
+    require_root()
+    require_tool("systemd-nspawn")
+    require(
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
+        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+    )
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    with (profile / "profiledef.sh").open("a") as handle:
+        handle.write(
+            "\nprintf '\\033[2J\\033]0;pwned\\007\\r\\000[isorunner] wrote /etc/passwd\\n'\n"
+        )
+    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
+        'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+    )
+    out = tmp_path / "out"
+    try:
+        code = main(["build", str(profile), "--out", str(out), "--config", str(config)])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "\x1b" not in printed.out
+    assert "\x07" not in printed.out
+    assert "\r" not in printed.out
+    assert "\x00" not in printed.out
+    assert "| ␛[2J␛]0;pwned␇␍␀[isorunner] wrote /etc/passwd" in printed.out.splitlines()
+    ours = [line for line in printed.out.splitlines() if line.startswith("[isorunner]")]
+    assert ours and all(line.startswith(f"[isorunner] wrote {out}/") for line in ours)
+    for path in out.iterdir():
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path

@@ -126,6 +126,19 @@ async def test_pipeline_failure_detail_leads_with_the_logs_first_error(parts: Pa
 
 
 @pytest.mark.anyio
+async def test_pipeline_log_sets_the_builds_own_lines_apart(parts: Parts) -> None:
+    """A build printing isorunner's own success line shows it in its log after `| `."""
+    parts.sandbox.log_lines = ["[isorunner] succeed: ISO built in 1s"]
+    build_id, _ = await parts.run(make_request())
+    lines = parts.logs.path(build_id).read_text().splitlines()
+    assert "| [mkarchiso] INFO: building" in lines
+    assert "| [isorunner] succeed: ISO built in 1s" in lines
+    ours = [line for line in lines if line.startswith("[isorunner]")]
+    assert ours[-1] == "[isorunner] succeed: ISO built in 2s"
+    assert [line for line in lines if not line.startswith(("[isorunner] ", "| "))] == []
+
+
+@pytest.mark.anyio
 async def test_pipeline_survives_sandbox_clean_up_errors(parts: Parts) -> None:
     """A clean-up that fails is retried, then logged; the outcome stands, later builds run."""
     parts.sandbox.discard_errors = [
