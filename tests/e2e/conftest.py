@@ -213,8 +213,13 @@ class Repos:
     """Repositories whose ISOs are boot tested (default policy); the others' are not."""
 
 
-def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
-    """An isorunner config keeping all state under `root`, every forge URL at `forge`."""
+def config_text(
+    root: Path, port: int, forge: FakeForge, repos: Repos, *, server_extra: str = ""
+) -> str:
+    """An isorunner config keeping all state under `root`, every forge URL at `forge`.
+
+    `server_extra` is added to the `[server]` table (e.g. an admin token line).
+    """
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
         'branches = ["main", "feature/*"]\nrelease_tags = ["v*"]\n'
@@ -227,7 +232,7 @@ def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
-
+{server_extra}
 [storage]
 database = "sqlite:///{root}/db/isorunner.db"
 logs_dir = "{root}/logs"
@@ -459,11 +464,11 @@ def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     return lambda seen: bool(seen) and seen[-1].state in states
 
 
-def make_server(root: Path, forge: FakeForge, repos: Repos) -> Isorunner:
+def make_server(root: Path, forge: FakeForge, repos: Repos, *, server_extra: str = "") -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
-    config.write_text(config_text(root, port, forge, repos))
+    config.write_text(config_text(root, port, forge, repos, server_extra=server_extra))
     return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
 
 

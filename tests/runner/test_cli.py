@@ -357,6 +357,7 @@ def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
     assert "\x00" not in printed.out
     assert "| ␛[2J␛]0;pwned␇␍␀[isorunner] wrote /etc/passwd" in printed.out.splitlines()
     ours = [line for line in printed.out.splitlines() if line.startswith("[isorunner]")]
-    assert ours and all(line.startswith(f"[isorunner] wrote {out}/") for line in ours)
+    assert ours
+    assert all(line.startswith(f"[isorunner] wrote {out}/") for line in ours)
     for path in out.iterdir():
         assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path
