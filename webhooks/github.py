@@ -31,6 +31,7 @@ from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import (
     ForgeNotConfigured,
     MalformedPayload,
+    SignatureMismatch,
     UnsupportedEvent,
     UnsupportedMediaType,
 )
@@ -132,13 +133,23 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
         headers: The delivery's headers (any case).
         config: The intake configuration.
 
+    An unsigned delivery is refused here, before its body is read (the signature
+    itself covers the body and is checked in `receive`).
+
     Raises:
         ForgeNotConfigured: No GitHub secret is configured.
+        SignatureMismatch: No `X-Hub-Signature-256` header.
         UnsupportedMediaType: Neither JSON nor form-encoded.
     """
     if config.github_secret is None:
         raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
-    _media_type(lower_headers(headers))
+    headers = lower_headers(headers)
+    if "x-hub-signature-256" not in headers:
+        raise SignatureMismatch(
+            "missing X-Hub-Signature-256: set a secret on the GitHub webhook "
+            "(the SHA-1 X-Hub-Signature alone is not accepted)"
+        )
+    _media_type(headers)
 
 
 def _json_bytes(body: bytes, media: str) -> bytes:

@@ -47,7 +47,11 @@ from webhooks.payload import (
     previous_commit,
 )
 from webhooks.refs import package_version_problem, ref_name_problem, repo_path_problem
-from webhooks.verify import verify_gitlab_token, verify_standard_webhook
+from webhooks.verify import (
+    require_standard_webhook_headers,
+    verify_gitlab_token,
+    verify_standard_webhook,
+)
 
 JSON: Final = "application/json"
 MR_BUILD_ACTIONS: Final = frozenset({"open", "reopen", "update"})
@@ -141,15 +145,31 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
         headers: The delivery's headers (any case).
         config: The intake configuration.
 
+    The secret token is a header-only credential: a delivery without the right one is
+    refused here, before a byte of its body is read. With a signing token, a delivery
+    lacking the signature headers is refused here too (the signature itself covers the
+    body and is checked in `receive`).
+
     Raises:
         ForgeNotConfigured: Neither a GitLab secret token nor a signing token is set.
+        SignatureMismatch: The secret token is missing or wrong, or the signature
+            headers are missing.
         UnsupportedMediaType: The body is not declared as JSON.
     """
     if not config.gitlab_configured:
         raise ForgeNotConfigured(
             "GitLab is not configured: set gitlab.webhook_secret or gitlab.signing_token"
         )
-    content_type = lower_headers(headers).get("content-type", "")
+    headers = lower_headers(headers)
+    if config.gitlab_token is not None:
+        verify_gitlab_token(headers.get("x-gitlab-token"), config.gitlab_token)
+    if config.gitlab_signing_token is not None:
+        require_standard_webhook_headers(
+            headers.get("webhook-id"),
+            headers.get("webhook-timestamp"),
+            headers.get("webhook-signature"),
+        )
+    content_type = headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != JSON:
         raise UnsupportedMediaType(f"GitLab deliveries must be {JSON}")
 
@@ -173,11 +193,14 @@ def _authenticate(
         verify_gitlab_token(headers.get("x-gitlab-token"), config.gitlab_token)
 
 
-def _delivery_id(headers: Mapping[str, str]) -> str:
+def _delivery_id(headers: Mapping[str, str], *, signed: bool) -> str:
     # Idempotency-Key (17.4+) survives retries and "Resend Request"; webhook-id is the
-    # same value; X-Gitlab-Event-UUID is per event on older GitLab. Not
-    # X-Gitlab-Webhook-UUID, which is fresh on every request.
-    for name in ("idempotency-key", "webhook-id", "x-gitlab-event-uuid"):
+    # same value, and when the delivery is signed it is covered by the signature: it
+    # wins, or a captured signed delivery could be replayed within the time window
+    # under a fresh (unsigned) Idempotency-Key. X-Gitlab-Event-UUID is per event on
+    # older GitLab. Not X-Gitlab-Webhook-UUID, which is fresh on every request.
+    names = ("webhook-id",) if signed else ("idempotency-key", "webhook-id", "x-gitlab-event-uuid")
+    for name in names:
         value = headers.get(name, "").strip()
         if value:
             if len(value) > _MAX_ID_LENGTH:
@@ -214,13 +237,14 @@ def receive(
     headers = lower_headers(headers)
     _authenticate(headers, body, config, received_at.timestamp())
 
+    signed = config.gitlab_signing_token is not None
     kind = parse_payload(_Envelope, body, "GitLab webhook").object_kind
     if kind in ("push", "tag_push"):
         payload = parse_payload(PushPayload, body, f"GitLab {kind}")
-        return _push(payload, config, _delivery_id(headers), received_at)
+        return _push(payload, config, _delivery_id(headers, signed=signed), received_at)
     if kind == "merge_request":
         mr = parse_payload(MergeRequestPayload, body, f"GitLab {kind}")
-        return _merge_request(mr, config, _delivery_id(headers))
+        return _merge_request(mr, config, _delivery_id(headers, signed=signed))
     if kind is None:
         return Ignored("the delivery has no object_kind (a system hook event?)")
     return Ignored(f"{kind[:_MAX_NAME]!r} events do not start builds")

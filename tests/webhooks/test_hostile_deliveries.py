@@ -173,3 +173,24 @@ def test_numbers_past_the_stores_range_are_refused() -> None:
         _gitlab("merge_request_open", object_attributes__iid=2**63)
     with pytest.raises(MalformedPayload, match=r"project\.id"):
         _gitlab("push", project__id=-1)
+
+
+def test_gitlab_signed_delivery_is_known_by_its_signed_webhook_id() -> None:
+    """A replay of a signed delivery under a fresh Idempotency-Key keeps its signed id."""
+    headers, body = gitlab_signed("push", timestamp=int(RECEIVED.timestamp()))
+    headers["idempotency-key"] = "a-fresh-key-chosen-by-a-replayer"
+    build = _build(gitlab.receive(headers, body, CONFIG, received_at=RECEIVED))
+    assert build.delivery_id == headers["webhook-id"]
+
+
+def test_gitlab_unsigned_delivery_is_known_by_its_idempotency_key() -> None:
+    """Without a signing token, the Idempotency-Key names the delivery, as GitLab intends."""
+    token_only = WebhookConfig(
+        public_url="https://ci.example.org",
+        repos=CONFIG.repos,
+        gitlab_token=SecretStr(GITLAB_TOKEN),
+    )
+    headers, body = gitlab_signed("push", timestamp=int(RECEIVED.timestamp()), key=None)
+    headers["webhook-id"] = "an-unsigned-webhook-id"
+    build = _build(gitlab.receive(headers, body, token_only, received_at=RECEIVED))
+    assert build.delivery_id == headers["idempotency-key"]
