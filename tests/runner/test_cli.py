@@ -276,7 +276,8 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
         (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
         f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
     )
-    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"  # overlayfs needs a disk
+    # overlayfs needs a disk; the pid keeps other sessions running this test apart
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
     config = tmp_path / "c.toml"
     config.write_text(
         f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
@@ -338,7 +339,7 @@ def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
         handle.write(
             "\nprintf '\\033[2J\\033]0;pwned\\007\\r\\000[isorunner] wrote /etc/passwd\\n'\n"
         )
-    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
     config = tmp_path / "c.toml"
     config.write_text(
         f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'

@@ -196,7 +196,7 @@ async def test_build_sandbox_contains_profile_attacks(
     standin: Path, root: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each attack from profiledef.sh fails inside; the host is unchanged; the build fails."""
-    canary = Path("/var/tmp") / f"isorunner-canary-{tmp_path.name}"
+    canary = Path("/var/tmp") / f"isorunner-canary-{os.getpid()}-{tmp_path.name}"
     canary.write_text("host secret\n")
     monkeypatch.setenv("ISORUNNER_TEST_SECRET", "s3cr3t")
     before = _host_state()
