@@ -248,6 +248,27 @@ def test_serve_accepted_delivery_survives_kill_9(
 
 
 @pytest.mark.integration
+def test_serve_stops_cleanly_on_sigterm_leaving_only_the_database(
+    server_config: tuple[Path, int], push_body: bytes
+) -> None:
+    """SIGTERM ends serve with exit 0 after closing the store: no -wal or -shm is left."""
+    config, port = server_config
+    proc = start_server(config, port)
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/github",
+            content=push_body,
+            headers=signed_headers(push_body, "d-3"),
+        )
+        assert response.status_code == 202, response.text
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=60)
+    assert code == 0, config.with_suffix(".log").read_text()
+    assert sorted(p.name for p in (config.parent / "db").iterdir()) == ["isorunner.db"]
+
+
+@pytest.mark.integration
 def test_serve_refuses_bad_signature(
     server: tuple[subprocess.Popen[bytes], int], push_body: bytes
 ) -> None:
