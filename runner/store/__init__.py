@@ -6,6 +6,14 @@ URL. Raw SQL lives only in this package:
 - `__init__.py`: `JobStore` (the protocol every store implements) and `open_store`.
 - `sqlite.py`: `SQLiteStore`, the store in one SQLite file for a single host (I/O shell).
 - `ops.py`: the SQLite store's operations, plain functions of a connection.
+- `deliveries.py`: what a delivery becomes (a new build, or the one it repeats: every
+  delivery keeps its answer, per forge, while that build is kept) and what it supersedes.
+- `lines.py`: which push is the newest on a branch or pull request. The rule, in
+  short: a push comes after the builds it chains back to through `previous_sha` (so a
+  force-push back to an earlier commit wins), before a build pushed from its own commit
+  that it does not chain back to (its delivery was late), and otherwise in arrival
+  order; the newest push's build runs, the line's other queued and running builds are
+  cancelled.
 - `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
 - `boottests.py`: the SQLite store's boot test results (one row per boot of an ISO).
 - `writer.py`: group commits on the event loop, the fsync and checkpoints on threads.

@@ -25,41 +25,13 @@ from runner.store.schema import (
     notification_from_row,
     request_params,
 )
-from webhooks.build import BuildRecord, BuildRequest, BuildState, RefKind, Submission
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Submission
 
 _INSERT_BUILD = (
     "INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,"
     " delivery_id, source_repo, project_id, web_url, title, sender, previous_sha, state,"
     " detail, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?)"
 )
-# A stored build that a request repeats: the same delivery, else the same commit on a
-# branch or pull request (or the same tag and commit for a tag), not cancelled.
-_SAME_COMMIT = """
-    forge = :forge AND repo = :repo AND commit_sha = :sha AND state != :cancelled
-    AND CASE WHEN :is_tag THEN kind = :tag AND ref = :ref ELSE kind != :tag END
-"""
-_FIND_DUPLICATE = f"""
-    SELECT id FROM (
-        SELECT 0 AS rank, id FROM builds WHERE delivery_id = :delivery
-        UNION ALL
-        SELECT 1, id FROM (
-            SELECT id FROM builds WHERE {_SAME_COMMIT} ORDER BY id DESC LIMIT 1
-        )
-    ) ORDER BY rank LIMIT 1
-"""  # noqa: S608 -- constant text, values bound
-# The common case (a new build) in a single statement, hence a single step: it runs
-# on the event loop, for every delivery.
-_INSERT_UNLESS_DUPLICATE = f"""
-    INSERT INTO builds (forge, repo, commit_sha, ref, kind, pr_number, trusted, commit_time,
-        delivery_id, source_repo, project_id, web_url, title, sender, previous_sha, state,
-        detail, created_at)
-    SELECT :forge, :repo, :sha, :ref, :kind, :pr_number, :trusted, :commit_time,
-        :delivery, :source_repo, :project_id, :web_url, :title, :sender, :previous_sha,
-        :state, '', :created_at
-    WHERE NOT EXISTS (SELECT 1 FROM builds WHERE delivery_id = :delivery)
-    AND NOT EXISTS (SELECT 1 FROM builds WHERE {_SAME_COMMIT})
-"""  # noqa: S608 -- constant text, values bound
-
 # ---------------------------------------------------------------- reads
 
 
@@ -126,58 +98,6 @@ def due_notifications(conn: sqlite3.Connection, now: datetime, limit: int) -> li
 # ---------------------------------------------------------------- writes
 
 
-def find_duplicate(conn: sqlite3.Connection, request: BuildRequest) -> int | None:
-    """Return the id of the stored build that `request` repeats, or None.
-
-    The rules of `webhooks.build.BuildSink.submit`: the same delivery id; else, for a
-    branch or pull request, the newest non-cancelled branch or pull request build of
-    the same forge, repo and commit; else, for a tag, the newest non-cancelled tag
-    build of the same forge, repo, commit and tag.
-    """
-    row = conn.execute(_FIND_DUPLICATE, _dedupe_params(request)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def submit(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
-) -> Submission:
-    """Store `request` as a queued build unless it repeats a stored one."""
-    params = _dedupe_params(request)
-    params.update(
-        kind=request.kind.value,
-        pr_number=request.pr_number,
-        trusted=int(request.trusted),
-        commit_time=encode_time(request.commit_time),
-        source_repo=request.source_repo,
-        project_id=request.project_id,
-        web_url=request.web_url,
-        title=request.title,
-        sender=request.sender,
-        previous_sha=request.previous_sha,
-        state=BuildState.QUEUED.value,
-        created_at=encode_time(now),
-    )
-    cursor = conn.execute(_INSERT_UNLESS_DUPLICATE, params)
-    if cursor.rowcount == 0:
-        duplicate = find_duplicate(conn, request)
-        assert duplicate is not None  # the INSERT found one in this same transaction
-        return Submission(duplicate, created=False)
-    build_id = cursor.lastrowid
-    assert build_id is not None  # an INSERT into a rowid table always sets it
-    _notify(conn, now, build_id, notify)
-    return Submission(build_id, created=True)
-
-
-def submit_superseding(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
-) -> tuple[Submission, list[int]]:
-    """`submit` `request`; if that made a new build, `supersede` for it too."""
-    submission = submit(conn, now, request, notify)
-    if not submission.created:
-        return submission, []
-    return submission, supersede(conn, now, request, notify)
-
-
 def insert_build(
     conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
 ) -> int:
@@ -187,7 +107,7 @@ def insert_build(
     )
     build_id = cursor.lastrowid
     assert build_id is not None  # an INSERT into a rowid table always sets it
-    _notify(conn, now, build_id, notify)
+    announce(conn, now, build_id, notify)
     return build_id
 
 
@@ -200,7 +120,7 @@ def retry(
     and a later redelivery of the original still finds the original. `notify` sees the
     copy once it has that final delivery id.
     """
-    record = _require(conn, build_id)
+    record = require_build(conn, build_id)
     if not record.state.is_final:
         # Retrying a build that may still run would build the commit twice at once.
         msg = (
@@ -218,7 +138,7 @@ def retry(
         "UPDATE builds SET delivery_id = ? WHERE id = ?",
         (f"{record.request.delivery_id}#retry-{new_id}", new_id),
     )
-    _notify(conn, now, new_id, notify)
+    announce(conn, now, new_id, notify)
     return Submission(new_id, created=True)
 
 
@@ -236,7 +156,7 @@ def apply_event(
     Entering RUNNING sets `started_at`; going back to QUEUED clears it; entering a
     final state sets `finished_at`. `detail=None` leaves the detail unchanged.
     """
-    record = _require(conn, build_id)
+    record = require_build(conn, build_id)
     new_state = transition(record.state, event, build_id=build_id)
     stamp = encode_time(now)
     started = (
@@ -252,8 +172,8 @@ def apply_event(
         " finished_at = ? WHERE id = ?",
         (new_state.value, detail, started, finished, build_id),
     )
-    _notify(conn, now, build_id, notify)
-    return _require(conn, build_id)
+    announce(conn, now, build_id, notify)
+    return require_build(conn, build_id)
 
 
 def claim_next(
@@ -273,64 +193,6 @@ def set_detail(conn: sqlite3.Connection, build_id: int, detail: str) -> None:
     cursor = conn.execute("UPDATE builds SET detail = ? WHERE id = ?", (detail, build_id))
     if cursor.rowcount == 0:
         raise BuildNotFound(build_id)
-
-
-def supersede(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
-) -> list[int]:
-    """Cancel the queued or running builds that `request`'s stored build makes obsolete.
-
-    Obsolete means older (a lower id) than the build `request` was stored as, on the
-    same line, for another commit. A line is a branch (forge, repo, branch ref) or a
-    pull request (forge, repo, number); tags have no line and are never superseded.
-
-    A delivery that arrives late is the exception: when a build on the line already
-    names `request`'s commit as its `previous_sha` (a later push moved the line on
-    from it), `request`'s own build is the obsolete one, so it alone is cancelled.
-    Returns the ids cancelled.
-    """
-    if request.kind is RefKind.TAG:
-        return []
-    anchor = find_duplicate(conn, request)
-    if anchor is None:
-        msg = (
-            f"cannot supersede for delivery {request.delivery_id!r}: it is not stored;"
-            " submit the request first"
-        )
-        raise StoreError(msg)
-    line, key = (
-        ("ref = ?", request.ref)
-        if request.kind is RefKind.BRANCH
-        else ("pr_number = ?", request.pr_number)
-    )
-    later = conn.execute(
-        f"SELECT commit_sha FROM builds WHERE kind = ? AND {line} AND forge = ?"  # noqa: S608 -- fixed clause, values bound
-        " AND repo = ? AND previous_sha = ? AND id != ? ORDER BY id DESC LIMIT 1",
-        (request.kind.value, key, request.forge.value, request.repo, request.commit_sha, anchor),
-    ).fetchone()
-    if later is not None:
-        detail = f"superseded by {str(later[0])[:7]}, pushed after it (delivered late)"
-        apply_event(conn, now, anchor, Event.CANCEL, detail=detail, notify=notify)
-        return [anchor]
-    rows = conn.execute(
-        f"SELECT id FROM builds WHERE forge = ? AND repo = ? AND kind = ? AND {line}"  # noqa: S608 -- fixed clause, values bound
-        " AND commit_sha != ? AND state IN (?, ?) AND id < ? ORDER BY id",
-        (
-            request.forge.value,
-            request.repo,
-            request.kind.value,
-            key,
-            request.commit_sha,
-            BuildState.QUEUED.value,
-            BuildState.RUNNING.value,
-            anchor,
-        ),
-    ).fetchall()
-    detail = f"superseded by {request.commit_sha[:7]}"
-    cancelled = [int(row[0]) for row in rows]
-    for build_id in cancelled:
-        apply_event(conn, now, build_id, Event.CANCEL, detail=detail, notify=notify)
-    return cancelled
 
 
 def recover_running(
@@ -359,7 +221,7 @@ def enqueue_notification(
     payload: Mapping[str, object],
 ) -> int:
     """Add a notification for build `build_id` to the outbox, due now; return its id."""
-    _require(conn, build_id)
+    require_build(conn, build_id)
     cursor = conn.execute(
         "INSERT INTO notifications (build_id, kind, payload, next_attempt_at) VALUES (?, ?, ?, ?)",
         (build_id, kind, json.dumps(dict(payload), sort_keys=True), encode_time(now)),
@@ -389,30 +251,19 @@ def notification_failed(
         raise NotificationNotFound(notification_id)
 
 
-def _notify(
+def announce(
     conn: sqlite3.Connection, now: datetime, build_id: int, notify: NotifyFn | None
 ) -> None:
+    """Enqueue what the status hook `notify` says about build `build_id` now."""
     if notify is None:
         return
-    record = _require(conn, build_id)
+    record = require_build(conn, build_id)
     for kind, payload in notify(record):
         enqueue_notification(conn, now, build_id, kind, payload)
 
 
-def _dedupe_params(request: BuildRequest) -> dict[str, object]:
-    return {
-        "delivery": request.delivery_id,
-        "forge": request.forge.value,
-        "repo": request.repo,
-        "sha": request.commit_sha,
-        "is_tag": request.kind is RefKind.TAG,
-        "ref": request.ref,
-        "tag": RefKind.TAG.value,
-        "cancelled": BuildState.CANCELLED.value,
-    }
-
-
-def _require(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
+def require_build(conn: sqlite3.Connection, build_id: int) -> BuildRecord:
+    """Return build `build_id`, or raise `BuildNotFound`."""
     record = get(conn, build_id)
     if record is None:
         raise BuildNotFound(build_id)

@@ -1,6 +1,6 @@
 """`SQLiteStore`: the job store in one SQLite file, for a single host.
 
-I/O shell: opens the database file and runs `runner.store.ops` through
+I/O shell: opens the database file and runs `runner.store.ops` and `deliveries` through
 `runner.store.writer`, which commits the writes queued in one turn of the event loop
 as one group and acknowledges them after one fsync of the write-ahead log on its own
 thread; reads run on a small pool of reader threads and connections, which WAL mode
@@ -22,7 +22,7 @@ from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
 from runner.jobs import Event, Notification, NotifyFn
-from runner.store import boottests, ops
+from runner.store import boottests, deliveries, ops
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
 from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
@@ -58,6 +58,8 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
     )
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
     boottests.delete(conn, ids)
+    # A delivery keeps its answer as long as the build it was answered with is kept.
+    conn.executemany("DELETE FROM deliveries WHERE build_id = ?", [(i,) for i in ids])
     conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
     return ids
 
@@ -151,7 +153,9 @@ class SQLiteStore:
         Deduplication follows `webhooks.build.BuildSink.submit`; a tag build is only
         a repeat of a non-cancelled tag build of the same tag and commit.
         """
-        return await self._write(lambda c: ops.submit(c, self._clock(), request, self._notify))
+        return await self._write(
+            lambda c: deliveries.submit(c, self._clock(), request, self._notify)
+        )
 
     async def get(self, build_id: int) -> BuildRecord | None:
         """Return the build with this id, or None."""
@@ -236,7 +240,7 @@ class SQLiteStore:
         Returns the submission and the cancelled ids (see `supersede`).
         """
         return await self._write(
-            lambda c: ops.submit_superseding(c, self._clock(), request, self._notify)
+            lambda c: deliveries.submit_superseding(c, self._clock(), request, self._notify)
         )
 
     async def supersede(self, request: BuildRequest) -> list[int]:
@@ -248,7 +252,9 @@ class SQLiteStore:
         Raises:
             StoreError: `request` has not been submitted.
         """
-        return await self._write(lambda c: ops.supersede(c, self._clock(), request, self._notify))
+        return await self._write(
+            lambda c: deliveries.supersede(c, self._clock(), request, self._notify)
+        )
 
     async def recover_running(self, requeue: bool) -> list[BuildRecord]:
         """At start-up, re-queue (or end as errored) every build left running."""
