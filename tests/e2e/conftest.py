@@ -132,16 +132,27 @@ def make_profile(
 # -- webhook deliveries ------------------------------------------------------------------
 
 
-def github_push(repo: str, sha: str, ref: str, *, message: str = "Update the profile") -> bytes:
-    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…)."""
+def github_push(
+    repo: str,
+    sha: str,
+    ref: str,
+    *,
+    message: str = "Update the profile",
+    before: str = "0" * 40,
+    forced: bool = False,
+) -> bytes:
+    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref).
+    """
     return json.dumps(
         {
             "ref": ref,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "created": ref.startswith("refs/tags/"),
             "deleted": False,
-            "forced": False,
+            "forced": forced,
             "head_commit": {"id": sha, "timestamp": COMMIT_TIME, "message": message},
             "repository": {"full_name": repo, "html_url": f"https://github.example/{repo}"},
             "sender": {"login": "alice"},
@@ -175,14 +186,18 @@ def github_pull_request(
     ).encode()
 
 
-def gitlab_push(path: str, project_id: int, sha: str, ref: str) -> bytes:
-    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…)."""
+def gitlab_push(path: str, project_id: int, sha: str, ref: str, *, before: str = "0" * 40) -> bytes:
+    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref); GitLab sends no
+    `forced` flag.
+    """
     kind = "tag_push" if ref.startswith("refs/tags/") else "push"
     return json.dumps(
         {
             "object_kind": kind,
             "event_name": kind,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "ref": ref,
             "checkout_sha": sha,
