@@ -140,6 +140,8 @@ class SandboxSettings(_Section):
     warning_seconds: Annotated[int, Field(ge=1)] = 900
     max_output_bytes: str = "8G"
     max_concurrent_builds: Annotated[int, Field(ge=1)] = 1
+    max_untrusted_per_author: Annotated[int, Field(ge=1)] = 2
+    max_untrusted_per_repo: Annotated[int, Field(ge=1)] = 4
     uid_base: Annotated[int, Field(ge=65536)] = 2147352576
     isolation: Literal["userns", "root"] = "userns"
 

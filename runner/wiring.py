@@ -29,6 +29,7 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
+from runner.jobs import QueuePolicy
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.pipeline import Pipeline, PipelineConfig
@@ -52,6 +53,14 @@ def machine_prefix(sandbox_root: Path) -> str:
     """
     digest = hashlib.sha256(str(sandbox_root.absolute()).encode()).hexdigest()
     return f"iso{digest[:8]}"
+
+
+def queue_policy(settings: Settings) -> QueuePolicy:
+    """Which queued build runs next, from the `[sandbox]` section's caps."""
+    return QueuePolicy(
+        max_untrusted_per_author=settings.sandbox.max_untrusted_per_author,
+        max_untrusted_per_repo=settings.sandbox.max_untrusted_per_repo,
+    )
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
@@ -225,7 +234,11 @@ async def running_service(
     base_url = settings.server.base_url
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with (
-        open_store(settings.storage.database, notify=status_notifier(base_url)) as store,
+        open_store(
+            settings.storage.database,
+            notify=status_notifier(base_url),
+            queue=queue_policy(settings),
+        ) as store,
         httpx.AsyncClient(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,

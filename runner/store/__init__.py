@@ -32,7 +32,7 @@ from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn
+from runner.jobs import DEFAULT_QUEUE, Event, Notification, NotifyFn, QueuePolicy
 from runner.store.sqlite import SQLiteStore
 from webhooks.build import BootTestRecord, BuildRecord, BuildRequest, BuildState, Submission
 
@@ -90,7 +90,11 @@ class JobStore(Protocol):
         ...
 
     async def claim_next(self) -> BuildRecord | None:
-        """Atomically move the oldest queued build to running and return it."""
+        """Atomically move the next queued build to running and return it.
+
+        Next is the oldest trusted build, else the oldest untrusted one within the
+        caps of the store's `runner.jobs.QueuePolicy`; None when none may run.
+        """
         ...
 
     async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
@@ -166,7 +170,9 @@ class JobStore(Protocol):
         ...
 
 
-def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
+def open_store(
+    url: str, *, notify: NotifyFn | None = None, queue: QueuePolicy = DEFAULT_QUEUE
+) -> JobStore:
     """Return the (not yet opened) job store that `url` names; use it with `async with`.
 
     Args:
@@ -174,6 +180,7 @@ def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
             `:memory:` is refused because a 202 promises durability).
         notify: The status hook: notifications to enqueue with every new build and
             every state change, in its transaction; None enqueues nothing.
+        queue: Which queued build runs next: trusted first, untrusted ones capped.
 
     Returns:
         The store; `async with open_store(url) as store:` opens and closes it.
@@ -207,4 +214,4 @@ def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
             " must survive a restart)"
         )
         raise StoreError(msg)
-    return SQLiteStore(Path("/" + name), notify=notify)
+    return SQLiteStore(Path("/" + name), notify=notify, queue=queue)

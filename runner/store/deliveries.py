@@ -18,9 +18,9 @@ from collections.abc import Callable
 from datetime import datetime
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, NotifyFn
+from runner.jobs import Event, NotifyFn, QueuePolicy
 from runner.store.lines import supersede_on_line
-from runner.store.ops import announce, apply_event, require_build
+from runner.store.ops import announce, apply_event, require_build, set_detail, waiting_reason
 from runner.store.schema import encode_time
 from webhooks.build import BuildRequest, BuildState, RefKind, Submission
 
@@ -77,14 +77,26 @@ def find_duplicate(conn: sqlite3.Connection, request: BuildRequest) -> int | Non
 
 
 def submit(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
+    conn: sqlite3.Connection,
+    now: datetime,
+    request: BuildRequest,
+    notify: NotifyFn | None,
+    queue: QueuePolicy,
 ) -> Submission:
-    """Store `request` as a queued build unless it repeats a stored one."""
-    return _submit(conn, now, request, notify)[0]
+    """Store `request` as a queued build unless it repeats a stored one.
+
+    A new untrusted build past a cap of `queue` is stored with the reason it waits as
+    its detail, so that its first (pending) status says why.
+    """
+    return _submit(conn, now, request, notify, queue)[0]
 
 
 def _submit(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
+    conn: sqlite3.Connection,
+    now: datetime,
+    request: BuildRequest,
+    notify: NotifyFn | None,
+    queue: QueuePolicy,
 ) -> tuple[Submission, bool]:
     """`submit`; also say whether the delivery itself had been answered before."""
     params = _dedupe_params(request)
@@ -114,19 +126,25 @@ def _submit(
     build_id = cursor.lastrowid
     assert build_id is not None  # an INSERT into a rowid table always sets it
     conn.execute(_RECORD_DELIVERY, (request.forge.value, request.delivery_id, build_id))
+    if not request.trusted and (reason := waiting_reason(conn, build_id, queue)):
+        set_detail(conn, build_id, reason)
     announce(conn, now, build_id, notify)
     return Submission(build_id, created=True), False
 
 
 def submit_superseding(
-    conn: sqlite3.Connection, now: datetime, request: BuildRequest, notify: NotifyFn | None
+    conn: sqlite3.Connection,
+    now: datetime,
+    request: BuildRequest,
+    notify: NotifyFn | None,
+    queue: QueuePolicy,
 ) -> tuple[Submission, list[int]]:
     """`submit` `request`, then decide the newest push of its line (`runner.store.lines`).
 
     A delivery answered before changes nothing. A new build, or a push repeating a
     commit that has a build already (a force-push back to it), supersedes.
     """
-    submission, repeat = _submit(conn, now, request, notify)
+    submission, repeat = _submit(conn, now, request, notify, queue)
     if repeat:
         return submission, []
     return submission, supersede_on_line(

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from runner.exceptions import BuildNotFound, NotificationNotFound, StoreError
-from runner.jobs import Event, Notification, NotifyFn, transition
+from runner.jobs import Event, Notification, NotifyFn, QueuePolicy, UntrustedBuild, transition
 from runner.store.schema import (
     BUILD_COLUMNS,
     NOTIFICATION_COLUMNS,
@@ -177,15 +177,46 @@ def apply_event(
 
 
 def claim_next(
-    conn: sqlite3.Connection, now: datetime, notify: NotifyFn | None
+    conn: sqlite3.Connection, now: datetime, notify: NotifyFn | None, queue: QueuePolicy
 ) -> BuildRecord | None:
-    """Move the oldest queued build to RUNNING and return it, or None if none is queued."""
+    """Move the next queued build to RUNNING and return it, or None if none may run.
+
+    Next is the oldest trusted build, else the oldest untrusted one that `queue`
+    admits (`runner.jobs.QueuePolicy.admissions`).
+    """
     row = conn.execute(
-        "SELECT id FROM builds WHERE state = ? ORDER BY id LIMIT 1", (BuildState.QUEUED.value,)
+        "SELECT id FROM builds WHERE state = ? AND trusted = 1 ORDER BY id LIMIT 1",
+        (BuildState.QUEUED.value,),
     ).fetchone()
-    if row is None:
+    chosen = int(row[0]) if row is not None else None
+    if chosen is None:
+        chosen = next(
+            (build_id for build_id, why in queue.admissions(_untrusted(conn)) if not why), None
+        )
+    if chosen is None:
         return None
-    return apply_event(conn, now, int(row[0]), Event.START, detail="", notify=notify)
+    return apply_event(conn, now, chosen, Event.START, detail="", notify=notify)
+
+
+def waiting_reason(conn: sqlite3.Connection, build_id: int, queue: QueuePolicy) -> str:
+    """Why queued untrusted build `build_id` may not run yet, or "" if it may."""
+    return next((why for found, why in queue.admissions(_untrusted(conn)) if found == build_id), "")
+
+
+def _untrusted(conn: sqlite3.Connection) -> list[UntrustedBuild]:
+    rows = conn.execute(
+        "SELECT id, forge, sender, repo, state FROM builds WHERE trusted = 0 AND state IN (?, ?)",
+        (BuildState.QUEUED.value, BuildState.RUNNING.value),
+    ).fetchall()
+    return [
+        UntrustedBuild(
+            int(row[0]),
+            (str(row[1]), str(row[2])),
+            (str(row[1]), str(row[3])),
+            running=row[4] == BuildState.RUNNING.value,
+        )
+        for row in rows
+    ]
 
 
 def set_detail(conn: sqlite3.Connection, build_id: int, detail: str) -> None:

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn
+from runner.jobs import DEFAULT_QUEUE, Event, Notification, NotifyFn, QueuePolicy
 from runner.store import boottests, deliveries, ops
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
@@ -77,6 +77,7 @@ class SQLiteStore:
         *,
         clock: Callable[[], datetime] = _utc_now,
         notify: NotifyFn | None = None,
+        queue: QueuePolicy = DEFAULT_QUEUE,
         prune_batch: int = PRUNE_BATCH,
     ) -> None:
         """Prepare a store for the file at `path`; nothing is opened until `open`.
@@ -87,11 +88,13 @@ class SQLiteStore:
             notify: The status hook: the notifications to enqueue, in the same
                 transaction, with every new build and every state change (e.g. the
                 forge's commit status). None enqueues nothing.
+            queue: Which queued build runs next (`runner.jobs.QueuePolicy`).
             prune_batch: Builds deleted per write group by `prune_finished`.
         """
         self.path = path
         self._clock = clock
         self._notify = notify
+        self._queue = queue
         self._prune_batch = prune_batch
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -154,7 +157,7 @@ class SQLiteStore:
         a repeat of a non-cancelled tag build of the same tag and commit.
         """
         return await self._write(
-            lambda c: deliveries.submit(c, self._clock(), request, self._notify)
+            lambda c: deliveries.submit(c, self._clock(), request, self._notify, self._queue)
         )
 
     async def get(self, build_id: int) -> BuildRecord | None:
@@ -189,7 +192,9 @@ class SQLiteStore:
 
     async def claim_next(self) -> BuildRecord | None:
         """Atomically move the oldest queued build to running and return it, or None."""
-        return await self._write(lambda c: ops.claim_next(c, self._clock(), self._notify))
+        return await self._write(
+            lambda c: ops.claim_next(c, self._clock(), self._notify, self._queue)
+        )
 
     async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
         """Apply `event` to the build through `runner.jobs.transition`; return the new record.
@@ -240,7 +245,9 @@ class SQLiteStore:
         Returns the submission and the cancelled ids (see `supersede`).
         """
         return await self._write(
-            lambda c: deliveries.submit_superseding(c, self._clock(), request, self._notify)
+            lambda c: deliveries.submit_superseding(
+                c, self._clock(), request, self._notify, self._queue
+            )
         )
 
     async def supersede(self, request: BuildRequest) -> list[int]:
