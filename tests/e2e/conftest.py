@@ -229,11 +229,18 @@ class Repos:
 
 
 def config_text(
-    root: Path, port: int, forge: FakeForge, repos: Repos, *, server_extra: str = ""
+    root: Path,
+    port: int,
+    forge: FakeForge,
+    repos: Repos,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
 ) -> str:
     """An isorunner config keeping all state under `root`, every forge URL at `forge`.
 
-    `server_extra` is added to the `[server]` table (e.g. an admin token line).
+    `server_extra` and `sandbox_extra` are added to the `[server]` and `[sandbox]`
+    tables (e.g. an admin token line, queue caps).
     """
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
@@ -262,6 +269,7 @@ pids_limit = 1024
 timeout_seconds = 60
 warning_seconds = 50
 max_output_bytes = "1G"
+{sandbox_extra}
 
 [boot_test]
 timeout_seconds = 300
@@ -479,11 +487,21 @@ def final_status(*states: str) -> Callable[[list[StatusRecord]], bool]:
     return lambda seen: bool(seen) and seen[-1].state in states
 
 
-def make_server(root: Path, forge: FakeForge, repos: Repos, *, server_extra: str = "") -> Isorunner:
+def make_server(
+    root: Path,
+    forge: FakeForge,
+    repos: Repos,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
+) -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
-    config.write_text(config_text(root, port, forge, repos, server_extra=server_extra))
+    text = config_text(
+        root, port, forge, repos, server_extra=server_extra, sandbox_extra=sandbox_extra
+    )
+    config.write_text(text)
     return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
 
 
