@@ -8,11 +8,15 @@ Compares, side by side, three places for a build's /build/work and /build/output
 - `tmpfs`: a size-limited tmpfs (capped, but its pages are RAM, charged to the build's
   memory cgroup: a real ISO build's work tree of several GB would need that much RAM);
 - `ext4 image`: a sparse file of the cap's size, `mkfs.ext4` without journal, mounted
-  through a loop device (capped by the kernel, on disk, costs only what is written).
+  through a loop device (capped by the kernel, on disk, costs only what is written);
+- `ext4 alloc`: the same, the file allocated in full first (`posix_fallocate`) and
+  made without discard: what isorunner does, so that the host's space is taken when
+  the build starts or not at all.
 
 For each: set-up and tear-down time (median of --repeat), sequential write throughput of
 half the cap (with fsync), and a fill test that writes until the file system refuses:
-how much was written, the error, and how much the host's file system grew meanwhile.
+how much was written, the error, and how much the host's file system grew from before
+the set-up to the end of the fill.
 """
 
 from __future__ import annotations
@@ -63,6 +67,33 @@ class Tmpfs:
     def teardown(self) -> None:
         run("umount", str(self.mount))
         self.mount.rmdir()
+
+
+class Ext4Allocated:
+    """What isorunner does: the image allocated in full first, mkfs without discard."""
+
+    name = "ext4 alloc"
+
+    def __init__(self, top: Path, cap: int) -> None:
+        self.image = top / "disk.img"
+        self.mount = top / "ext4"
+        self.cap = cap
+
+    def setup(self) -> None:
+        self.mount.mkdir()
+        fd = os.open(self.image, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, self.cap)
+        finally:
+            os.close(fd)
+        run("mkfs.ext4", "-F", "-q", "-m", "0", "-O", "^has_journal",
+            "-E", "nodiscard,lazy_itable_init=1", str(self.image))  # fmt: skip
+        run("mount", "-o", "loop,nodev,nosuid", str(self.image), str(self.mount))
+
+    def teardown(self) -> None:
+        run("umount", str(self.mount))
+        self.mount.rmdir()
+        self.image.unlink()
 
 
 class Ext4Image:
@@ -124,7 +155,7 @@ def main() -> None:
     top = Path(tempfile.mkdtemp(prefix="isorunner-diskcap-", dir=args.dir))
     rows = []
     try:
-        for kind in (Plain, Tmpfs, Ext4Image):
+        for kind in (Plain, Tmpfs, Ext4Image, Ext4Allocated):
             setups, teardowns, rates = [], [], []
             for _ in range(args.repeat):
                 place = kind(top, cap)
@@ -134,8 +165,8 @@ def main() -> None:
                 rates.append(written / MIB / (time.perf_counter() - start))
                 teardowns.append(median_time(place.teardown))
             place = kind(top, cap)
-            place.setup()
             before = used(args.dir)
+            place.setup()
             written, error = write(place.mount / "fill", 4 * cap)
             grown = used(args.dir) - before
             place.teardown()

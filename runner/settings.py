@@ -139,13 +139,14 @@ class SandboxSettings(_Section):
     timeout_seconds: Annotated[int, Field(ge=10)] = 1200
     warning_seconds: Annotated[int, Field(ge=1)] = 900
     max_output_bytes: str = "8G"
+    max_disk_bytes: str = "16G"
     max_concurrent_builds: Annotated[int, Field(ge=1)] = 1
     max_untrusted_per_author: Annotated[int, Field(ge=1)] = 2
     max_untrusted_per_repo: Annotated[int, Field(ge=1)] = 4
     uid_base: Annotated[int, Field(ge=65536)] = 2147352576
     isolation: Literal["userns", "root"] = "userns"
 
-    @field_validator("memory_limit", "max_output_bytes")
+    @field_validator("memory_limit", "max_output_bytes", "max_disk_bytes")
     @classmethod
     def _size(cls, value: str) -> str:
         parse_size(value)

@@ -76,6 +76,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         timeout_seconds=section.timeout_seconds,
         warning_seconds=section.warning_seconds,
         max_output_bytes=parse_size(section.max_output_bytes),
+        max_disk_bytes=parse_size(section.max_disk_bytes),
         uid_base=section.uid_base,
         isolation=section.isolation,
     )

@@ -269,6 +269,7 @@ pids_limit = 1024
 timeout_seconds = 60
 warning_seconds = 50
 max_output_bytes = "1G"
+max_disk_bytes = "2G"
 {sandbox_extra}
 
 [boot_test]

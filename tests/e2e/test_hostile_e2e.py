@@ -244,6 +244,26 @@ def test_a_truncated_archive_names_the_entry_it_ends_in(
     assert "cut short" in (statuses[-1].description or "")
 
 
+def test_a_profile_that_fills_its_disk_fails_at_the_cap(
+    server: Isorunner, forge: FakeForge, profiles: Path
+) -> None:
+    """Writing to /build/work until it is full fails the build: "disk limit reached"."""
+    sha = new_sha()
+    fill = "dd if=/dev/zero of=/build/work/fill bs=1M; sleep 100"
+    forge.seed_github(
+        GH_REPO, token=GITHUB_TOKEN, commits={sha: make_profile(profiles, "fill", append=fill)}
+    )
+    build_id = server.github("push", github_push(GH_REPO, sha, "refs/heads/main"))
+
+    statuses = server.wait_statuses(forge, "github", GH_REPO, sha, DONE)
+    record = server.wait_finished(build_id)
+
+    assert record["state"] == "failed", record
+    assert "disk limit reached" in str(record["detail"]), record["detail"]
+    assert "sandbox.max_disk_bytes" in str(record["detail"])
+    assert statuses[-1].state == "failure"
+
+
 def test_the_log_holds_no_token_and_no_cgroup_directory_is_left(
     server: Isorunner, forge: FakeForge, profiles: Path
 ) -> None:

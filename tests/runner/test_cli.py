@@ -303,6 +303,7 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
     config.write_text(
         f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
         'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+        'max_disk_bytes = "2G"\n'
     )
     out = tmp_path / "out"
     try:
@@ -365,6 +366,7 @@ def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
     config.write_text(
         f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
         'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+        'max_disk_bytes = "2G"\n'
     )
     out = tmp_path / "out"
     try:
