@@ -86,12 +86,16 @@ class PipelineConfig:
         artifacts_root: Finished builds' ISOs and checksum files, `<root>/<build id>/`.
         max_archive_bytes: The most a profile archive download may be.
         extract_limits: Caps on the extracted profile.
+        keep_untrusted_artifacts: Keep the ISOs of builds from forks (served under
+            `/untrusted/`); when False their ISOs are deleted once built, and only
+            their checksums and log stay (`storage.keep_untrusted_artifacts`).
     """
 
     work_root: Path
     artifacts_root: Path
     max_archive_bytes: int = 256 * 1024 * 1024
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+    keep_untrusted_artifacts: bool = False
 
 
 def sandbox_id(build_id: int) -> str:
@@ -310,8 +314,9 @@ class Pipeline:
             judged = verdict(records)
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
-                return Outcome(judged.event, detail)
+                return Outcome(judged.event, await self._keep(request, files, log, detail))
             release_line = judged.release_line
+        detail = await self._keep(request, files, log, detail)
         if request.kind is RefKind.TAG and request.trusted:
             log.write_line(f"[isorunner] publishing release {request.ref_name}")
             body = f"Built by isorunner from {request.commit_sha}."
@@ -325,6 +330,21 @@ class Pipeline:
             log.write_line(f"[isorunner] release published: {url}")
             detail += "; release published"
         return Outcome(Event.SUCCEED, detail)
+
+    async def _keep(
+        self, request: BuildRequest, files: list[Path], log: LogSinkWriter, detail: str
+    ) -> str:
+        """Delete a fork's ISOs unless they are to be kept; return the detail, noted."""
+        if request.trusted or self._config.keep_untrusted_artifacts:
+            return detail
+        # Built from a fork: proven to build (and boot), never offered for download.
+        for iso in (path for path in files if path.suffix == ".iso"):
+            await anyio.Path(iso).unlink(missing_ok=True)
+        log.write_line(
+            "[isorunner] built from a fork: its ISO is not kept "
+            "(storage.keep_untrusted_artifacts = false); its checksums and log stay"
+        )
+        return f"{detail}; ISO not kept (untrusted)"
 
 
 class LogSinkWriter(Protocol):

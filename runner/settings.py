@@ -118,6 +118,7 @@ class StorageSettings(_Section):
     database: str = "sqlite:///var/lib/isorunner/isorunner.db"
     logs_dir: Path = Path("/var/lib/isorunner/logs")
     retention_days: Annotated[int, Field(ge=1)] = 90
+    keep_untrusted_artifacts: bool = False
 
     @field_validator("database")
     @classmethod

@@ -252,6 +252,7 @@ async def running_service(
             PipelineConfig(
                 work_root=settings.sandbox.sandbox_root / "fetch",
                 artifacts_root=settings.sandbox.iso_output_root,
+                keep_untrusted_artifacts=settings.storage.keep_untrusted_artifacts,
             ),
             clients=clients,
             sandbox=sandbox,

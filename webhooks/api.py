@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from webhooks.artifacts import download_path
 from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
@@ -164,12 +165,12 @@ def admin_control(
     return control
 
 
-def artifact_json(build_id: int, artifact: Artifact) -> dict[str, Any]:
-    """Return the JSON form of one artifact, with its download path."""
+def artifact_json(build_id: int, artifact: Artifact, *, trusted: bool) -> dict[str, Any]:
+    """Return the JSON form of one artifact, with its download path (see `download_path`)."""
     return {
         "name": artifact.name,
         "size": artifact.size,
         "sha256": artifact.sha256 or None,
         "b2": artifact.b2 or None,
-        "url": f"/builds/{build_id}/artifacts/{quote(artifact.name)}",
+        "url": download_path(build_id, artifact.name, trusted=trusted),
     }

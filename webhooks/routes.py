@@ -17,7 +17,8 @@ Routes:
   while the build has not written any), 404 when the build is unknown.
 - `GET /`, `GET /builds/{id}`: the build list and a build's page (HTML, `webhooks.pages`).
 - `GET /builds/{id}/log/stream`: the log as server-sent events (`webhooks.live`).
-- `GET /builds/{id}/artifacts/{name}`: one artifact, streamed (`webhooks.artifacts`).
+- `GET /builds/{id}/artifacts/{name}`, `/untrusted/{name}`: one artifact of a build of
+  the repository, or of a fork, streamed (`webhooks.artifacts`).
 - `GET /builds/{id}/boot/{name}`: a boot test's screenshot (PNG, `webhooks.bootview`).
 - `GET /api/builds`, `POST /api/builds/{id}/cancel|retry`: the JSON API (`webhooks.api`).
 - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/openapi.json`.
@@ -311,18 +312,28 @@ async def log_stream(request: Request[AppState]) -> Response:
 
 
 async def artifact_download(request: Request[AppState]) -> Response:
-    """Answer `GET /builds/{id}/artifacts/{name}`: one file of a finished build, streamed."""
+    """Answer `GET /builds/{id}/artifacts/{name}`: one file of a trusted finished build."""
+    return await _download(request, trusted=True)
+
+
+async def untrusted_download(request: Request[AppState]) -> Response:
+    """Answer `GET /builds/{id}/untrusted/{name}`: one file of a build from a fork."""
+    return await _download(request, trusted=False)
+
+
+async def _download(request: Request[AppState], *, trusted: bool) -> Response:
+    """Stream one file of a finished build whose trust matches the path, else 404."""
     record = await _record(request)
     name: str = request.path_params["name"]
     source = request.state["artifacts"]
     directory = source.directory(record.id) if source is not None else None
-    if not record.state.is_final:
-        directory = None
+    if not record.state.is_final or record.request.trusted is not trusted:
+        directory = None  # a fork's files never answer under /artifacts/, nor the reverse
     fd, length = await anyio.to_thread.run_sync(artifacts.open_artifact, directory, name)
     return StreamingResponse(
         artifacts.stream_file(fd, length),
         media_type="application/octet-stream",
-        headers=artifacts.download_headers(name, length),
+        headers=artifacts.download_headers(name, length, trusted=trusted),
     )
 
 
@@ -422,6 +433,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/builds/{build_id:int}/log/stream", log_stream, methods=["GET"]),
     Route("/builds/{build_id:int}/artifacts/{name:str}", artifact_download, methods=["GET"]),
     Route("/builds/{build_id:int}/boot/{name:str}", boot_screenshot, methods=["GET"]),
+    Route("/builds/{build_id:int}/untrusted/{name:str}", untrusted_download, methods=["GET"]),
     Route("/api/builds", api_builds, methods=["GET"]),
     Route("/api/builds/{build_id:int}/cancel", api_cancel, methods=["POST"]),
     Route("/api/builds/{build_id:int}/retry", api_retry, methods=["POST"]),

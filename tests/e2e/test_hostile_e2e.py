@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
     Repos,
     build_cgroup_dirs,
     final_status,
+    github_pull_request,
     github_push,
     gitlab_push,
     make_profile,
@@ -262,6 +263,39 @@ def test_a_profile_that_fills_its_disk_fails_at_the_cap(
     assert "disk limit reached" in str(record["detail"]), record["detail"]
     assert "sandbox.max_disk_bytes" in str(record["detail"])
     assert statuses[-1].state == "failure"
+
+
+def test_a_forks_build_is_marked_untrusted_and_its_iso_is_not_kept(
+    server: Isorunner, forge: FakeForge, profiles: Path
+) -> None:
+    """A fork PR's page warns, its files live under /untrusted/, and its ISO is gone."""
+    sha = new_sha()
+    profile = make_profile(profiles, "fork")
+    forge.seed_github(GH_REPO, token=GITHUB_TOKEN, commits={sha: profile})
+    forge.seed_github("mallory/hostile-e2e", token=GITHUB_TOKEN, commits={sha: profile})
+    body = github_pull_request(GH_REPO, "mallory/hostile-e2e", sha, number=41)
+    build_id = server.github("pull_request", body)
+    assert server.wait_finished(build_id)["state"] == "succeeded"
+
+    page = httpx.get(f"{server.url}/builds/{build_id}", timeout=30).text
+    assert "Untrusted build." in page
+    links = [part.split('"')[0] for part in page.split('href="')[1:]]
+    downloads = sorted(link for link in links if f"/builds/{build_id}/" in link)
+    # Only the sums are listed (the ISO was deleted once built), under /untrusted/.
+    assert downloads == [
+        f"/builds/{build_id}/log",
+        f"/builds/{build_id}/untrusted/b2sums",
+        f"/builds/{build_id}/untrusted/sha256sums",
+    ]
+    sums = httpx.get(f"{server.url}/builds/{build_id}/untrusted/sha256sums", timeout=30)
+    assert sums.status_code == 200
+    assert "untrusted-sha256sums" in sums.headers["content-disposition"]
+    (iso,) = [line.split()[1] for line in sums.text.splitlines()]
+    for folder in ("untrusted", "artifacts"):
+        gone = httpx.get(f"{server.url}/builds/{build_id}/{folder}/{iso}", timeout=30)
+        assert gone.status_code == 404
+    official = httpx.get(f"{server.url}/builds/{build_id}/artifacts/sha256sums", timeout=30)
+    assert official.status_code == 404
 
 
 def test_the_log_holds_no_token_and_no_cgroup_directory_is_left(

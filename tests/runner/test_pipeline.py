@@ -94,6 +94,40 @@ async def test_pipeline_untrusted_tag_never_publishes(parts: Parts) -> None:
 
 
 @pytest.mark.anyio
+async def test_pipeline_keeps_only_the_sums_and_log_of_a_forks_build(parts: Parts) -> None:
+    """By default a fork's ISO is deleted once built; its checksums and log stay."""
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    build_id, outcome = await parts.run(request)
+    assert outcome.event is Event.SUCCEED
+    assert outcome.detail.endswith("; ISO not kept (untrusted)")
+    artifacts = parts.pipeline.artifacts_dir(build_id)
+    assert sorted(p.name for p in artifacts.iterdir()) == ["b2sums", "sha256sums"]
+    assert "t-1-x86_64.iso" in (artifacts / "sha256sums").read_text()
+    assert "its ISO is not kept" in parts.logs.path(build_id).read_text()
+
+
+@pytest.mark.anyio
+async def test_pipeline_keeps_a_forks_iso_when_configured(tmp_path: Path) -> None:
+    """With keep_untrusted_artifacts, a fork's ISO stays (served under /untrusted/)."""
+    forge = FakeForge(profile_tarball())
+    pipeline = Pipeline(
+        PipelineConfig(
+            work_root=tmp_path / "work",
+            artifacts_root=tmp_path / "artifacts",
+            keep_untrusted_artifacts=True,
+        ),
+        clients={Forge.GITHUB: forge},
+        sandbox=FakeSandbox(tmp_path / "sandbox"),
+        logs=BuildLogs(tmp_path / "logs"),
+    )
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    record = BuildRecord(1, request, BuildState.RUNNING, created_at=STARTED, started_at=STARTED)
+    outcome = await pipeline.run(record)
+    assert outcome.detail == "ISO built in 2s"
+    assert (pipeline.artifacts_dir(1) / "t-1-x86_64.iso").is_file()
+
+
+@pytest.mark.anyio
 async def test_pipeline_source_date_epoch_is_the_archives_commit_time(parts: Parts) -> None:
     """The archive's entry time (git archive's commit time) is SOURCE_DATE_EPOCH."""
     parts.forge.archive = profile_tarball(mtime=1_735_787_045)
