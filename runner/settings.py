@@ -98,6 +98,8 @@ class ServerSettings(_Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     max_body_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    max_bodies_in_flight_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 30
     admin_token: Secret | None = None
     log_format: Literal["console", "json"] = "console"
 

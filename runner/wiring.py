@@ -116,6 +116,8 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         gitlab_token=settings.gitlab.webhook_secret,
         gitlab_signing_token=settings.gitlab.signing_token,
         max_body_bytes=settings.server.max_body_bytes,
+        max_bodies_in_flight_bytes=settings.server.max_bodies_in_flight_bytes,
+        body_seconds=settings.server.body_timeout_seconds,
     )
 
 

@@ -23,6 +23,9 @@ from webhooks.verify import decode_signing_key
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub and GitLab both cap webhook payloads at 25 MB; larger bodies are not theirs."""
 
+MAX_BODIES_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""All bodies being received at once: two of the largest, or thousands of ordinary ones."""
+
 
 @dataclass(frozen=True, slots=True)
 class RepoRule:
@@ -96,6 +99,10 @@ class WebhookConfig:
             Webhooks); when set, a valid `webhook-signature` is required. With neither
             GitLab secret set, `/webhooks/gitlab` answers 404.
         max_body_bytes: Bodies over this size are refused with 413.
+        max_bodies_in_flight_bytes: The bytes all bodies being received at once may
+            hold; past it a delivery is answered 503 with Retry-After, unread.
+        body_seconds: How long a body may take to arrive before the delivery is
+            answered 408.
         signature_tolerance_seconds: How far a signed `webhook-timestamp` may be from
             now, in either direction, before the delivery is refused as a replay.
     """
@@ -106,6 +113,8 @@ class WebhookConfig:
     gitlab_token: SecretStr | None = None
     gitlab_signing_token: SecretStr | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    max_bodies_in_flight_bytes: int = MAX_BODIES_IN_FLIGHT_BYTES
+    body_seconds: float = 30.0
     signature_tolerance_seconds: int = 300
 
     def __post_init__(self) -> None:
@@ -126,6 +135,10 @@ class WebhookConfig:
             decode_signing_key(self.gitlab_signing_token)
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        if self.max_bodies_in_flight_bytes < self.max_body_bytes:
+            raise ValueError("max_bodies_in_flight_bytes must be at least max_body_bytes")
+        if self.body_seconds <= 0:
+            raise ValueError("body_seconds must be positive")
         if self.signature_tolerance_seconds < 0:
             raise ValueError("signature_tolerance_seconds must not be negative")
 

@@ -68,6 +68,7 @@ from webhooks.config import Ignored, Receiver, WebhookConfig
 from webhooks.exceptions import (
     AdminTokenRequired,
     ArtifactNotFound,
+    BodiesInFlight,
     BuildNotFound,
     StoreUnavailable,
     WebhookError,
@@ -121,23 +122,29 @@ async def _intake(
     config = state["config"]
     deliveries = state["deliveries"]
     try:
-        check_headers(request.headers, config)
-        body = await read_capped(
-            request.headers.get("content-length"), request.stream(), config.max_body_bytes
-        )
-        outcome = receive(request.headers, body, config, received_at=state["clock"]())
-        if isinstance(outcome, Ignored):
-            deliveries.count(forge, DeliveryOutcome.IGNORED)
-            log.info("delivery_ignored", forge=str(forge), reason=outcome.reason)
-            return JSONResponse({"ignored": outcome.reason}, status_code=200)
-        submission = await _ask_store(
-            state["sink"].submit(outcome),
-            _RECORDING,
-            forge=str(forge),
-            repo=outcome.repo,
-            commit_sha=outcome.commit_sha,
-            delivery_id=outcome.delivery_id,
-        )
+        # The body's bytes count against the in-flight budget until the answer.
+        with state["bodies"].hold() as hold:
+            check_headers(request.headers, config)
+            body = await read_capped(
+                request.headers.get("content-length"),
+                request.stream(),
+                config.max_body_bytes,
+                hold=hold,
+                seconds=config.body_seconds,
+            )
+            outcome = receive(request.headers, body, config, received_at=state["clock"]())
+            if isinstance(outcome, Ignored):
+                deliveries.count(forge, DeliveryOutcome.IGNORED)
+                log.info("delivery_ignored", forge=str(forge), reason=outcome.reason)
+                return JSONResponse({"ignored": outcome.reason}, status_code=200)
+            submission = await _ask_store(
+                state["sink"].submit(outcome),
+                _RECORDING,
+                forge=str(forge),
+                repo=outcome.repo,
+                commit_sha=outcome.commit_sha,
+                delivery_id=outcome.delivery_id,
+            )
     except WebhookError as exc:
         failed = exc.status_code >= 500
         deliveries.count(forge, DeliveryOutcome.ERROR if failed else DeliveryOutcome.REFUSED)
@@ -410,6 +417,8 @@ async def _webhook_error(request: Request, exc: Exception) -> Response:
         error=exc.message,
     )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AdminTokenRequired) else None
+    if isinstance(exc, BodiesInFlight):
+        headers = {"Retry-After": str(exc.retry_after)}
     templates = request.scope.get("state", {}).get("pages")
     if templates is not None and "text/html" in request.headers.get("accept", ""):
         nonce = secrets.token_urlsafe(16)

@@ -26,6 +26,7 @@ from tests.webhooks.samples import (
 )
 from tests.webhooks.testclient import TestClient
 from webhooks.app import create_app
+from webhooks.body import BodyBudget
 from webhooks.build import BuildRecord, BuildState, Forge
 from webhooks.config import RepoRule, WebhookConfig
 from webhooks.metrics import DeliveryMetrics
@@ -209,6 +210,7 @@ def _asgi_scope(store: MemoryStore, headers: dict[str, str]) -> Scope:
             logs=None,
             clock=lambda: RECEIVED,
             deliveries=DeliveryMetrics(CollectorRegistry()),
+            bodies=BodyBudget(CONFIG.max_bodies_in_flight_bytes),
         ),
     }
 

@@ -22,6 +22,7 @@ from tests.webhooks.samples import (
     gitlab_signed,
 )
 from webhooks.app import create_app
+from webhooks.body import BodyBudget
 from webhooks.build import Forge
 from webhooks.config import RepoRule, WebhookConfig
 from webhooks.metrics import DeliveryMetrics
@@ -83,6 +84,7 @@ async def _post(
             logs=None,
             clock=lambda: RECEIVED,
             deliveries=DeliveryMetrics(CollectorRegistry()),
+            bodies=BodyBudget(config.max_bodies_in_flight_bytes),
         ),
     }
     await app(scope, receive, send)
