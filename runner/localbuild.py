@@ -73,6 +73,9 @@ async def build_locally(
         # The build's output, its controls already visible, set apart from our lines.
         print(build_output(line), flush=True)
 
+    async def print_own(line: str) -> None:
+        print(line, flush=True)
+
     async def warn() -> None:
         print("[isorunner] the build is running long; it stops at the time limit", flush=True)
 
@@ -102,7 +105,12 @@ async def build_locally(
         return 0
     step = BootStep(boot_tester(settings))
     records = await step.run(
-        run_id=build_id, iso=isos[0], plan=plan, boot_dir=out / BOOT_DIR, log=print_line
+        run_id=build_id,
+        iso=isos[0],
+        plan=plan,
+        boot_dir=out / BOOT_DIR,
+        log=print_line,
+        note=print_own,
     )
     judged = verdict(records)
     for record in records:

@@ -263,7 +263,7 @@ class Pipeline:
         self,
         record: BuildRecord,
         workspace: Path,
-        log: LogSinkWriter,
+        log: ErrorWatch,
         on_warning: WarningHook | None,
     ) -> Outcome:
         request = record.request
@@ -309,6 +309,7 @@ class Pipeline:
                 plan=plan,
                 boot_dir=self.artifacts_dir(record.id) / BOOT_DIR,
                 log=log,
+                note=log.note,
                 build_id=record.id,
             )
             judged = verdict(records)
@@ -381,6 +382,10 @@ class ErrorWatch:
         """Append one line."""
         self._watch(line)
         self._log.write_line(line)
+
+    async def note(self, line: str) -> None:
+        """Append one of isorunner's own lines (async form; not marked as the build's)."""
+        self.write_line(line)
 
     async def __call__(self, line: str) -> None:
         """Append one line of the build's own output (the sandbox's sink), marked."""
