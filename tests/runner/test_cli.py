@@ -370,7 +370,18 @@ def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
     )
     out = tmp_path / "out"
     try:
-        code = main(["build", str(profile), "--out", str(out), "--config", str(config)])
+        code = main(
+            [
+                "build",
+                str(profile),
+                "--out",
+                str(out),
+                "--config",
+                str(config),
+                "--boot-test",
+                "off",  # the output and the ISO's owner are the point here
+            ]
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     printed = capsys.readouterr()
