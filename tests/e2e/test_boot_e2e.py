@@ -145,6 +145,9 @@ def test_isorunner_build_boots_the_iso_on_bios_and_uefi(tmp_path: Path) -> None:
     config.write_text(
         f'[sandbox]\nsandbox_root = "/var/tmp/{tmp_path.name}-sbx"\n'
         f'base_dir = "{STANDIN}/base"\nmemory_limit = "2G"\ncpus = 2\n'
+        # The build's disk is allocated in full: the default 16G would take a shared
+        # test host's room (the boot profile's ISO is a few MB).
+        'max_disk_bytes = "2G"\n'
         "[boot_test]\ntimeout_seconds = 300\n"
     )
     sandbox_root = Path(f"/var/tmp/{tmp_path.name}-sbx")
