@@ -21,7 +21,7 @@ from runner.check import run_checks
 from runner.exceptions import RunnerError
 from runner.localbuild import build_locally
 from runner.service import serve
-from runner.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from runner.settings import DEFAULT_CONFIG_PATH, environment_settings, load_settings
 
 
 def config_path(given: Path | None) -> Path:
@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             return starter.run_init(args, config_path(args.config))
         if args.command == "build":
             path = config_path(args.config)
-            settings = load_settings(path) if args.config or path.exists() else Settings()
+            exists = args.config or path.exists()
+            settings = load_settings(path) if exists else environment_settings()
             return anyio.run(
                 build_locally,
                 settings,

@@ -6,6 +6,7 @@ published for tags) and by `isorunner build` (artifacts written to `--out`).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +26,15 @@ async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
             names are replaced; other files are left alone.
 
     Returns:
-        The ISOs in `target`, then `sha256sums` and `b2sums`.
+        The ISOs in `target`, then `sha256sums` and `b2sums`. The ISOs belong to the
+        user running isorunner, not to the container's user namespace.
     """
     await anyio.to_thread.run_sync(lambda: target.mkdir(parents=True, exist_ok=True))
     moved = []
     for iso in isos:
         dest = target / iso.name
         await anyio.to_thread.run_sync(shutil.move, iso, dest)
+        await anyio.to_thread.run_sync(_own, dest)
         moved.append(dest)
     sha256, b2 = [], []
     for iso in moved:
@@ -41,3 +44,9 @@ async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
     (target / SHA256_SUMS).write_text(format_sums_file(sha256))
     (target / B2_SUMS).write_text(format_sums_file(b2))
     return [*moved, *(target / name for name in SUMS_FILES)]
+
+
+def _own(path: Path) -> None:
+    """Give `path` to this process's user, readable by all (the container wrote it)."""
+    os.chown(path, os.getuid(), os.getgid(), follow_symlinks=False)
+    os.chmod(path, 0o644, follow_symlinks=False)

@@ -2,10 +2,11 @@
 
 I/O shell. The same package sync, sandbox, limits and checks as a forge-triggered build
 (the `[packages]` defaults apply, as for a trusted build); the log is printed line by
-line as it is written, and the ISO with its checksum files lands in `--out`. Then the
-ISO is booted in QEMU as `[boot_test]` says (screenshots in `--out/boot/`), with the
-policy `--boot-test` gives. Exit code 0 only when an ISO was built and no required boot
-test failed.
+line as it is written (the build's lines after `| `, with control characters shown,
+never acted on), and the ISO with its checksum files lands in `--out`, owned by the
+user running the command. Then the ISO is booted in QEMU as `[boot_test]` says
+(screenshots in `--out/boot/`), with the policy `--boot-test` gives. Exit code 0 only
+when an ISO was built and no required boot test failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 
 from runner.artifacts import collect_artifacts
 from runner.boottest import BootStep, plan_for, verdict
+from runner.buildlogs import build_output
 from runner.packages import PackageError
 from runner.settings import BootPolicy, RepoBootTest, Settings
 from runner.wiring import boot_tester, build_packages, package_client, sandbox_config
@@ -72,6 +74,10 @@ async def build_locally(
         epoch = await anyio.to_thread.run_sync(newest_mtime, resolved)
 
     async def print_line(line: str) -> None:
+        # The build's output, its controls already visible, set apart from our lines.
+        print(build_output(line), flush=True)
+
+    async def print_own(line: str) -> None:
         print(line, flush=True)
 
     async def warn() -> None:
@@ -118,7 +124,12 @@ async def build_locally(
         return 0
     step = BootStep(boot_tester(settings))
     records = await step.run(
-        run_id=build_id, iso=isos[0], plan=plan, boot_dir=out / BOOT_DIR, log=print_line
+        run_id=build_id,
+        iso=isos[0],
+        plan=plan,
+        boot_dir=out / BOOT_DIR,
+        log=print_line,
+        note=print_own,
     )
     judged = verdict(records)
     for record in records:

@@ -25,7 +25,7 @@ import structlog
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_artifacts
 from runner.boottest import BootPlan, BootStep, verdict
-from runner.buildlogs import BuildLogs
+from runner.buildlogs import BuildLogs, build_output
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
@@ -46,6 +46,7 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
+from webhooks.bounds import cut
 from webhooks.build import (
     BOOT_DIR,
     BuildRecord,
@@ -56,6 +57,9 @@ from webhooks.build import (
 )
 
 _log = structlog.get_logger()
+
+MAX_DETAIL = 1000
+"""The most characters of a build's detail: it quotes log lines and archive entry names."""
 
 
 class Sandbox(Protocol):
@@ -116,12 +120,16 @@ class PipelineConfig:
         artifacts_root: Finished builds' ISOs and checksum files, `<root>/<build id>/`.
         max_archive_bytes: The most a profile archive download may be.
         extract_limits: Caps on the extracted profile.
+        keep_untrusted_artifacts: Keep the ISOs of builds from forks (served under
+            `/untrusted/`); when False their ISOs are deleted once built, and only
+            their checksums and log stay (`storage.keep_untrusted_artifacts`).
     """
 
     work_root: Path
     artifacts_root: Path
     max_archive_bytes: int = 256 * 1024 * 1024
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+    keep_untrusted_artifacts: bool = False
 
 
 def sandbox_id(build_id: int) -> str:
@@ -157,7 +165,8 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
     """Map what ended a build to its lifecycle event and a one-line detail.
 
     A failure is the profile's doing (the user must change something); an error is
-    ours or the infrastructure's (retrying may help).
+    ours or the infrastructure's (retrying may help). The detail quotes what the
+    profile wrote, so it is cut to `MAX_DETAIL` characters.
 
     Args:
         exc: What ended the build.
@@ -175,8 +184,8 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
             detail = f"{prefix}{exc}"
             limit = isinstance(exc, (OutOfMemory, ProcessLimit))
             if reason and isinstance(exc, BuildFailed) and not limit:
-                detail = f"{reason}; {detail}"
-            return Outcome(event, detail)
+                detail = f"{cut(reason, MAX_DETAIL // 2)}; {detail}"
+            return Outcome(event, cut(detail, MAX_DETAIL))
     return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
 
 
@@ -300,7 +309,7 @@ class Pipeline:
         self,
         record: BuildRecord,
         workspace: Path,
-        log: LogSinkWriter,
+        log: ErrorWatch,
         on_warning: WarningHook | None,
     ) -> Outcome:
         request = record.request
@@ -347,13 +356,14 @@ class Pipeline:
                 plan=plan,
                 boot_dir=self.artifacts_dir(record.id) / BOOT_DIR,
                 log=log,
+                note=log.note,
                 build_id=record.id,
             )
             judged = verdict(records)
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
-                return Outcome(judged.event, detail)
-        log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+                return Outcome(judged.event, await self._keep(request, files, log, detail))
+        detail = await self._keep(request, files, log, detail)
         if publishes_release(request):
             log.write_line(
                 f"[isorunner] release {request.ref_name} queued: it is published from these "
@@ -383,6 +393,22 @@ class Pipeline:
             )
         return resolved.repository
 
+    async def _keep(
+        self, request: BuildRequest, files: list[Path], log: LogSinkWriter, detail: str
+    ) -> str:
+        """Delete a fork's ISOs unless they are to be kept; return the detail, noted."""
+        if request.trusted or self._config.keep_untrusted_artifacts:
+            log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+            return detail
+        # Built from a fork: proven to build (and boot), never offered for download.
+        for iso in (path for path in files if path.suffix == ".iso"):
+            await anyio.Path(iso).unlink(missing_ok=True)
+        log.write_line(
+            "[isorunner] built from a fork: its ISO is not kept "
+            "(storage.keep_untrusted_artifacts = false); its checksums and log stay"
+        )
+        return f"{detail}; ISO not kept (untrusted)"
+
 
 class LogSinkWriter(Protocol):
     """The build log as the pipeline uses it: plain writes and the async sink."""
@@ -398,6 +424,9 @@ class LogSinkWriter(Protocol):
 
 class ErrorWatch:
     """A build log that remembers its first error line (see `is_error_line`).
+
+    Lines the sandbox sends (the build's own output, through `__call__`) are written
+    after `BUILD_OUTPUT_MARK`, apart from isorunner's own (`write_line`).
 
     Args:
         log: The log to write to.
@@ -416,10 +445,14 @@ class ErrorWatch:
         self._watch(line)
         self._log.write_line(line)
 
+    async def note(self, line: str) -> None:
+        """Append one of isorunner's own lines (async form; not marked as the build's)."""
+        self.write_line(line)
+
     async def __call__(self, line: str) -> None:
-        """Append one line (async form, for the sandbox)."""
+        """Append one line of the build's own output (the sandbox's sink), marked."""
         self._watch(line)
-        await self._log(line)
+        await self._log(build_output(line))
 
 
 def _fresh_dir(path: Path) -> None:

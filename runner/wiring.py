@@ -29,6 +29,7 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
+from runner.jobs import QueuePolicy
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
 from runner.packages import (
@@ -65,6 +66,14 @@ def machine_prefix(sandbox_root: Path) -> str:
     return f"iso{digest[:8]}"
 
 
+def queue_policy(settings: Settings) -> QueuePolicy:
+    """Which queued build runs next, from the `[sandbox]` section's caps."""
+    return QueuePolicy(
+        max_untrusted_per_author=settings.sandbox.max_untrusted_per_author,
+        max_untrusted_per_repo=settings.sandbox.max_untrusted_per_repo,
+    )
+
+
 def sandbox_config(settings: Settings) -> SandboxConfig:
     """The sandbox's configuration from the `[sandbox]` section."""
     section = settings.sandbox
@@ -78,6 +87,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         timeout_seconds=section.timeout_seconds,
         warning_seconds=section.warning_seconds,
         max_output_bytes=parse_size(section.max_output_bytes),
+        max_disk_bytes=parse_size(section.max_disk_bytes),
         uid_base=section.uid_base,
         isolation=section.isolation,
     )
@@ -117,6 +127,8 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         gitlab_token=settings.gitlab.webhook_secret,
         gitlab_signing_token=settings.gitlab.signing_token,
         max_body_bytes=settings.server.max_body_bytes,
+        max_bodies_in_flight_bytes=settings.server.max_bodies_in_flight_bytes,
+        body_seconds=settings.server.body_timeout_seconds,
     )
 
 
@@ -284,7 +296,11 @@ async def running_service(
     base_url = settings.server.base_url
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with (
-        open_store(settings.storage.database, notify=status_notifier(base_url)) as store,
+        open_store(
+            settings.storage.database,
+            notify=status_notifier(base_url),
+            queue=queue_policy(settings),
+        ) as store,
         httpx.AsyncClient(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,
@@ -298,6 +314,7 @@ async def running_service(
             PipelineConfig(
                 work_root=settings.sandbox.sandbox_root / "fetch",
                 artifacts_root=settings.sandbox.iso_output_root,
+                keep_untrusted_artifacts=settings.storage.keep_untrusted_artifacts,
             ),
             clients=clients,
             sandbox=sandbox,

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
+from webhooks.body import BodyBudget
 from webhooks.build import (
     ArtifactSource,
     BootTestSource,
@@ -90,6 +91,7 @@ def create_app(
     metrics_registry = registry if registry is not None else CollectorRegistry()
     # Registered once per app, not per start-up: a registry refuses a second copy.
     deliveries = DeliveryMetrics(metrics_registry)
+    bodies = BodyBudget(config.max_bodies_in_flight_bytes)
     pages = Pages()
 
     @contextlib.asynccontextmanager
@@ -115,6 +117,7 @@ def create_app(
                 deliveries=deliveries,
                 pages=pages,
                 followers=hub,
+                bodies=bodies,
             )
 
     return Starlette(

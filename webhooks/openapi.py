@@ -327,6 +327,22 @@ def _admin(summary: str, success: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _download(summary: str, found: str, missing: str) -> dict[str, Any]:
+    """The description of a file download path (`/artifacts/` or `/untrusted/`)."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["pages"],
+            "parameters": [_BUILD_ID, name],
+            "responses": {
+                "200": _text("application/octet-stream", found),
+                "404": _error(missing),
+            },
+        }
+    }
+
+
 def describe(public_url: str) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the app served at `public_url`."""
     build_page_params = [_BUILD_ID]
@@ -406,25 +422,14 @@ def describe(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
-            "/builds/{build_id}/artifacts/{name}": {
-                "get": {
-                    "summary": "Download one file of a finished build",
-                    "tags": ["pages"],
-                    "parameters": [
-                        _BUILD_ID,
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": _text("application/octet-stream", "The file."),
-                        "404": _error("No such build or file."),
-                    },
-                }
-            },
+            "/builds/{build_id}/artifacts/{name}": _download(
+                "Download one file of a finished build", "The file.", "No such build or file."
+            ),
+            "/builds/{build_id}/untrusted/{name}": _download(
+                "Download one file of a finished build from a fork (untrusted)",
+                "The file, saved as untrusted-<name>.",
+                "No such build from a fork, or no such file.",
+            ),
             "/builds/{build_id}/boot/{name}": {
                 "get": {
                     "summary": "The screen at the end of one boot test of a finished build",

@@ -131,6 +131,22 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         "CREATE INDEX releases_by_state ON releases (state)",
         "CREATE INDEX notifications_by_kind ON notifications (build_id, kind, id)",
     ),
+    # 5 → 6: every delivery answered with a build, per forge, also when it was a
+    # duplicate of another delivery's build: it keeps that answer while the build is
+    # kept (builds.delivery_id only names the delivery that made the build).
+    (
+        """
+        CREATE TABLE deliveries (
+            forge TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            build_id INTEGER NOT NULL REFERENCES builds (id),
+            PRIMARY KEY (forge, delivery_id)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO deliveries (forge, delivery_id, build_id)"
+        " SELECT forge, delivery_id, id FROM builds",
+        "CREATE INDEX deliveries_by_build ON deliveries (build_id)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -45,12 +45,15 @@ GITHUB_SECRET = "e2e-github-webhook-secret"
 GITLAB_SECRET = "e2e-gitlab-webhook-token"
 GITHUB_TOKEN = "ghp_e2e_api_token"
 GITLAB_TOKEN = "glpat-e2e-api-token"
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 CONTEXT = "isorunner-e2e"
 # The commit time of every pushed commit: SOURCE_DATE_EPOCH of the builds.
 COMMIT_TIME = "2025-01-02T03:04:05+00:00"
 POLL = 0.1
-STARTUP_SECONDS = 90.0  # a ceiling for a hung start; under heavy load imports alone took 14 s
+# How long a server may take to answer after it starts: a deadline, not a speed claim.
+# Importing isorunner takes ~2.6 s of CPU; on the shared 2-core test host under a load
+# of 16 that was 20 s of wall time, so the deadline leaves room for much more.
+STARTUP_SECONDS = 120.0
 BUILD_SECONDS = 60.0
 
 _T = TypeVar("_T")
@@ -137,16 +140,27 @@ def make_profile(
 # -- webhook deliveries ------------------------------------------------------------------
 
 
-def github_push(repo: str, sha: str, ref: str, *, message: str = "Update the profile") -> bytes:
-    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…)."""
+def github_push(
+    repo: str,
+    sha: str,
+    ref: str,
+    *,
+    message: str = "Update the profile",
+    before: str = "0" * 40,
+    forced: bool = False,
+) -> bytes:
+    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref).
+    """
     return json.dumps(
         {
             "ref": ref,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "created": ref.startswith("refs/tags/"),
             "deleted": False,
-            "forced": False,
+            "forced": forced,
             "head_commit": {"id": sha, "timestamp": COMMIT_TIME, "message": message},
             "repository": {"full_name": repo, "html_url": f"https://github.example/{repo}"},
             "sender": {"login": "alice"},
@@ -180,14 +194,18 @@ def github_pull_request(
     ).encode()
 
 
-def gitlab_push(path: str, project_id: int, sha: str, ref: str) -> bytes:
-    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…)."""
+def gitlab_push(path: str, project_id: int, sha: str, ref: str, *, before: str = "0" * 40) -> bytes:
+    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref); GitLab sends no
+    `forced` flag.
+    """
     kind = "tag_push" if ref.startswith("refs/tags/") else "push"
     return json.dumps(
         {
             "object_kind": kind,
             "event_name": kind,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "ref": ref,
             "checkout_sha": sha,
@@ -247,9 +265,20 @@ sig_level = "Optional TrustAll"
 
 
 def config_text(
-    root: Path, port: int, forge: FakeForge, repos: Repos, upstream: UpstreamServer
+    root: Path,
+    port: int,
+    forge: FakeForge,
+    repos: Repos,
+    upstream: UpstreamServer,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
 ) -> str:
-    """An isorunner config keeping all state under `root`, every forge URL at `forge`."""
+    """An isorunner config keeping all state under `root`, every forge URL at `forge`.
+
+    `server_extra` and `sandbox_extra` are added to the `[server]` and `[sandbox]`
+    tables (e.g. an admin token line, queue caps).
+    """
     extra = repos.extra or {}
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
@@ -264,8 +293,7 @@ def config_text(
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
-admin_token = "{ADMIN_TOKEN}"
-
+{server_extra}
 [storage]
 database = "sqlite:///{root}/db/isorunner.db"
 logs_dir = "{root}/logs"
@@ -280,6 +308,8 @@ pids_limit = 1024
 timeout_seconds = 60
 warning_seconds = 50
 max_output_bytes = "1G"
+max_disk_bytes = "2G"
+{sandbox_extra}
 
 [boot_test]
 timeout_seconds = 300
@@ -531,11 +561,22 @@ def release_settled(seen: list[StatusRecord]) -> bool:
     return text.endswith("release published") or "release refused" in text
 
 
-def make_server(root: Path, forge: FakeForge, repos: Repos, upstream: UpstreamServer) -> Isorunner:
+def make_server(
+    root: Path,
+    forge: FakeForge,
+    repos: Repos,
+    upstream: UpstreamServer,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
+) -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
-    config.write_text(config_text(root, port, forge, repos, upstream))
+    text = config_text(
+        root, port, forge, repos, upstream, server_extra=server_extra, sandbox_extra=sandbox_extra
+    )
+    config.write_text(text)
     return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
 
 

@@ -154,6 +154,9 @@ def test_isorunner_build_boots_the_iso_on_bios_and_uefi(
     config.write_text(
         f'[sandbox]\nsandbox_root = "{sandbox_root}"\n'
         f'base_dir = "{STANDIN}/base"\nmemory_limit = "2G"\ncpus = 2\n'
+        # The build's disk is allocated in full: the default 16G would take a shared
+        # test host's room (the boot profile's ISO is a few MB).
+        'max_disk_bytes = "2G"\n'
         "[boot_test]\ntimeout_seconds = 300\n" + packages_text(sandbox_root, upstream)
     )
     try:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.conftest import (
+    ADMIN_TOKEN,
     GITHUB_TOKEN,
     GITLAB_TOKEN,
     Isorunner,
@@ -155,7 +156,9 @@ def iso_name(server: Isorunner, build_id: int) -> str:
 def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve` for this module, stopped at its end."""
     (state_root / "main").mkdir()
-    running = make_server(state_root / "main", forge, REPOS, upstream)
+    running = make_server(
+        state_root / "main", forge, REPOS, upstream, server_extra=f'admin_token = "{ADMIN_TOKEN}"\n'
+    )
     running.start()
     yield running
     running.close()
@@ -280,7 +283,9 @@ def crash_server(
     """A server of its own (it is killed), with its own state and sandbox root."""
     root = state_root / f"crash-{request.node.callspec.id}"
     root.mkdir(parents=True)
-    running = make_server(root, forge, REPOS, upstream)
+    running = make_server(
+        root, forge, REPOS, upstream, server_extra=f'admin_token = "{ADMIN_TOKEN}"\n'
+    )
     running.start()
     yield running
     running.close()

@@ -26,7 +26,9 @@ from tests.e2e.conftest import packages_text
 from tests.runner.packages.upstream import UPSTREAM, serve_upstream
 
 SECRET = "cli-test-webhook-secret"
-STARTUP_SECONDS = 60.0
+# How long `serve` may take to answer: a deadline, not a speed claim (on the shared test
+# host, importing isorunner alone took 20 s of wall time under load).
+STARTUP_SECONDS = 120.0
 
 
 def config_text(tmp_path: Path, port: int = 8000) -> str:
@@ -71,6 +73,20 @@ def test_main_bad_config_exits_2_with_the_key(
     path.write_text("[server]\nport = 'eighty'\n")
     assert main(["check", "--config", str(path)]) == 2
     assert "server.port" in capsys.readouterr().err
+
+
+def test_main_check_reports_a_blank_admin_token_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` (like `serve`) refuses an admin token file holding a newline, naming the key."""
+    token = tmp_path / "admin-token"
+    token.write_text("\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        config_text(tmp_path).replace("[server]\n", f'[server]\nadmin_token_file = "{token}"\n')
+    )
+    assert main(["check", "--config", str(path)]) == 2
+    assert "server.admin_token: is empty or shorter than 16 bytes" in capsys.readouterr().err
 
 
 def test_main_check_reports_missing_base(
@@ -136,8 +152,6 @@ def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    # A bound, not a timing check: under a load of 20 on 2 cores the imports alone
-    # took over 20 s here.
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -239,6 +253,27 @@ def test_serve_accepted_delivery_survives_kill_9(
 
 
 @pytest.mark.integration
+def test_serve_stops_cleanly_on_sigterm_leaving_only_the_database(
+    server_config: tuple[Path, int], push_body: bytes
+) -> None:
+    """SIGTERM ends serve with exit 0 after closing the store: no -wal or -shm is left."""
+    config, port = server_config
+    proc = start_server(config, port)
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/github",
+            content=push_body,
+            headers=signed_headers(push_body, "d-3"),
+        )
+        assert response.status_code == 202, response.text
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=60)
+    assert code == 0, config.with_suffix(".log").read_text()
+    assert sorted(p.name for p in (config.parent / "db").iterdir()) == ["isorunner.db"]
+
+
+@pytest.mark.integration
 def test_serve_refuses_bad_signature(
     server: tuple[subprocess.Popen[bytes], int], push_body: bytes
 ) -> None:
@@ -282,7 +317,8 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
         and (UPSTREAM / "stamp").is_file(),
         f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
     )
-    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"  # overlayfs needs a disk
+    # overlayfs needs a disk; the pid keeps other sessions running this test apart
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
     profile = tmp_path / "profile"
     shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
     with (profile / "packages.x86_64").open("a") as handle:
@@ -295,7 +331,7 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
             config.write_text(
                 f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
                 'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
-                + packages_text(root, upstream)
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
             )
             code = main(
                 [
@@ -346,7 +382,7 @@ def test_main_build_fails_before_the_container_on_a_missing_package(
     """`isorunner build` of a profile naming an unknown package fails, naming it, unbuilt."""
     require_root()
     require((UPSTREAM / "stamp").is_file(), f"the stand-in upstream in {UPSTREAM}")
-    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
     profile = tmp_path / "profile"
     shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
     (profile / "packages.x86_64").write_text("isorunner-base\nno-such-package\n")
@@ -355,7 +391,7 @@ def test_main_build_fails_before_the_container_on_a_missing_package(
         with serve_upstream(UPSTREAM / "www") as upstream:
             config.write_text(
                 f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
-                + packages_text(root, upstream)
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
             )
             code = main(["build", str(profile), "--out", str(tmp_path / "o"), "--config",
                          str(config), "--boot-test", "off"])  # fmt: skip
@@ -367,3 +403,59 @@ def test_main_build_fails_before_the_container_on_a_missing_package(
         printed.err
     )
     assert "[mkarchiso]" not in printed.out
+
+
+@pytest.mark.integration
+def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Escapes, BEL, CR and NUL from a profile print visibly after `| `; the ISO is ours."""
+    require_root()
+    require_tool("systemd-nspawn")
+    require(
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
+    )
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    with (profile / "profiledef.sh").open("a") as handle:
+        handle.write(
+            "\nprintf '\\033[2J\\033]0;pwned\\007\\r\\000[isorunner] wrote /etc/passwd\\n'\n"
+        )
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
+    config = tmp_path / "c.toml"
+    out = tmp_path / "out"
+    try:
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
+            )
+            code = main(
+                [
+                    "build",
+                    str(profile),
+                    "--out",
+                    str(out),
+                    "--config",
+                    str(config),
+                    "--boot-test",
+                    "off",  # the output and the ISO's owner are the point here
+                ]
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "\x1b" not in printed.out
+    assert "\x07" not in printed.out
+    assert "\r" not in printed.out
+    assert "\x00" not in printed.out
+    assert "| ␛[2J␛]0;pwned␇␍␀[isorunner] wrote /etc/passwd" in printed.out.splitlines()
+    wrote = [line for line in printed.out.splitlines() if line.startswith("[isorunner] wrote")]
+    assert wrote
+    assert all(line.startswith(f"[isorunner] wrote {out}/") for line in wrote)
+    for path in out.iterdir():
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path

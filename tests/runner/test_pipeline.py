@@ -106,6 +106,40 @@ async def test_pipeline_untrusted_tag_never_publishes(parts: Parts) -> None:
 
 
 @pytest.mark.anyio
+async def test_pipeline_keeps_only_the_sums_and_log_of_a_forks_build(parts: Parts) -> None:
+    """By default a fork's ISO is deleted once built; its checksums and log stay."""
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    build_id, outcome = await parts.run(request)
+    assert outcome.event is Event.SUCCEED
+    assert outcome.detail.endswith("; ISO not kept (untrusted)")
+    artifacts = parts.pipeline.artifacts_dir(build_id)
+    assert sorted(p.name for p in artifacts.iterdir()) == ["b2sums", "sha256sums"]
+    assert "t-1-x86_64.iso" in (artifacts / "sha256sums").read_text()
+    assert "its ISO is not kept" in parts.logs.path(build_id).read_text()
+
+
+@pytest.mark.anyio
+async def test_pipeline_keeps_a_forks_iso_when_configured(tmp_path: Path) -> None:
+    """With keep_untrusted_artifacts, a fork's ISO stays (served under /untrusted/)."""
+    forge = FakeForge(profile_tarball())
+    pipeline = Pipeline(
+        PipelineConfig(
+            work_root=tmp_path / "work",
+            artifacts_root=tmp_path / "artifacts",
+            keep_untrusted_artifacts=True,
+        ),
+        clients={Forge.GITHUB: forge},
+        sandbox=FakeSandbox(tmp_path / "sandbox"),
+        logs=BuildLogs(tmp_path / "logs"),
+    )
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    record = BuildRecord(1, request, BuildState.RUNNING, created_at=STARTED, started_at=STARTED)
+    outcome = await pipeline.run(record)
+    assert outcome.detail == "ISO built in 2s"
+    assert (pipeline.artifacts_dir(1) / "t-1-x86_64.iso").is_file()
+
+
+@pytest.mark.anyio
 async def test_pipeline_source_date_epoch_is_the_archives_commit_time(parts: Parts) -> None:
     """The archive's entry time (git archive's commit time) is SOURCE_DATE_EPOCH."""
     parts.forge.archive = profile_tarball(mtime=1_735_787_045)
@@ -135,6 +169,19 @@ async def test_pipeline_failure_detail_leads_with_the_logs_first_error(parts: Pa
         Event.FAIL,
         "error: target not found: no-such-package; the build command exited with status 1",
     )
+
+
+@pytest.mark.anyio
+async def test_pipeline_log_sets_the_builds_own_lines_apart(parts: Parts) -> None:
+    """A build printing isorunner's own success line shows it in its log after `| `."""
+    parts.sandbox.log_lines = ["[isorunner] succeed: ISO built in 1s"]
+    build_id, _ = await parts.run(make_request())
+    lines = parts.logs.path(build_id).read_text().splitlines()
+    assert "| [mkarchiso] INFO: building" in lines
+    assert "| [isorunner] succeed: ISO built in 1s" in lines
+    ours = [line for line in lines if line.startswith("[isorunner]")]
+    assert ours[-1] == "[isorunner] succeed: ISO built in 2s"
+    assert [line for line in lines if not line.startswith(("[isorunner] ", "| "))] == []
 
 
 @pytest.mark.anyio
@@ -180,6 +227,17 @@ async def test_pipeline_hostile_archive_fails_naming_entry(parts: Parts) -> None
 def test_classify_maps_errors_to_events(exc: Exception, event: Event) -> None:
     """Profile problems fail a build; infrastructure problems error it."""
     assert classify(exc).event is event
+
+
+def test_classify_bounds_the_detail_whatever_the_profile_wrote() -> None:
+    """A megabyte error line or archive entry name still makes a detail of 1,000 characters."""
+    huge = "x" * 1_000_000
+    failed = classify(BuildFailed("exit 1", exit_code=1), reason=f"error: {huge}")
+    assert len(failed.detail) <= 1000
+    assert failed.detail.endswith("…; exit 1")
+    rejected = classify(ArchiveRejected("escapes the profile directory", entry=huge))
+    assert len(rejected.detail) <= 1000
+    assert rejected.detail.endswith("…' escapes the profile directory")
 
 
 def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:

@@ -19,7 +19,7 @@ def _settings(packages: dict[str, Any], repo: dict[str, Any] | None = None) -> S
     return Settings(
         packages=packages,
         repos=(entry,),
-        github={"webhook_secret": "s"},
+        github={"webhook_secret": "packages-test-webhook-secret"},
     )
 
 

@@ -49,7 +49,7 @@ async def test_open_upgrades_a_version_1_database_and_keeps_its_builds(db_path: 
         assert record.request.previous_sha == "a" * 40
     conn = sqlite3.connect(db_path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     finally:
         conn.close()
 
@@ -91,6 +91,31 @@ async def test_set_packages_replaces_and_refuses_unknown_builds(db_path: Path) -
         assert listed.packages is None  # lists leave the packages out
         with pytest.raises(BuildNotFound):
             await store.set_packages(build.build_id + 1, [])
+
+
+async def test_open_upgrades_a_version_3_database_so_old_deliveries_keep_their_answer(
+    db_path: Path,
+) -> None:
+    """After the upgrade, a delivery stored before it is answered with its build again."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        for migration in MIGRATIONS[:3]:
+            for statement in migration:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO builds (forge, repo, commit_sha, ref, kind, trusted, commit_time,"
+            " delivery_id, source_repo, web_url, title, sender, state, detail, created_at)"
+            " VALUES ('github', 'owner/profile', ?, 'refs/heads/main', 'branch', 1, ?,"
+            " 'hook-1:old', 'owner/profile', '', '', '', 'cancelled', '', ?)",
+            ("a" * 40, START.isoformat(), START.isoformat()),
+        )
+    finally:
+        conn.close()
+    async with SQLiteStore(db_path) as store:
+        again = await store.submit(make_request(commit_sha="a" * 40, delivery_id="hook-1:old"))
+        assert (again.build_id, again.created) == (1, False)
 
 
 async def test_open_refuses_a_newer_schema(db_path: Path) -> None:
