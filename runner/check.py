@@ -38,6 +38,8 @@ from webhooks.build import Forge
 #: A check must not hang on a dead forge for the transport's two-minute retry budget.
 FORGE_RETRY_SECONDS = 10.0
 GIB = 1024**3
+#: The loop devices' control file: each build's disk is an ext4 image on a loop device.
+LOOP_CONTROL = Path("/dev/loop-control")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ def check_packages(
     )
 
 
-def check_loop_devices(loop_control: Path = Path("/dev/loop-control")) -> Finding:
+def check_loop_devices(loop_control: Path = LOOP_CONTROL) -> Finding:
     """Loop devices are there: each build's disk is an ext4 image on one."""
     if not loop_control.exists():
         return Finding(
@@ -400,6 +402,7 @@ async def run_checks(
     forge_retry_seconds: float = FORGE_RETRY_SECONDS,
     boot: BootProbe | None = None,
     which: Which = shutil.which,
+    loop_control: Path = LOOP_CONTROL,
 ) -> int:
     """Run every check, print one line each; return 0 when all passed.
 
@@ -410,10 +413,11 @@ async def run_checks(
         forge_retry_seconds: How long one forge call may retry (tests pass 0).
         boot: Runs the boot test's probes; None builds the real `sandbox.BootTester`.
         which: Finds a program on PATH (tests inject a fake).
+        loop_control: The loop devices' control file (tests pass their own).
     """
     findings = [
         *check_tools(which),
-        check_loop_devices(),
+        check_loop_devices(loop_control),
         check_base(settings),
         check_packages(settings),
         *check_disk(settings),

@@ -129,6 +129,9 @@ async def checked(
 ) -> tuple[int, list[str]]:
     """Run every check; return the exit code and the printed lines."""
     out = io.StringIO()
+    loop_control = settings.sandbox.sandbox_root / "loop-control"  # as if the module is loaded
+    loop_control.parent.mkdir(parents=True, exist_ok=True)
+    loop_control.touch()
     code = await run_checks(
         settings,
         http_transport=network,
@@ -136,6 +139,7 @@ async def checked(
         forge_retry_seconds=0,
         boot=FakeBoot(),
         which=which,
+        loop_control=loop_control,
     )
     return code, out.getvalue().splitlines()
 
@@ -403,11 +407,12 @@ async def test_run_checks_names_a_missing_host_program_and_its_package(
     settings = make_settings(tmp_path, github_token=None, gitlab_token=None)
     make_base(settings)
     code, lines = await checked(
-        settings, network, which=lambda name: None if name == "repo-add" else on_path(name)
+        settings, network, which=lambda name: None if name == "pacman" else on_path(name)
     )
     package = "pacman-package-manager" if host_system() == "debian" else "pacman"
     assert code == 1
     assert [line for line in lines if line.startswith("FAIL")] == [
-        f"FAIL tools: repo-add is missing: install the {host_system().capitalize()} package "
-        f"{package} (it indexes the sandbox base's local package mirror)"
+        f"FAIL tools: pacman is missing: install the {host_system().capitalize()} package "
+        f"{package} (it resolves each build's packages on the host (private database, no "
+        "installs); pacman-key makes the host keyring)"
     ]

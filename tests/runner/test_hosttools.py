@@ -233,7 +233,8 @@ def test_check_tools_passes_when_every_service_program_is_found() -> None:
     [finding] = check_tools(which, "debian")
     assert finding.ok
     assert "systemd-nspawn" in asked
-    assert "repo-add" in asked
+    assert "pacman-key" in asked
+    assert "repo-add" not in asked
     assert "chromium" not in asked
     assert "pacstrap" not in asked
 

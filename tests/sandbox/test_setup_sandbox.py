@@ -361,7 +361,7 @@ def test_umount_wrapper_keeps_going_and_reports_failure(
 def require_setup_tools() -> None:
     """Require what a real setup-sandbox.sh run needs on this host."""
     require_root()
-    for tool in ("repo-add", "bsdtar", "getcap", "setcap"):
+    for tool in ("getcap", "setcap"):
         require_tool(tool)
 
 
