@@ -600,6 +600,28 @@ json_string() {
     printf '"%s"' "${value}"
 }
 
+# The mkarchiso a build runs (first on the container's PATH), for the provenance: its
+# path, sha256 and, when pacman installed it, archiso's package version; null if none.
+mkarchiso_manifest() {
+    local root="$1" path="" dir sha version_json=null desc
+    for dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin; do
+        if [[ -f "${root}${dir}/mkarchiso" ]]; then
+            path="${dir}/mkarchiso"
+            break
+        fi
+    done
+    if [[ -z "${path}" ]]; then
+        printf 'null\n'
+        return 0
+    fi
+    sha="$(sha256sum "${root}${path}" | cut -d' ' -f1)"
+    for desc in "${root}"/var/lib/pacman/local/archiso-[0-9]*/desc; do
+        [[ -f "${desc}" ]] || continue
+        version_json="$(json_string "$(sed -n '/^%VERSION%$/{n;p;q}' "${desc}")")"
+    done
+    printf '{"path": "%s", "sha256": "%s", "version": %s}\n' "${path}" "${sha}" "${version_json}"
+}
+
 step_manifest() {
     local root="$1" source_kind packages_json="" first=1 file info name version list_sha db_sha
     log "writing ${CONF_DIR}/manifest.json"
@@ -632,6 +654,8 @@ step_manifest() {
     install -d -m 0755 -- "${root}${CONF_DIR}"
     local archive_json=null
     [[ -z "${archive_date}" ]] || archive_json="$(json_string "${archive_date}")"
+    local mkarchiso_json
+    mkarchiso_json="$(mkarchiso_manifest "${root}")"
     cat >"${root}${CONF_DIR}/manifest.json.tmp" <<EOF
 {
   "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
@@ -641,7 +665,8 @@ step_manifest() {
   "archive_date": ${archive_json},
   "package_list_sha256": "${list_sha}",
   "packages": {${packages_json}},
-  "repo_db_sha256": "${db_sha}"
+  "repo_db_sha256": "${db_sha}",
+  "mkarchiso": ${mkarchiso_json}
 }
 EOF
     mv -- "${root}${CONF_DIR}/manifest.json.tmp" "${root}${CONF_DIR}/manifest.json"

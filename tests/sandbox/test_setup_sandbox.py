@@ -430,7 +430,7 @@ def test_setup_sandbox_builds_a_base_from_a_rootfs(
     assert not (tmp_path / "base.new").exists()
     for point in ("build/profile", "build/work", "build/output"):
         assert (base / point).is_dir()
-    for wrapper in ("mount", "umount"):
+    for wrapper in ("mount", "umount", "pacman", "mkfs.fat", "xorriso"):
         assert os.access(base / "usr" / "local" / "sbin" / wrapper, os.X_OK)
     conf = (base / "etc" / "isorunner" / "pacman.conf").read_text()
     assert "[isorunner]\nServer = file:///srv/isorunner/repo" in conf
@@ -452,6 +452,32 @@ def test_setup_sandbox_builds_a_base_from_a_rootfs(
     expected_list = hashlib.sha256("".join(f"{n}\n" for n in names).encode()).hexdigest()
     assert manifest["package_list_sha256"] == expected_list
     time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ")
+    assert manifest["mkarchiso"] is None
+
+
+@pytest.mark.integration
+def test_setup_sandbox_manifest_names_the_mkarchiso_of_the_base(
+    tmp_path: Path, rootfs: Path, repo_dir: Path
+) -> None:
+    """The manifest records mkarchiso's path, sha256 and archiso's package version."""
+    require_setup_tools()
+    script = rootfs / "usr" / "bin" / "mkarchiso"
+    script.write_text("#!/bin/bash\n# mkarchiso\n")
+    desc = rootfs / "var" / "lib" / "pacman" / "local" / "archiso-88-1" / "desc"
+    desc.parent.mkdir(parents=True)
+    desc.write_text("%NAME%\narchiso\n\n%VERSION%\n88-1\n\n")
+    base = tmp_path / "base"
+    result = run_script(
+        "--base", base, "--from-rootfs", rootfs, "--repo-from", repo_dir,
+        "--uid-base", str(SMALL_UID_BASE),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
+    assert manifest["mkarchiso"] == {
+        "path": "/usr/bin/mkarchiso",
+        "sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
+        "version": "88-1",
+    }
 
 
 @pytest.mark.integration
