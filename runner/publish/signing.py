@@ -13,7 +13,10 @@ control characters and tabs become spaces and each value is cut to 256 character
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,19 +36,50 @@ from runner.publish.minisign import (
 SIGNATURE_SUFFIX: Final = ".minisig"
 MAX_FIELD_CHARS: Final = 256
 _CHUNK: Final = 1 << 20
+_READ_AHEAD: Final = 4
 _KEY_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def blake2b_file(path: Path) -> bytes:
-    """BLAKE2b-512 of a file, read in 1 MiB chunks (the "ED" prehash, and `b2sum`'s digest).
+    """BLAKE2b-512 of a file (the "ED" prehash, and `b2sum`'s digest), streamed.
+
+    A reader thread keeps up to `_READ_AHEAD` chunks of 1 MiB ahead of the hashing, so
+    reading and hashing overlap (both release the GIL) and memory stays a few MiB.
 
     Raises:
         OSError: The file cannot be read.
     """
     digest = nacl.hashlib.blake2b(digest_size=DIGEST_BYTES)
     with open(path, "rb", buffering=0) as source:
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
+        chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_READ_AHEAD)
+        stop = threading.Event()
+
+        def read() -> None:
+            try:
+                while not stop.is_set():
+                    chunk = source.read(_CHUNK)
+                    chunks.put(chunk)
+                    if not chunk:
+                        return
+            except OSError as exc:
+                chunks.put(exc)
+
+        reader = threading.Thread(target=read, name="blake2b-read", daemon=True)
+        reader.start()
+        try:
+            while True:
+                chunk = chunks.get()
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                if not chunk:
+                    break
+                digest.update(chunk)
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                with contextlib.suppress(queue.Empty):
+                    chunks.get_nowait()
+                reader.join(0.01)
     return digest.digest()
 
 
