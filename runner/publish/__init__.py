@@ -17,6 +17,8 @@ At build time, beside the ISOs (signatures, provenance, the rebuild check):
 - `signing.py`: the trusted comment, the streamed BLAKE2b prehash, `Signer`.
 - `gpg.py`: an optional detached GPG signature (`<iso>.sig`) made by `gpg`.
 - `provenance.py`: pure; the in-toto Statement with a SLSA v1 provenance predicate.
+- `notes.py`: pure; the trusted comment's facts and a release's body.
+- `release.py`: writes a build's signed files (`.minisig`s, provenance) beside its ISOs.
 - `isocompare.py`: comparing two ISOs of a rebuild check (listed inside the sandbox by
   `isodiff.sh`) down to the paths that differ.
 - `verify.py`: `isorunner verify`: signature, sums and provenance of a downloaded ISO.
