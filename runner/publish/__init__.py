@@ -22,6 +22,7 @@ At build time, beside the ISOs (signatures, provenance, the rebuild check):
 - `isocompare.py`: comparing two ISOs of a rebuild check (listed inside the sandbox by
   `isodiff.sh`) down to the paths that differ.
 - `verify.py`: `isorunner verify`: signature, sums and provenance of a downloaded ISO.
+- `commands.py`: the `isorunner keygen` and `isorunner verify` command lines.
 - `exceptions.py`: the `PublishError` tree.
 """
 
