@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
-from runner.artifacts import collect_artifacts
+from runner.artifacts import collect_build
 from runner.boottest import BootPlan, BootStep, verdict
 from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
@@ -31,6 +31,9 @@ from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event, publishes_release
 from runner.metrics import Metrics
+from runner.publish.exceptions import PublishError
+from runner.publish.provenance import Reproducibility
+from runner.publish.sealer import Sealer
 from sandbox import (
     BuildFailed,
     BuildResult,
@@ -110,6 +113,7 @@ _CLASSIFICATION: tuple[
     (Cancelled, Event.CANCEL, ""),
     (SandboxError, Event.ERROR, "sandbox error: "),
     (ForgeError, Event.ERROR, "forge error: "),
+    (PublishError, Event.ERROR, "signing error: "),
 )
 
 
@@ -158,6 +162,15 @@ def source_date_epoch(report: ExtractReport, request: BuildRequest) -> int:
     return int(request.commit_time.timestamp())
 
 
+def reproducibility_note(result: Reproducibility) -> str:
+    """The rebuild check's verdict for the status detail ("" when it did not run)."""
+    if result.status == "identical":
+        return "; reproducible (rebuilt byte-identical)"
+    if result.status == "different":
+        return f"; NOT reproducible ({len(result.differences)} path(s) differ)"
+    return ""
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -176,6 +189,8 @@ class Pipeline:
             boots nothing.
         boot_plans: The boot tests of a request (its repository's policy), or None
             when they are off for it.
+        sealer: After a successful build: rebuild check, signatures, provenance;
+            None keeps and publishes the ISOs and sums only.
     """
 
     def __init__(
@@ -188,10 +203,12 @@ class Pipeline:
         metrics: Metrics | None = None,
         boot: BootStep | None = None,
         boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
+        sealer: Sealer | None = None,
     ) -> None:
         self._boot = boot
         self._boot_plans = boot_plans
         self._config = config
+        self._sealer = sealer
         self._clients = clients
         self._sandbox = sandbox
         self._logs = logs
@@ -291,11 +308,12 @@ class Pipeline:
         )
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
-        files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
+        artifacts = await collect_build(result.isos, self.artifacts_dir(record.id))
         detail = f"ISO built in {_duration(result.duration_seconds)}"
+        files = artifacts.files
         plan = self._boot_plans(request) if self._boot is not None else None
         if self._boot is not None and plan is not None:
-            isos = [path for path in files if path.suffix == ".iso"]
+            isos = [path for path, _ in artifacts.isos]
             records = await self._boot.run(
                 run_id=sandbox_id(record.id),
                 iso=isos[0],
@@ -308,6 +326,12 @@ class Pipeline:
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
                 return Outcome(judged.event, detail)
+        if self._sealer is not None:
+            sealed = await self._sealer.seal(
+                record, profile=profile, epoch=epoch, artifacts=artifacts, log=log
+            )
+            files = sealed.files
+            detail += reproducibility_note(sealed.reproducibility)
         log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
         if publishes_release(request):
             log.write_line(

@@ -27,11 +27,15 @@ from typing import Final, Protocol
 import anyio.to_thread
 
 from runner.publish.exceptions import CompareFailed
-from sandbox.config import SandboxConfig
-from sandbox.exceptions import SandboxError
-from sandbox.nspawn import Bind, ContainerSpec
-from sandbox.output import check_output
-from sandbox.sandbox import CommandResult, LogSink
+from sandbox import (
+    Bind,
+    CommandResult,
+    ContainerSpec,
+    LogSink,
+    SandboxConfig,
+    SandboxError,
+    check_output,
+)
 
 ISODIFF: Final = Path(__file__).with_name("isodiff.sh")
 #: Bounds on what the sandbox hands back.

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from sandbox import MANIFEST
+
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://slsa.dev/provenance/v1"
 #: The build type; a TypeURI, which "MAY be unresolvable" (in-toto field_types.md).
@@ -353,7 +355,7 @@ def read_base_manifest(base_dir: Path) -> SandboxBase:
         OSError: It cannot be read.
         ValueError: It is too large or malformed.
     """
-    with (base_dir / "etc" / "isorunner" / "manifest.json").open("rb") as handle:
+    with (base_dir / MANIFEST).open("rb") as handle:
         data = handle.read(MAX_MANIFEST_BYTES + 1)
     if len(data) > MAX_MANIFEST_BYTES:
         raise ValueError(f"the base manifest is larger than {MAX_MANIFEST_BYTES} bytes")

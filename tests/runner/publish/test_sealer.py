@@ -1,0 +1,192 @@
+"""Tests for runner.publish.sealer through `Pipeline.run`: rebuild check, signatures, release.
+
+The forge and sandbox are the fakes of tests/runner/fakes.py (the sandbox writes the ISO
+bytes the test chooses, build after build), the key is real and every signature is
+checked with `runner.publish.minisign`; the ISO comparison is injected. The real sandbox
+runs these steps in tests/e2e/test_release_trust_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.buildlogs import BuildLogs
+from runner.jobs import Event
+from runner.pipeline import Outcome, Pipeline, PipelineConfig
+from runner.publish.isocompare import Difference
+from runner.publish.minisign import SecretKey, generate_secret_key, parse_signature, verify_digest
+from runner.publish.sealer import Sealer
+from runner.publish.signing import Signer, blake2b_file
+from sandbox import BuildFailed
+from tests.runner.fakes import BASE_URL, FakeForge, FakeSandbox, profile_tarball
+from tests.runner.publish.test_provenance import check_slsa_provenance
+from tests.runner.store.samples import make_request
+from webhooks.build import TRUST_FILE, BuildRecord, BuildState, Forge, RefKind
+
+STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+ISO = "t-1-x86_64.iso"
+TAG = {"ref": "refs/tags/v1.0", "kind": RefKind.TAG}
+
+
+@dataclass
+class Rig:
+    """A pipeline with a sealer over fake forge and sandbox, and what they record."""
+
+    pipeline: Pipeline
+    forge: FakeForge
+    sandbox: FakeSandbox
+    key: SecretKey
+    artifacts: Path
+    comparisons: list[tuple[str, str]]
+
+    async def run(self, **request: Any) -> Outcome:
+        """Run build 1 of `make_request(**request)`."""
+        record = BuildRecord(
+            1, make_request(**request), BuildState.RUNNING, created_at=STARTED, started_at=STARTED
+        )
+        return await self.pipeline.run(record)
+
+    def trust(self) -> dict[str, Any]:
+        """The trust file build 1 left."""
+        data: dict[str, Any] = json.loads((self.artifacts / "1" / TRUST_FILE).read_text())
+        return data
+
+
+def rig(tmp_path: Path, *, signer: bool = True, rebuild_check: bool = True) -> Rig:
+    """A sealing pipeline whose ISO comparison reports one differing path."""
+    comparisons: list[tuple[str, str]] = []
+
+    async def compare(
+        sandbox: object, first: Path, second: Path, **kwargs: object
+    ) -> list[Difference]:
+        comparisons.append((first.name, str(kwargs["run_id"])))
+        return [Difference("/arch/version", ("mtime",))]
+
+    base = tmp_path / "base"
+    (base / "etc" / "isorunner").mkdir(parents=True)
+    (base / "etc" / "isorunner" / "manifest.json").write_text(
+        json.dumps({"source": "rootfs", "created": "2025-01-01T00:00:00Z", "packages": {"a": "1"}})
+    )
+    forge = FakeForge(profile_tarball(mtime=1_735_787_045))
+    sandbox = FakeSandbox(tmp_path / "sandbox")
+    key = generate_secret_key()
+    sealer = Sealer(
+        sandbox,
+        signer=Signer(key) if signer else None,
+        base_dir=base,
+        builder_id=BASE_URL,
+        builder_version="0.1.0",
+        isolation="userns",
+        rebuild_check=lambda request: rebuild_check,
+        compare=compare,
+    )
+    pipeline = Pipeline(
+        PipelineConfig(work_root=tmp_path / "work", artifacts_root=tmp_path / "artifacts"),
+        clients={Forge.GITHUB: forge},
+        sandbox=sandbox,
+        logs=BuildLogs(tmp_path / "logs"),
+        sealer=sealer,
+    )
+    return Rig(pipeline, forge, sandbox, key, tmp_path / "artifacts", comparisons)
+
+
+@pytest.mark.anyio
+async def test_tag_rebuilt_identical_publishes_signed_files_and_says_so(tmp_path: Path) -> None:
+    """A tag is built twice; identical ISOs publish ISO, sums, .minisigs and provenance."""
+    parts = rig(tmp_path)
+    outcome = await parts.run(**TAG)
+    assert outcome.event is Event.SUCCEED
+    assert "; reproducible (rebuilt byte-identical)" in outcome.detail
+    assert parts.sandbox.run_ids == ["build-1", "build-1-rebuild"]
+    assert parts.sandbox.discarded == ["build-1-rebuild", "build-1"]
+    ((_, files),) = parts.forge.releases
+    assert files == [ISO, "sha256sums", "b2sums", f"{ISO}.minisig", "provenance.json",
+                     "provenance.json.minisig"]  # fmt: skip
+    body = parts.forge.release_bodies[0]
+    assert "**Reproducible**: rebuilt in a second fresh container" in body
+    assert f"Signed with minisign key `{parts.key.public_key().id_text}`" in body
+    directory = parts.artifacts / "1"
+    for name in (ISO, "provenance.json"):
+        signature = parse_signature((directory / f"{name}.minisig").read_text())
+        verify_digest(parts.key.public_key(), blake2b_file(directory / name), signature)
+        assert "tag:v1.0" in signature.trusted_comment
+    provenance = json.loads((directory / "provenance.json").read_text())
+    check_slsa_provenance(provenance)
+    assert provenance["predicate"]["runDetails"]["isorunner_reproducibility"]["status"] == (
+        "identical"
+    )
+    assert provenance["predicate"]["runDetails"]["metadata"]["invocationId"] == (
+        f"{BASE_URL}/builds/1"
+    )
+    assert parts.trust()["reproducibility"] == "identical"
+    assert parts.comparisons == []
+
+
+@pytest.mark.anyio
+async def test_tag_rebuilt_different_is_published_marked_not_reproducible(tmp_path: Path) -> None:
+    """A rebuild with other bytes is compared; the release says so and names the path."""
+    parts = rig(tmp_path)
+    parts.sandbox.iso_contents = [b"first build", b"second build"]
+    outcome = await parts.run(**TAG)
+    assert outcome.event is Event.SUCCEED
+    assert outcome.detail.endswith("; NOT reproducible (1 path(s) differ); release published")
+    assert parts.comparisons == [(ISO, "build-1-compare")]
+    assert "**Not reproducible**" in parts.forge.release_bodies[0]
+    assert "- `/arch/version (mtime)`" in parts.forge.release_bodies[0]
+    assert parts.trust() == {
+        "signed_by": parts.key.public_key().id_text,
+        "reproducibility": "different",
+        "differences": ["/arch/version (mtime)"],
+        "difference_count": 1,
+    }
+    log = (tmp_path / "logs").rglob("*")
+    text = "".join(p.read_text() for p in log if p.is_file())
+    assert "[isorunner] rebuild check: differs: /arch/version (mtime)" in text
+
+
+@pytest.mark.anyio
+async def test_a_failed_rebuild_marks_the_release_not_reproducible(tmp_path: Path) -> None:
+    """When the second build fails, the release still goes out, marked with the reason."""
+    parts = rig(tmp_path)
+    parts.sandbox.errors_for["build-1-rebuild"] = BuildFailed(
+        "the build command exited with status 1", exit_code=1
+    )
+    await parts.run(**TAG)
+    assert (
+        "(the rebuild failed: the build command exited with status 1)"
+        in parts.forge.release_bodies[0]
+    )
+
+
+@pytest.mark.anyio
+async def test_branch_builds_are_signed_but_not_rebuilt(tmp_path: Path) -> None:
+    """A branch build is signed with provenance, built once, and publishes nothing."""
+    parts = rig(tmp_path)
+    outcome = await parts.run()
+    assert outcome == Outcome(Event.SUCCEED, "ISO built in 2s")
+    assert parts.sandbox.run_ids == ["build-1"]
+    names = sorted(p.name for p in (parts.artifacts / "1").iterdir())
+    assert names == sorted(
+        [ISO, "sha256sums", "b2sums", f"{ISO}.minisig", "provenance.json",
+         "provenance.json.minisig", TRUST_FILE]
+    )  # fmt: skip
+    assert parts.trust()["reproducibility"] == "not-checked"
+    assert parts.forge.releases == []
+
+
+@pytest.mark.anyio
+async def test_repos_without_rebuild_check_or_key_publish_plain_files(tmp_path: Path) -> None:
+    """rebuild_check = false and no key: one build, ISO and sums, the body says neither."""
+    parts = rig(tmp_path, signer=False, rebuild_check=False)
+    await parts.run(**TAG)
+    assert parts.sandbox.run_ids == ["build-1"]
+    assert parts.forge.releases == [("v1.0", [ISO, "sha256sums", "b2sums"])]
+    assert "Rebuild check: not run" in parts.forge.release_bodies[0]
+    assert "Not signed" in parts.forge.release_bodies[0]
+    assert parts.trust()["signed_by"] is None
