@@ -105,7 +105,7 @@ async def main() -> None:
                 figures[name][1].append(checked)
                 ratio = checked / built
                 print(
-                    f"round {i + 1} {name:9s} build {built:6.2f} s  check {checked:6.2f} s  {ratio:.2f}x"
+                    f"round {i + 1} {name:9s} {built:6.2f} s, check {checked:6.2f} s, {ratio:.2f}x"
                 )
         for name, (builds, checks) in figures.items():
             b, c = statistics.median(builds), statistics.median(checks)
