@@ -167,7 +167,7 @@ def reproducibility_note(result: Reproducibility) -> str:
     if result.status == "identical":
         return "; reproducible (rebuilt byte-identical)"
     if result.status == "different":
-        return f"; NOT reproducible ({len(result.differences)} path(s) differ)"
+        return f"; NOT reproducible ({result.total} path(s) differ)"
     return ""
 
 

@@ -46,15 +46,16 @@ def reproducibility_lines(result: Reproducibility, build_url: str) -> list[str]:
             f"byte-identical (sha256 `{digest}`)."
         ]
     if result.status == "different":
-        count = len(result.differences)
+        count = result.total
         lines = [
             f"**{NOT_REPRODUCIBLE}**: a rebuild in a second fresh container gave a different "
             f"ISO; {count} path(s) differ:",
             "",
         ]
-        lines += [f"- {_code(path)}" for path in result.differences[:MAX_LISTED]]
-        if count > MAX_LISTED:
-            lines.append(f"- … and {count - MAX_LISTED} more: {build_url}")
+        listed = result.differences[:MAX_LISTED]
+        lines += [f"- {_code(path)}" for path in listed]
+        if count > len(listed):
+            lines.append(f"- … and {count - len(listed)} more: {build_url}")
         return lines
     return ["Rebuild check: not run for this build."]
 

@@ -46,6 +46,8 @@ PROVENANCE_FILE: Final = "provenance.json"
 MAX_MANIFEST_BYTES: Final = 16 << 20
 #: Differing paths kept in the provenance (the build page keeps the same list).
 MAX_DIFFERENCES: Final = 200
+#: Differing paths a rebuild check keeps at all (its log lists the first 200).
+MAX_KEPT_DIFFERENCES: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +121,20 @@ class Reproducibility:
     Attributes:
         status: "identical", "different", or "not-checked".
         rebuild: The second build's ISO, when it ran.
-        differences: The differing paths inside the ISO (see `runner.publish.isocompare`).
+        differences: The differing paths inside the ISO (see `runner.publish.isocompare`),
+            the first `MAX_KEPT_DIFFERENCES` of them.
+        count: How many differ in all, when more than `differences` holds.
     """
 
     status: Literal["identical", "different", "not-checked"]
     rebuild: Artifact | None = None
     differences: tuple[str, ...] = ()
+    count: int | None = None
+
+    @property
+    def total(self) -> int:
+        """How many paths differ in all (`differences` may hold only the first ones)."""
+        return len(self.differences) if self.count is None else self.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +262,7 @@ def statement(subjects: Sequence[Artifact], facts: BuildFacts) -> dict[str, Any]
         "isorunner_reproducibility": {
             "status": result.status,
             "differences": list(result.differences[:MAX_DIFFERENCES]),
-            "differenceCount": len(result.differences),
+            "differenceCount": result.total,
         },
     }
     if byproducts:

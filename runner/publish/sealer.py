@@ -27,6 +27,7 @@ from runner.publish.isocompare import ContainerSandbox, Difference, compare_isos
 from runner.publish.notes import release_body, signing_fields
 from runner.publish.provenance import (
     MAX_DIFFERENCES,
+    MAX_KEPT_DIFFERENCES,
     Artifact,
     BuildFacts,
     Reproducibility,
@@ -86,7 +87,7 @@ def trust_json(key_id: str | None, result: Reproducibility) -> str:
             "signed_by": key_id,
             "reproducibility": result.status,
             "differences": list(result.differences[:MAX_DIFFERENCES]),
-            "difference_count": len(result.differences),
+            "difference_count": result.total,
         },
         indent=2,
     )
@@ -284,7 +285,8 @@ class Sealer:
         await log(f"[isorunner] rebuild check: NOT reproducible, {len(differences)} path(s) differ")
         for line in differences[:MAX_DIFFERENCES]:
             await log(f"[isorunner] rebuild check: differs: {line}")
-        return Reproducibility("different", rebuild_artifact, tuple(differences))
+        kept = tuple(differences[:MAX_KEPT_DIFFERENCES])
+        return Reproducibility("different", rebuild_artifact, kept, len(differences))
 
     async def _differences(
         self,

@@ -77,3 +77,14 @@ def test_release_body_marks_a_different_rebuild_with_its_paths() -> None:
     assert body.count("\n- `") == MAX_LISTED
     assert f"- … and {len(paths) - MAX_LISTED} more: https://ci/builds/4" in body
     assert "Not signed" in body
+
+
+def test_release_body_counts_differences_beyond_those_kept() -> None:
+    """When only the first paths were kept, the body counts all of them."""
+    result = Reproducibility("different", None, ("/a (content)",), 5000)
+    body = release_body(
+        request(), build_url="https://ci/builds/5", result=result, key_id=None,
+        public_key_url="https://ci/signing-key.pub", isos=["a.iso"],
+    )  # fmt: skip
+    assert "5000 path(s) differ" in body
+    assert "- … and 4999 more: https://ci/builds/5" in body

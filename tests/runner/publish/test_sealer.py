@@ -58,15 +58,18 @@ class Rig:
         return data
 
 
-def rig(tmp_path: Path, *, signer: bool = True, rebuild_check: bool = True) -> Rig:
-    """A sealing pipeline whose ISO comparison reports one differing path."""
+def rig(
+    tmp_path: Path, *, signer: bool = True, rebuild_check: bool = True, differing: int = 1
+) -> Rig:
+    """A sealing pipeline whose ISO comparison reports `differing` paths."""
     comparisons: list[tuple[str, str]] = []
 
     async def compare(
         sandbox: object, first: Path, second: Path, **kwargs: object
     ) -> list[Difference]:
         comparisons.append((first.name, str(kwargs["run_id"])))
-        return [Difference("/arch/version", ("mtime",))]
+        first_one = [Difference("/arch/version", ("mtime",))]
+        return first_one + [Difference(f"/p{i}", ("content",)) for i in range(differing - 1)]
 
     base = tmp_path / "base"
     (base / "etc" / "isorunner").mkdir(parents=True)
@@ -190,3 +193,18 @@ async def test_repos_without_rebuild_check_or_key_publish_plain_files(tmp_path: 
     assert "Rebuild check: not run" in parts.forge.release_bodies[0]
     assert "Not signed" in parts.forge.release_bodies[0]
     assert parts.trust()["signed_by"] is None
+
+
+@pytest.mark.anyio
+async def test_a_huge_difference_is_kept_bounded_and_counted(tmp_path: Path) -> None:
+    """Fifty thousand differing paths: 200 in the trust file, all of them counted."""
+    parts = rig(tmp_path, differing=50_000)
+    parts.sandbox.iso_contents = [b"first build", b"second build"]
+    outcome = await parts.run(**TAG)
+    assert "NOT reproducible (50000 path(s) differ)" in outcome.detail
+    trust = parts.trust()
+    assert len(trust["differences"]) == 200
+    assert trust["difference_count"] == 50_000
+    provenance = json.loads((parts.artifacts / "1" / "provenance.json").read_text())
+    result = provenance["predicate"]["runDetails"]["isorunner_reproducibility"]
+    assert (len(result["differences"]), result["differenceCount"]) == (200, 50_000)
