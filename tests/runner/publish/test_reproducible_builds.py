@@ -40,7 +40,8 @@ WRAPPERS = {
         "/arch/x86_64/airootfs.sfs:/var/lib/pacman/local/isorunner-base-1.0-1/desc (content)",
     ),
     "xorriso": ("/usr/bin/xorriso", "/arch/version (mtime)"),
-    "mkfs.fat": ("/usr/sbin/mkfs.fat", "(GPT partition 2) (content)"),
+    # The boot profile's ESP: El Torito's UEFI image, appended as a partition.
+    "mkfs.fat": ("/usr/sbin/mkfs.fat", "(El Torito boot image 2) (content)"),
 }
 
 
@@ -134,7 +135,8 @@ async def test_two_builds_of_the_standin_profile_are_byte_identical(
         ["xorriso", "-indev", str(first), "-report_system_area", "plain"]
     )
     listing = report.stdout.decode()
-    assert "GPT partname local :   2  Appended2" in listing
+    # The EFI system partition, appended (type C12A7328-F81F-11D2-BA4B-00A0C93EC93B).
+    assert "28732ac11ff8d211ba4b00a0c93ec93b" in listing
     differences = await compare_isos(sandbox, first, second, run_id="repro-cmp", log_sink=Log())
     assert differences == []
 
