@@ -1,14 +1,15 @@
 """The rebuild check's cost, as a fraction of the build it checks (stand-in base, as root).
 
 Run by hand: `ISORUNNER_STANDIN_DIR=… uv run python bench/rebuild_bench.py [--rounds N]`.
-Each round builds the stand-in's minimal profile through `BuildSandbox` and collects its
-ISO and sums as the pipeline does (the build), then runs `Sealer.rebuild` on it (the
-check: a second build in a fresh container, its sums, and the in-sandbox comparison of
-the two ISOs when they differ). Twice per round: the minimal profile (identical, no
-comparison needed) and the same profile with a pacman hook writing the time into the
-image (different: the comparison lists both ISOs). Prints the medians and the check's
-time over the build's. The check runs after the build, in sequence; running the two
-builds in parallel on two slots is not implemented.
+Each round builds the stand-in's boot profile (kernel, initramfs, SYSLINUX, an EFI system
+partition) through `BuildSandbox` and collects its ISO and sums as the pipeline does (the
+build), then runs `Sealer.rebuild` on it (the check: a second build in a fresh
+container, its sums, and the in-sandbox comparison of the two ISOs when they differ).
+Twice per round: the boot profile (identical, no comparison needed) and the same profile
+with a pacman hook writing the time into the image (different: the comparison lists
+both ISOs). Prints the medians and the check's time over the build's. The check runs
+after the build, in sequence; running the two builds in parallel on two slots is not
+implemented.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ Exec = /usr/bin/busybox sh -c "/usr/bin/busybox date +%s > /etc/build-date"
 """
 
 
+TAIL: list[str] = []
+
+
 async def log(line: str) -> None:
-    """Drop the build's log lines."""
+    """Keep the last 40 log lines, to show when a build fails."""
+    TAIL.append(line)
+    del TAIL[:-40]
 
 
 async def one_round(
@@ -55,8 +61,6 @@ async def one_round(
         n, make_request(ref="refs/tags/v1", kind=RefKind.TAG), BuildState.RUNNING,
         created_at=datetime.now(UTC), started_at=datetime.now(UTC),
     )  # fmt: skip
-    work = ROOT / f"work-{n}"
-    work.mkdir(parents=True)
     start = time.perf_counter()
     result = await sandbox.run(f"build-{n}", profile, source_date_epoch=EPOCH, log_sink=log)
     artifacts = await collect_build(result.isos, ROOT / f"artifacts-{n}")
@@ -64,7 +68,7 @@ async def one_round(
     built = time.perf_counter() - start
     start = time.perf_counter()
     verdict = await sealer.rebuild(
-        record, profile=profile, epoch=EPOCH, artifacts=artifacts, workspace=work, log=log
+        record, profile=profile, epoch=EPOCH, artifacts=artifacts, log=log
     )
     checked = time.perf_counter() - start
     return built, checked, verdict.status
@@ -78,16 +82,16 @@ async def main() -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)  # noqa: ASYNC240 - set-up before anything runs
     try:
-        profiles = {"identical": ROOT / "minimal", "different": ROOT / "clock"}
+        profiles = {"identical": ROOT / "boot", "different": ROOT / "clock"}
         for profile in profiles.values():
-            shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+            shutil.copytree(STANDIN / "profiles" / "boot", profile, symlinks=True)
         hooks = profiles["different"] / "airootfs" / "etc" / "pacman.d" / "hooks"
         hooks.mkdir(parents=True)
         (hooks / "zz-build-date.hook").write_text(CLOCK_HOOK)
         sandbox = BuildSandbox(
             SandboxConfig(
                 base_dir=STANDIN / "base", sandbox_root=ROOT / "sandbox",
-                memory_limit=2 << 30, cpus=2.0, machine_prefix="rebench",
+                memory_limit=2 << 30, cpus=2.0, machine_prefix="rebench", min_free_bytes=1 << 29,
             )
         )  # fmt: skip
         sealer = Sealer(
@@ -99,7 +103,11 @@ async def main() -> None:
         for i in range(args.rounds):
             for name, profile in profiles.items():
                 n += 1
-                built, checked, verdict = await one_round(sandbox, sealer, profile, n)
+                try:
+                    built, checked, verdict = await one_round(sandbox, sealer, profile, n)
+                except Exception:
+                    print("\n".join(TAIL))
+                    raise
                 assert verdict == name, (name, verdict)
                 figures[name][0].append(built)
                 figures[name][1].append(checked)

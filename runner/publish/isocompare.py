@@ -17,7 +17,6 @@ are the builds' own and hostile: control characters are replaced and each is cut
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -303,9 +302,13 @@ async def compare_isos(
             (work / name).mkdir(mode=0o755)
             os.chown(work / name, owner, owner)
 
+    problems: list[str] = []
+
     def collect(work: Path) -> None:
-        with contextlib.suppress(SandboxError):
+        try:
             files.update(_read_outputs(work / "out"))
+        except (SandboxError, CompareFailed, OSError) as exc:
+            problems.append(str(exc))
 
     spec = ContainerSpec(
         command=(
@@ -326,6 +329,8 @@ async def compare_isos(
         raise CompareFailed(f"listing the ISOs failed: {exc}") from exc
     if result.exit_code != 0:
         raise CompareFailed(f"listing the ISOs failed (exit {result.exit_code}); see the log")
+    if problems:
+        raise CompareFailed(f"the ISO listings are unusable: {problems[0]}")
     # Parsing and comparing a few hundred thousand records is CPU work: off the loop.
     return await anyio.to_thread.run_sync(
         lambda: compare(parse_listing(files, _LABELS[0]), parse_listing(files, _LABELS[1]))

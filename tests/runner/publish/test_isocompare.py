@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from runner.publish.exceptions import CompareFailed
@@ -9,10 +13,12 @@ from runner.publish.isocompare import (
     MAX_PATH_CHARS,
     Difference,
     compare,
+    compare_isos,
     display_path,
     parse_listing,
     parse_tree,
 )
+from sandbox import Bind, CommandResult, ContainerSpec, LogSink, SandboxConfig
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -119,3 +125,99 @@ def test_parse_listing_names_a_missing_file() -> None:
     del files["first.pvd"]
     with pytest.raises(CompareFailed, match=r"lacks first\.pvd"):
         parse_listing(files, "first")
+
+
+class ListingSandbox:
+    """A sandbox whose one container 'lists' by writing the given files into /build/work/out."""
+
+    def __init__(self, tmp_path: Path, files: dict[str, bytes], *, exit_code: int = 0) -> None:
+        self.config = SandboxConfig(base_dir=tmp_path / "base", sandbox_root=tmp_path)
+        self.work = tmp_path / "work"
+        self.files = files
+        self.exit_code = exit_code
+        self.specs: list[ContainerSpec] = []
+
+    async def run_container(
+        self,
+        run_id: str,
+        spec: ContainerSpec,
+        *,
+        log_sink: LogSink,
+        prepare: Callable[[Path], None] | None = None,
+        collect: Callable[[Path], None] | None = None,
+    ) -> CommandResult:
+        self.specs.append(spec)
+        self.work.mkdir()
+        assert prepare is not None
+        assert collect is not None
+        prepare(self.work)
+        for name, data in self.files.items():
+            (self.work / "out" / name).write_bytes(data)
+        collect(self.work)
+        return CommandResult(self.exit_code, 1.0, None, oom_killed=False, pids_limited=False)
+
+
+async def _log(line: str) -> None:
+    """Drop log lines."""
+
+
+@pytest.mark.anyio
+async def test_compare_isos_binds_the_isos_read_only_and_compares(tmp_path: Path) -> None:
+    """The ISOs and the script are bound read-only; the listings come back compared."""
+    files = listing_files("first") | listing_files("second", version_mtime="2.0")
+    sandbox = ListingSandbox(tmp_path, files)
+    first, second = tmp_path / "a.iso", tmp_path / "b.iso"
+    differences = await compare_isos(
+        sandbox, first, second, run_id="build-1-compare", log_sink=_log
+    )
+    assert [str(d) for d in differences] == ["/arch/version (mtime)"]
+    (spec,) = sandbox.specs
+    assert spec.binds[:2] == (
+        Bind(first, "/build/work/first.iso", read_only=True),
+        Bind(second, "/build/work/second.iso", read_only=True),
+    )
+    assert spec.command[:2] == ("bash", "/build/work/isodiff.sh")
+    out = (sandbox.work / "out").stat()
+    assert (out.st_uid, out.st_gid) == (sandbox.config.uid_base, sandbox.config.uid_base)
+
+
+@pytest.mark.anyio
+async def test_compare_isos_refuses_a_link_planted_in_the_listings(tmp_path: Path) -> None:
+    """A symbolic link among the listings (to a host file) is refused, never read."""
+    sandbox = ListingSandbox(tmp_path, listing_files("first") | listing_files("second"))
+    original = sandbox.run_container
+
+    secret = tmp_path / "host-secret"
+    secret.write_text("do not read")
+
+    async def plant(run_id: str, spec: ContainerSpec, **kwargs: Any) -> CommandResult:
+        prepare = kwargs["prepare"]
+
+        def prepare_and_plant(work: Path) -> None:
+            prepare(work)
+            (work / "out" / "first.pvd").symlink_to(secret)
+
+        kwargs["prepare"] = prepare_and_plant
+        return await original(run_id, spec, **kwargs)
+
+    sandbox.files.pop("first.pvd")
+    with pytest.raises(CompareFailed, match=r"unusable: .*symbolic link"):
+        await compare_isos(
+            ListingProxy(sandbox, plant), tmp_path / "a", tmp_path / "b", run_id="x", log_sink=_log
+        )
+
+
+@pytest.mark.anyio
+async def test_compare_isos_reports_a_failed_listing(tmp_path: Path) -> None:
+    """A listing container that exits non-zero fails the comparison, saying so."""
+    sandbox = ListingSandbox(tmp_path, {}, exit_code=1)
+    with pytest.raises(CompareFailed, match="exit 1"):
+        await compare_isos(sandbox, tmp_path / "a", tmp_path / "b", run_id="x", log_sink=_log)
+
+
+class ListingProxy:
+    """A `ListingSandbox` whose container run goes through `run`."""
+
+    def __init__(self, sandbox: ListingSandbox, run: Any) -> None:
+        self.config = sandbox.config
+        self.run_container = run
