@@ -23,8 +23,7 @@ import anyio.to_thread
 import pytest
 
 from runner.publish.isocompare import compare_isos
-from sandbox.config import SandboxConfig
-from sandbox.sandbox import BuildSandbox
+from sandbox import BuildSandbox, SandboxConfig, SandboxError
 from tests.conftest import require, require_root, require_tool
 
 pytestmark = pytest.mark.integration
@@ -94,7 +93,11 @@ class Log:
 async def build(sandbox: BuildSandbox, profile: Path, build_id: str, keep: Path) -> Path:
     """Build `profile` in the sandbox and move its ISO to `keep`; return that path."""
     log = Log()
-    result = await sandbox.run(build_id, profile, source_date_epoch=EPOCH, log_sink=log)
+    try:
+        result = await sandbox.run(build_id, profile, source_date_epoch=EPOCH, log_sink=log)
+    except SandboxError as exc:
+        tail = "\n".join(log.lines[-40:])
+        raise AssertionError(f"build {build_id} failed: {exc}\n{tail}") from exc
     (iso,) = result.isos
     await anyio.Path(keep).mkdir(parents=True, exist_ok=True)
     target = keep / iso.name
