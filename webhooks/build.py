@@ -298,6 +298,10 @@ TRUST_FILE: Final = ".trust.json"
 """The hidden file beside a build's ISOs saying who signed them and what the rebuild
 check found (`runner.publish.sealer` writes it; pages and the API read it); as a hidden
 name it is neither listed nor served as an artifact."""
+RELEASE_NOTES_FILE: Final = ".release-notes.md"
+"""The hidden file beside a tag build's ISOs holding its release body, written at build
+time with its signatures (`runner.publish.sealer`): where it was built from, the rebuild
+check's verdict and how to verify; the outbox's release step publishes it as the body."""
 
 
 @dataclass(frozen=True, slots=True)

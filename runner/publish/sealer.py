@@ -2,9 +2,11 @@
 
 I/O shell: `Sealer.seal` runs the second build of a release tag in a fresh container,
 compares the two ISOs (in the sandbox, `runner.publish.isocompare`), writes the trust
-file the pages read, signs the ISOs and writes the signed provenance, and returns the
-files to publish. `Sealer.release_body` is pure. The pipeline publishes what `seal`
-returns: a list of files and a body, nothing else.
+file the pages read, signs the ISOs and writes the signed provenance, and, for a build
+that publishes a release, its body (`webhooks.build.RELEASE_NOTES_FILE`). All of it is
+on disk before the build succeeds: the outbox's release step (`runner.publish.release`)
+publishes the build's files and that body from there, without reading an ISO again.
+`Sealer.release_body` is pure.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import structlog
 
 from runner.artifacts import Artifacts
 from runner.checksums import compute_checksums_async
+from runner.jobs import publishes_release
 from runner.publish.exceptions import CompareFailed
 from runner.publish.gpg import GpgSigner
 from runner.publish.isocompare import ContainerSandbox, Difference, compare_isos
@@ -39,7 +42,7 @@ from runner.publish.provenance import (
 from runner.publish.signedfiles import write_signed_files
 from runner.publish.signing import Signer, write_atomically
 from sandbox import BuildResult, LogSink, SandboxError, mkarchiso_command
-from webhooks.build import TRUST_FILE, BuildRecord, BuildRequest, RefKind
+from webhooks.build import RELEASE_NOTES_FILE, TRUST_FILE, BuildRecord, BuildRequest
 
 _log = structlog.get_logger()
 
@@ -65,7 +68,8 @@ class Sealed:
     """What a sealed build publishes.
 
     Attributes:
-        files: ISOs, sums, signatures and provenance, in publishing order.
+        files: ISOs, sums, signatures and provenance: the files the build keeps (a
+            release publishes every one, in `runner.publish.files.publish_order`).
         reproducibility: The rebuild check's result.
         key_id: The signing key's id, or None when nothing was signed.
     """
@@ -77,7 +81,7 @@ class Sealed:
 
 def wants_rebuild_check(request: BuildRequest, enabled: bool) -> bool:
     """Whether a build gets the rebuild check: a trusted release tag of a repo that wants it."""
-    return enabled and request.kind is RefKind.TAG and request.trusted
+    return enabled and publishes_release(request)
 
 
 def trust_json(key_id: str | None, result: Reproducibility) -> str:
@@ -176,18 +180,26 @@ class Sealer:
         trust = trust_json(self.key_id, result)
         await anyio.to_thread.run_sync(lambda: write_atomically(directory / TRUST_FILE, trust))
         if self._signer is None:
-            return Sealed(artifacts.files, result, None)
-        facts = await self._facts(record, profile=profile, epoch=epoch, result=result)
-        subjects = [Artifact(path.name, sums.sha256, sums.b2) for path, sums in artifacts.isos]
-        files = await write_signed_files(
-            artifacts,
-            signer=self._signer,
-            fields=signing_fields(request),
-            provenance=statement(subjects, facts),
-            gpg=self._gpg,
-        )
-        await log(f"[isorunner] signed with minisign key {self.key_id}; provenance.json written")
-        return Sealed(files, result, self.key_id)
+            sealed = Sealed(artifacts.files, result, None)
+        else:
+            facts = await self._facts(record, profile=profile, epoch=epoch, result=result)
+            subjects = [Artifact(path.name, s.sha256, s.b2) for path, s in artifacts.isos]
+            files = await write_signed_files(
+                artifacts,
+                signer=self._signer,
+                fields=signing_fields(request),
+                provenance=statement(subjects, facts),
+                gpg=self._gpg,
+            )
+            await log(
+                f"[isorunner] signed with minisign key {self.key_id}; provenance.json written"
+            )
+            sealed = Sealed(files, result, self.key_id)
+        if publishes_release(request):
+            body = self.release_body(record, sealed)
+            notes = directory / RELEASE_NOTES_FILE
+            await anyio.to_thread.run_sync(lambda: write_atomically(notes, body))
+        return sealed
 
     async def _facts(
         self,
