@@ -49,7 +49,11 @@ async def build_iso(config: SandboxConfig, standin: Path, out: Path) -> Path:
         return None
 
     result = await sandbox.run(
-        "bench-boot-build", standin / "profiles" / "boot", source_date_epoch=0, log_sink=sink
+        "bench-boot-build",
+        standin / "profiles" / "boot",
+        source_date_epoch=0,
+        log_sink=sink,
+        package_repo=standin / "repo",
     )
     (iso,) = result.isos
     shutil.copyfile(iso, out)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -76,6 +77,7 @@ from tests.e2e.conftest import (
 from tests.e2e.fakeforge import FakeForge, create_app
 from tests.e2e.fakeforge_openapi import DEFAULT_SPECS, OpenApiCheck
 from tests.e2e.fakeforge_state import ForgeState
+from tests.runner.packages.upstream import UPSTREAM, serve_upstream
 
 REPO = "bench/e2e"
 POLL = 0.002
@@ -378,8 +380,10 @@ def main() -> None:
     forge_dir = Path(tempfile.mkdtemp(prefix="isorunner-bench-e2e-forge-", dir=args.forge_dir))
     forge = TimedForge(forge_dir, stock_socket=args.stock_forge_socket)
     server: Isorunner | None = None
+    upstream = contextlib.ExitStack()
     try:
         forge.start()
+        mirror = upstream.enter_context(serve_upstream(UPSTREAM / "www"))
         blob = f"blob f 644 0 0 head -c {args.iso_mib << 20} /dev/urandom"
         options = f"airootfs_image_tool_options=('-comp' 'gzip' '-noD' '-p' '{blob}')"
         profile = make_profile(root / "profiles", "big", append=options)
@@ -394,7 +398,7 @@ def main() -> None:
         state = root / "state"
         state.mkdir()
         port = free_port()
-        config = config_text(state, port, forge.forge, Repos(github=[REPO]))
+        config = config_text(state, port, forge.forge, Repos(github=[REPO]), mirror)
         config = config.replace("timeout_seconds = 60", "timeout_seconds = 600")
         config = config.replace("warning_seconds = 50", "warning_seconds = 550")
         (state / "isorunner.toml").write_text(config)
@@ -441,6 +445,7 @@ def main() -> None:
         print(f"overhead {overhead:.3f} s: target < 2 s {verdict}; load at the end {loadavg()}")
         print(json.dumps([r.parts for r in runs]), file=sys.stderr)
     finally:
+        upstream.close()
         if server is not None:
             server.close()
         forge.stop()

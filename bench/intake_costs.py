@@ -12,7 +12,7 @@ load test, and prints them against that budget:
 - `verify`: the HMAC-SHA256 check of `X-Hub-Signature-256` (`verify_github`);
 - `receive`: everything `webhooks.github.receive` does (headers, HMAC, JSON parsing
   and validation with pydantic, the repository rule), which includes `verify`;
-- `store`: `runner.store.ops.submit` (dedupe look-ups and the insert) for 50
+- `store`: `runner.store.deliveries.submit` (dedupe look-ups and the insert) for 50
   deliveries in one transaction, per delivery, without the commit's fsync;
 - `log`: one `delivery_accepted` line through the production logging (console
   format, to /dev/null);
@@ -45,7 +45,7 @@ from pydantic import SecretStr
 from starlette.responses import JSONResponse
 
 from runner.logs import configure_logging
-from runner.store import ops
+from runner.store import deliveries
 from runner.store.schema import migrate
 from webhooks import github
 from webhooks.build import BuildRequest, Forge
@@ -113,7 +113,7 @@ def main() -> None:
             for _ in range(group):
                 n = next(counter)
                 unique = replace(request, delivery_id=f"d{n}", commit_sha=f"{n:040x}")
-                ops.submit(conn, now, unique, None)
+                deliveries.submit(conn, now, unique, None)
             conn.execute("COMMIT")
 
         costs["store"] = per_call(submit_group, args.number // group, args.rounds) / group

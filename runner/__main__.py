@@ -22,7 +22,7 @@ from runner.exceptions import RunnerError
 from runner.localbuild import build_locally
 from runner.publish import commands as publish_commands
 from runner.service import serve
-from runner.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from runner.settings import DEFAULT_CONFIG_PATH, Settings, environment_settings, load_settings
 
 
 def config_path(given: Path | None) -> Path:
@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
 def optional_settings(given: Path | None) -> Settings:
     """The configuration if a file is given or found, else the defaults."""
     path = config_path(given)
-    return load_settings(path) if given or path.exists() else Settings()
+    return load_settings(path) if given or path.exists() else environment_settings()
 
 
 def run_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command

@@ -34,6 +34,7 @@ import anyio.to_thread
 
 from runner.exceptions import ArchiveRejected
 from runner.gzipstream import GzipStream
+from webhooks.bounds import quoted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -326,6 +327,33 @@ def _add_member(
         raise _refuse_type(member)
 
 
+_CORRUPT = (tarfile.TarError, zlib.error, EOFError)
+"""What reading a truncated or corrupt archive raises (tarfile, zlib, `GzipStream`)."""
+
+
+def _next_member(tar: tarfile.TarFile, last: str | None) -> tarfile.TarInfo | None:
+    """The next member's header; a corrupt one is refused naming the entry before it."""
+    try:
+        return tar.next()
+    except _CORRUPT as exc:
+        where = f"after the entry {quoted(last)}" if last is not None else "at its start"
+        raise ArchiveRejected(f"not a valid tar.gz archive: {exc}, {where}") from exc
+
+
+def _read_member(
+    tar: tarfile.TarFile, tree: _Tree, member: tarfile.TarInfo, path: tuple[str, ...]
+) -> None:
+    """`_add_member`, naming the member when its data ends early or is corrupt."""
+    try:
+        _add_member(tar, tree, member, path)
+    except _CORRUPT as exc:
+        raise ArchiveRejected(
+            f"is cut short ({exc}): not a valid tar.gz archive; it is truncated or corrupt, "
+            "or this entry's header claims more bytes than the archive holds",
+            entry=member.name,
+        ) from exc
+
+
 def _extract_into(archive: BinaryIO, root_fd: int, limits: ExtractLimits) -> ExtractReport:
     stream = GzipStream(archive)
     try:
@@ -342,8 +370,9 @@ def _extract_stream(stream: GzipStream, root_fd: int, limits: ExtractLimits) -> 
     newest = 0
     with tarfile.open(mode="r|", fileobj=stream, bufsize=_TAR_BUFFER) as tar:
         members: list[tarfile.TarInfo] = tar.members  # type: ignore[attr-defined]  # not in typeshed
+        last: str | None = None  # the entry read last, for a corrupt archive's message
         try:
-            while (member := tar.next()) is not None:
+            while (member := _next_member(tar, last)) is not None:
                 # A stream is never revisited; stop tarfile from keeping every header.
                 members.clear()
                 top, path = _top_and_path(member, top, limits)
@@ -364,7 +393,8 @@ def _extract_stream(stream: GzipStream, root_fd: int, limits: ExtractLimits) -> 
                         f"goes over the limit of {limits.max_entries} entries",
                         entry=member.name,
                     )
-                _add_member(tar, tree, member, path)
+                _read_member(tar, tree, member, path)
+                last = member.name
             # Read to the end, so the gzip trailer (CRC, length) is checked too.
             trailer = 0
             while chunk := stream.read(_CHUNK):

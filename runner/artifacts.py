@@ -6,6 +6,7 @@ published for tags) and by `isorunner build` (artifacts written to `--out`).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,13 +46,15 @@ async def collect_build(isos: Sequence[Path], target: Path) -> Artifacts:
             names are replaced; other files are left alone.
 
     Returns:
-        The ISOs with their digests, and the sums files.
+        The ISOs with their digests, and the sums files. The ISOs belong to the user
+        running isorunner, not to the container's user namespace.
     """
     await anyio.to_thread.run_sync(lambda: target.mkdir(parents=True, exist_ok=True))
     moved = []
     for iso in isos:
         dest = target / iso.name
         await anyio.to_thread.run_sync(shutil.move, iso, dest)
+        await anyio.to_thread.run_sync(_own, dest)
         moved.append((dest, await compute_checksums_async(dest)))  # one read, both sums
     sha256 = [(sums.sha256, iso.name) for iso, sums in moved]
     b2 = [(sums.b2, iso.name) for iso, sums in moved]
@@ -63,3 +66,9 @@ async def collect_build(isos: Sequence[Path], target: Path) -> Artifacts:
 async def collect_artifacts(isos: Sequence[Path], target: Path) -> list[Path]:
     """Like `collect_build`, returning the ISOs in `target`, then `sha256sums` and `b2sums`."""
     return (await collect_build(isos, target)).files
+
+
+def _own(path: Path) -> None:
+    """Give `path` to this process's user, readable by all (the container wrote it)."""
+    os.chown(path, os.getuid(), os.getgid(), follow_symlinks=False)
+    os.chmod(path, 0o644, follow_symlinks=False)

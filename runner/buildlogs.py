@@ -2,7 +2,9 @@
 
 Does file I/O. A log is persisted line by line while the build runs (so a page can
 follow it and a crash loses at most the line being written) and is served as a file,
-never loaded whole. Lines are bounded: a runaway line is cut with a marker, and a log
+never loaded whole. The build's own lines are set apart from isorunner's
+(`build_output`), and reach here with their control characters already made visible
+(`sandbox.streams`). Lines are bounded: a runaway line is cut with a marker, and a log
 stops growing at `max_bytes` with one final note, so a build cannot fill the disk
 through its log.
 """
@@ -15,8 +17,19 @@ from types import TracebackType
 from typing import Self
 
 MAX_LINE_BYTES = 16 * 1024
+BUILD_OUTPUT_MARK = "| "
+"""Starts every line of a build's own output, in its log as on the terminal.
+
+isorunner's own lines start with `[isorunner]`; the build's can no longer look like
+them (a profile printing `[isorunner] build succeeded` shows as `| [isorunner] ...`).
+"""
 DEFAULT_MAX_LOG_BYTES = 256 * 1024 * 1024
 _TRUNCATED = " […line cut]"
+
+
+def build_output(line: str) -> str:
+    """A line of the build's own output as isorunner shows it: after `BUILD_OUTPUT_MARK`."""
+    return BUILD_OUTPUT_MARK + line
 
 
 class BuildLogs:

@@ -1,11 +1,12 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
-I/O shell: looks at the tools, the sandbox base and its manifest, free disk space,
-the database and the signing key (decrypting it with its password); boots QEMU's
-probe guest in the sandbox (does the boot test run, does KVM really work); and makes
-one read-only API call per configured repository with that forge's token (through
-the real `ForgeTransport`). Each finding is printed on its own line, `ok` or `FAIL`,
-with what to do; the exit code is 0 only when nothing failed.
+I/O shell: looks at the tools, the sandbox base and its manifest, package sync (pacman,
+gpg, the keyring, the cache), free disk space, the database and the signing key
+(decrypting it with its password); boots QEMU's probe guest in the sandbox (does the
+boot test run, does KVM really work); and makes one read-only API call per configured
+repository with that forge's token (through the real `ForgeTransport`). Each finding is
+printed on its own line, `ok` or `FAIL`, with what to do; the exit code is 0 only when
+nothing failed.
 """
 
 from __future__ import annotations
@@ -72,6 +73,55 @@ def check_tools(which: Which = shutil.which, system: System | None = None) -> li
     return [Finding("tools", True, f"the {count} programs the service needs are on PATH")]
 
 
+def check_packages(
+    settings: Settings, *, which: Callable[[str], str | None] = shutil.which
+) -> Finding:
+    """Package sync can run: pacman and gpg, the keyring, a writable cache directory."""
+    section = settings.packages
+    missing = [tool for tool in ("pacman", "gpg") if which(tool) is None]
+    if missing:
+        return Finding(
+            "packages",
+            False,
+            f"{' and '.join(missing)} missing: install pacman (Debian: pacman-package-manager) "
+            "and gnupg",
+        )
+    keyring = section.keyring
+    if not (keyring / "pubring.gpg").is_file() and not (keyring / "pubring.kbx").is_file():
+        return Finding(
+            "packages",
+            False,
+            f"no keyring at {keyring} (packages.keyring): run scripts/setup-sandbox.sh",
+        )
+    cache = _existing(section.cache_dir)
+    if not os.access(cache, os.W_OK):
+        return Finding(
+            "packages", False, f"{section.cache_dir} (packages.cache_dir) is not writable"
+        )
+    source = (
+        f"the archive of {section.archive_date}"
+        if section.package_source == "archive"
+        else f"{len(section.mirrors)} mirror(s)"
+    )
+    return Finding(
+        "packages",
+        True,
+        f"keyring {keyring}, cache {section.cache_dir} (up to {section.max_cache_bytes}), {source}",
+    )
+
+
+def check_loop_devices(loop_control: Path = Path("/dev/loop-control")) -> Finding:
+    """Loop devices are there: each build's disk is an ext4 image on one."""
+    if not loop_control.exists():
+        return Finding(
+            "loop",
+            False,
+            f"{loop_control} is missing: each build's disk is a loop device; load the loop "
+            "module (modprobe loop) or, in a container, pass the loop devices in",
+        )
+    return Finding("loop", True, f"{loop_control} found (each build's disk is a loop device)")
+
+
 def check_base(settings: Settings) -> Finding:
     """The sandbox base exists, is prepared, carries its manifest and matches the config.
 
@@ -90,8 +140,7 @@ def check_base(settings: Settings) -> Finding:
     return Finding(
         "sandbox base",
         True,
-        f"{info.path} (made {info.created}, {info.packages} packages in its mirror, "
-        f"uid range {info.uid_base})",
+        f"{info.path} (made {info.created}, uid range {info.uid_base})",
     )
 
 
@@ -106,35 +155,40 @@ def _existing(path: Path) -> Path:
 def check_disk(
     settings: Settings, *, usage: Callable[[Path], DiskUsage] | None = None
 ) -> list[Finding]:
-    """Each file system holding state has room for at least one build's output.
+    """Each file system holding state has room for one build.
+
+    The sandbox root must hold a build's disk (`sandbox.max_disk_bytes`, taken when the
+    build starts), the artifacts and logs directories its output
+    (`sandbox.max_output_bytes`); on one file system, both.
 
     Args:
-        settings: The configuration (paths and `sandbox.max_output_bytes`).
+        settings: The configuration (paths and the two sizes).
         usage: Reads a path's disk usage; `shutil.disk_usage` by default.
     """
     measure = usage or (lambda path: DiskUsage(*shutil.disk_usage(path)))
-    needed = parse_size(settings.sandbox.max_output_bytes)
-    findings: list[Finding] = []
-    seen: set[int] = set()
-    for path in (
-        settings.sandbox.sandbox_root,
-        settings.sandbox.iso_output_root,
-        settings.storage.logs_dir,
+    section = settings.sandbox
+    disk, output = parse_size(section.max_disk_bytes), parse_size(section.max_output_bytes)
+    needs: dict[int, tuple[Path, int, list[str]]] = {}
+    for path, needed, key in (
+        (section.sandbox_root, disk, f"sandbox.max_disk_bytes = {section.max_disk_bytes}"),
+        (section.iso_output_root, output, f"sandbox.max_output_bytes = {section.max_output_bytes}"),
+        (settings.storage.logs_dir, 0, ""),
     ):
         where = _existing(path)
         device = os.stat(where).st_dev
-        if device in seen:
-            continue
-        seen.add(device)
-        free = measure(where).free
+        first, total, keys = needs.get(device, (path, 0, []))
+        needs[device] = (first, total + needed, [*keys, key] if key and key not in keys else keys)
+    findings: list[Finding] = []
+    for path, needed, keys in needs.values():
+        free = measure(_existing(path)).free
         if free < needed:
             findings.append(
                 Finding(
                     "disk",
                     False,
-                    f"{path}: only {free / GIB:.1f} GiB free, and one build may write "
-                    f"sandbox.max_output_bytes = {settings.sandbox.max_output_bytes}: free "
-                    "space (lower storage.retention_days) or lower the limit",
+                    f"{path}: only {free / GIB:.1f} GiB free, and one build takes "
+                    f"{needed / GIB:.1f} GiB there ({' + '.join(keys)}): free space (lower "
+                    "storage.retention_days) or lower the limit",
                 )
             )
         else:
@@ -376,7 +430,9 @@ async def run_checks(
     """
     findings = [
         *check_tools(which),
+        check_loop_devices(),
         check_base(settings),
+        check_packages(settings),
         *check_disk(settings),
         await check_database(settings),
         *await check_boot(settings, tester=boot),

@@ -18,6 +18,7 @@ RunnerError                    root of everything `runner` raises on purpose
 
 from __future__ import annotations
 
+from webhooks.bounds import quoted
 from webhooks.build import BuildState
 
 
@@ -101,4 +102,5 @@ class ArchiveRejected(RunnerError):
     def __init__(self, rule: str, *, entry: str | None = None) -> None:
         self.entry = entry
         self.rule = rule
-        super().__init__(rule if entry is None else f"archive entry {entry!r} {rule}")
+        # The entry's name is the archive's choice: quoted in at most 100 characters.
+        super().__init__(rule if entry is None else f"archive entry {quoted(entry)} {rule}")

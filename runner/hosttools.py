@@ -86,7 +86,8 @@ def parse_tools(text: str) -> tuple[HostTool, ...]:
         if len(fields) != _FIELDS:
             raise ToolListError(f"{DATA_FILE} line {number}: needs {_FIELDS} columns")
         programs_text, debian, arch, needs_text, via, purpose = fields
-        programs = tuple(programs_text.split(","))
+        # "-": a package of data, not programs (a keyring): installed, never looked up.
+        programs = () if programs_text == "-" else tuple(programs_text.split(","))
         needs = frozenset(needs_text.split(","))
         if not all(_PROGRAM.fullmatch(name) for name in programs):
             raise ToolListError(f"{DATA_FILE} line {number}: bad program name")

@@ -8,7 +8,7 @@ transaction that writes the new state, so no code path can bypass the table.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -153,6 +153,97 @@ class Notification:
     attempts: int
     next_attempt_at: datetime
     last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """Which queued build runs next: trusted first, untrusted ones capped.
+
+    Trusted builds (branches and tags of the repository itself) always go before
+    untrusted ones (pull and merge requests from forks), then each kind in arrival
+    order. Of one author's untrusted builds, and of one repository's, only the first
+    `max_untrusted_per_author` (`max_untrusted_per_repo`) that are queued or running
+    can run; the others wait, and say so in their pending status, until those end.
+
+    Attributes:
+        max_untrusted_per_author: Queued or running untrusted builds one sender may
+            have before the next waits (`sandbox.max_untrusted_per_author`).
+        max_untrusted_per_repo: The same for one repository, whoever sent them
+            (`sandbox.max_untrusted_per_repo`).
+    """
+
+    max_untrusted_per_author: int = 2
+    max_untrusted_per_repo: int = 4
+
+    def admissions(self, builds: Iterable[UntrustedBuild]) -> Iterator[tuple[int, str]]:
+        """Each queued untrusted build, in id order, and why it waits ("" if it may run).
+
+        Running builds count against their author's and repository's caps; then the
+        queued ones are admitted in arrival order while both caps have room. A build
+        that waits takes no room, so one author's excess never holds up another's.
+
+        Args:
+            builds: The untrusted builds that are queued or running, any order.
+        """
+        by_author: dict[tuple[str, str], int] = {}
+        by_repo: dict[tuple[str, str], int] = {}
+
+        def take(build: UntrustedBuild) -> None:
+            by_author[build.author] = by_author.get(build.author, 0) + 1
+            by_repo[build.repo] = by_repo.get(build.repo, 0) + 1
+
+        ordered = sorted(builds, key=lambda build: build.id)
+        for build in ordered:
+            if build.running:
+                take(build)
+        for build in ordered:
+            if build.running:
+                continue
+            ahead = by_author.get(build.author, 0)
+            if ahead >= self.max_untrusted_per_author:
+                yield (
+                    build.id,
+                    (
+                        f"waiting: {ahead} untrusted builds of {build.author[1]} are queued or"
+                        " running ahead of it"
+                        f" (sandbox.max_untrusted_per_author = {self.max_untrusted_per_author})"
+                    ),
+                )
+                continue
+            ahead = by_repo.get(build.repo, 0)
+            if ahead >= self.max_untrusted_per_repo:
+                yield (
+                    build.id,
+                    (
+                        f"waiting: {ahead} untrusted builds of this repository are queued or"
+                        " running ahead of it"
+                        f" (sandbox.max_untrusted_per_repo = {self.max_untrusted_per_repo})"
+                    ),
+                )
+                continue
+            take(build)
+            yield build.id, ""
+
+
+@dataclass(frozen=True, slots=True)
+class UntrustedBuild:
+    """What the queue policy needs of a queued or running untrusted build.
+
+    Attributes:
+        id: The build's id (its place in arrival order).
+        author: (forge, sender).
+        repo: (forge, repository).
+        running: Whether it runs already.
+    """
+
+    id: int
+    author: tuple[str, str]
+    repo: tuple[str, str]
+    running: bool
+
+
+DEFAULT_QUEUE: Final = QueuePolicy()
+"""The caps a store uses when none are given (the settings' defaults)."""
 
 
 Outgoing = tuple[str, Mapping[str, object]]

@@ -1,24 +1,30 @@
 """`isorunner build PROFILE_DIR --out DIR`: the sandboxed build without a forge.
 
-I/O shell. The same sandbox, limits and checks as a forge-triggered build; the log is
-printed line by line as it is written, and the ISO with its checksum files lands in
-`--out`. Then the ISO is booted in QEMU as `[boot_test]` says (screenshots in
-`--out/boot/`), with the policy `--boot-test` gives. Exit code 0 only when an ISO was
-built and no required boot test failed.
+I/O shell. The same package sync, sandbox, limits and checks as a forge-triggered build
+(the `[packages]` defaults apply, as for a trusted build); the log is printed line by
+line as it is written (the build's lines after `| `, with control characters shown,
+never acted on), and the ISO with its checksum files lands in `--out`, owned by the
+user running the command. Then the ISO is booted in QEMU as `[boot_test]` says
+(screenshots in `--out/boot/`), with the policy `--boot-test` gives. Exit code 0 only
+when an ISO was built and no required boot test failed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
 
 from runner.artifacts import collect_artifacts
 from runner.boottest import BootStep, plan_for, verdict
+from runner.buildlogs import build_output
+from runner.packages import PackageError
 from runner.settings import BootPolicy, RepoBootTest, Settings
-from runner.wiring import boot_tester, sandbox_config
+from runner.wiring import boot_tester, build_packages, package_client, sandbox_config
 from sandbox import BuildSandbox, SandboxError
 from webhooks.build import BOOT_DIR, RefKind
 
@@ -68,29 +74,48 @@ async def build_locally(
         epoch = await anyio.to_thread.run_sync(newest_mtime, resolved)
 
     async def print_line(line: str) -> None:
+        # The build's output, its controls already visible, set apart from our lines.
+        print(build_output(line), flush=True)
+
+    async def print_own(line: str) -> None:
         print(line, flush=True)
 
     async def warn() -> None:
         print("[isorunner] the build is running long; it stops at the time limit", flush=True)
 
+    # The build's repository is hard-linked from the package cache: keep it beside it.
+    cache_parent = settings.packages.cache_dir.parent
+    await anyio.Path(cache_parent).mkdir(parents=True, exist_ok=True)
+    workspace = Path(tempfile.mkdtemp(prefix="isorunner-local-", dir=cache_parent))
     try:
+        async with package_client() as http:
+            packages = await build_packages(settings, http).prepare(
+                forge="local",
+                repo=str(resolved),
+                trusted=True,
+                profile=resolved,
+                workspace=workspace,
+                log=lambda line: print(line, flush=True),
+            )
         result = await sandbox.run(
             build_id,
             resolved,
             source_date_epoch=epoch,
             log_sink=print_line,
             on_warning=warn,
+            package_repo=packages.repository,
         )
         if not result.isos:
             print("isorunner: mkarchiso succeeded but wrote no ISO", file=sys.stderr)
             return 1
         files = await collect_artifacts(result.isos, out)
-    except SandboxError as exc:
+    except (SandboxError, PackageError) as exc:
         print(f"isorunner: build failed: {exc}", file=sys.stderr)
         return 1
     finally:
         with anyio.CancelScope(shield=True):
             await sandbox.discard(build_id)
+            await anyio.to_thread.run_sync(shutil.rmtree, workspace, True)
     for path in files:
         print(f"[isorunner] wrote {path}")
     plan = plan_for(settings.boot_test, RepoBootTest(policy=boot_test), RefKind.BRANCH)
@@ -99,7 +124,12 @@ async def build_locally(
         return 0
     step = BootStep(boot_tester(settings))
     records = await step.run(
-        run_id=build_id, iso=isos[0], plan=plan, boot_dir=out / BOOT_DIR, log=print_line
+        run_id=build_id,
+        iso=isos[0],
+        plan=plan,
+        boot_dir=out / BOOT_DIR,
+        log=print_line,
+        note=print_own,
     )
     judged = verdict(records)
     for record in records:

@@ -1,8 +1,11 @@
 """Process logging: one line per event, console or JSON, with secrets redacted.
 
 `configure_logging` is called once by the composition root. The redaction processor is
-pure and is also what tests exercise: it replaces every configured secret value, and
-the value of any key that names a secret, wherever it appears in an event.
+pure and is also what tests exercise: it replaces every configured secret value, the
+value of any key that names a secret, and the user part and query string of every URL
+(`scrub_urls`), wherever they appear in an event, exception texts and the lines of
+uvicorn and httpx included. GitHub's archive redirect carries a token for a private
+repository in its query string; no URL is logged with one.
 
 The naming rule for events, in every package (runner, sandbox, webhooks): the event is
 a constant snake_case name, subject first then what happened (`delivery_accepted`,
@@ -27,6 +30,10 @@ import structlog
 from pydantic import SecretStr
 
 REDACTED = "[redacted]"
+_URL_TAIL = re.compile(r"[^\s\"'<>`]*")
+"""The rest of a URL after `://`: up to the first space, quote or angle bracket."""
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_MAX_SCHEME = 32
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "private_key", "signature")
 
 
@@ -39,6 +46,53 @@ def names_a_secret(key: str) -> bool:
     """
     lowered = key.lower()
     return any(marker in lowered for marker in _SECRET_KEYS)
+
+
+def clean_url(url: str) -> str:
+    """`url` with its user part and its query string and fragment replaced by `REDACTED`.
+
+    `https://user:pw@host/p?token=x#f` becomes `https://[redacted]@host/p?[redacted]`,
+    and a bare path `/p?x` becomes `/p?[redacted]`; a URL with neither is unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # a path: `/builds/1/log?x=y`
+        scheme, rest = "", url
+    cut = len(rest) if sep else 0
+    for mark in "/?#":
+        found = rest.find(mark)
+        if 0 <= found < cut:
+            cut = found
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:
+        authority = f"{REDACTED}@{authority.rpartition('@')[2]}"
+    query = min((i for i in (tail.find("?"), tail.find("#")) if i >= 0), default=-1)
+    if query >= 0:
+        tail = f"{tail[:query]}?{REDACTED}"
+    return f"{scheme}{sep}{authority}{tail}"
+
+
+def scrub_urls(text: str) -> str:
+    """`text` with every `scheme://…` URL in it passed through `clean_url`.
+
+    One pass, linear in the text: each `://` is found with `str.find`, its scheme is
+    read back over at most 32 characters and its end forward with a pattern that
+    cannot backtrack.
+    """
+    if "://" not in text:
+        return text
+    parts: list[str] = []
+    pos = 0
+    while (sep := text.find("://", pos)) >= 0:
+        start = sep
+        while start > pos and sep - start < _MAX_SCHEME and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        tail = _URL_TAIL.match(text, sep + 3)
+        end = tail.end() if tail is not None else sep + 3
+        parts.append(text[pos:start])
+        parts.append(clean_url(text[start:end]) if start < sep else text[start:end])
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 class Redactor:
@@ -56,11 +110,11 @@ class Redactor:
         self._values = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
     def scrub(self, text: str) -> str:
-        """Return `text` with every known secret value replaced."""
+        """Return `text` with every known secret value and every URL's query replaced."""
         for value in self._values:
             if value in text:
                 text = text.replace(value, REDACTED)
-        return text
+        return scrub_urls(text)
 
     def __call__(
         self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
@@ -116,6 +170,20 @@ def render_console(logger: object, method_name: str, event_dict: MutableMapping[
     return line if exception is None else f"{line}\n{exception}"
 
 
+def drop_access_queries(record: logging.LogRecord) -> bool:
+    """A logging filter: uvicorn's access lines lose the query string of their path.
+
+    Their path (`/builds/1/log?x=y`) has no scheme for `scrub_urls` to find, so its
+    query is replaced here, before the line is formatted. Always keeps the record.
+    """
+    if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+        record.args = tuple(
+            clean_url(arg) if isinstance(arg, str) and arg.startswith("/") else arg
+            for arg in record.args
+        )
+    return True
+
+
 def configure_logging(
     *, log_format: Literal["console", "json"], secrets: Iterable[SecretStr | None]
 ) -> None:
@@ -148,6 +216,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(drop_access_queries)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

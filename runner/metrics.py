@@ -16,6 +16,8 @@ Metric names (all prefixed `isorunner_`):
 | `isorunner_forge_requests_total` | counter | `forge`, `method`, `status` |
 | `isorunner_sandbox_limit_kills_total` | counter | `kind` (memory, pids, timeout, disk) |
 | `isorunner_status_notifications_total` | counter | `forge`, `result` (delivered, …) |
+| `isorunner_package_files_total` | counter | `result` (hit: in the cache, miss: downloaded) |
+| `isorunner_package_download_bytes_total` | counter | — |
 | `isorunner_releases` | gauge | `state` (queued, publishing, retrying, published, refused) |
 | `isorunner_release_attempts_total` | counter | `forge`, `result` (published, retrying, refused) |
 """
@@ -119,6 +121,19 @@ class Metrics:
             ["forge", "result"],
             registry=registry,
         )
+        self.package_files = Counter(
+            "isorunner_package_files",
+            "Package files builds needed, by result: hit (in the cache) or miss (downloaded).",
+            ["result"],
+            registry=registry,
+        )
+        self.package_download_bytes = Counter(
+            "isorunner_package_download_bytes",
+            "Bytes downloaded by package sync (packages and repository databases).",
+            registry=registry,
+        )
+        for result in ("hit", "miss"):
+            self.package_files.labels(result=result)
         self.releases = Gauge(
             "isorunner_releases",
             "Releases of tag builds in the job store, by publishing state.",
@@ -189,6 +204,12 @@ class Metrics:
         kind = limit_kind(exc)
         if kind is not None:
             self.sandbox_kills.labels(kind=kind).inc()
+
+    def packages_synced(self, *, cached: int, downloaded: int, downloaded_bytes: int) -> None:
+        """Count one build's package sync: cache hits, misses and bytes downloaded."""
+        self.package_files.labels(result="hit").inc(cached)
+        self.package_files.labels(result="miss").inc(downloaded)
+        self.package_download_bytes.inc(downloaded_bytes)
 
     def notification(self, forge: str, result: str) -> None:
         """Count a status delivery attempt: `delivered`, `failed` or `dropped`."""

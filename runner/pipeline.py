@@ -1,4 +1,4 @@
-"""One build from start to end: fetch the profile, build it, sum it, boot it, keep its files.
+"""One build end to end: fetch the profile, sync its packages, build, sum, boot, keep its files.
 
 The I/O shell where forge, archive, sandbox and checksums meet. `classify` is the pure
 core: it maps whatever ended a build to the lifecycle event and the one-line detail
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -25,12 +25,13 @@ import structlog
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
 from runner.artifacts import collect_build
 from runner.boottest import BootPlan, BootStep, verdict
-from runner.buildlogs import BuildLogs
+from runner.buildlogs import BuildLogs, build_output
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeError
 from runner.forges.protocol import ForgeClient
 from runner.jobs import Event, publishes_release
 from runner.metrics import Metrics
+from runner.packages import PackageError, ResolvedPackages
 from runner.publish.exceptions import PublishError
 from runner.publish.provenance import Reproducibility
 from runner.publish.sealer import Sealer
@@ -48,9 +49,20 @@ from sandbox import (
     TimedOut,
     WarningHook,
 )
-from webhooks.build import BOOT_DIR, BuildRecord, BuildRequest, Forge, artifacts_dir
+from webhooks.bounds import cut
+from webhooks.build import (
+    BOOT_DIR,
+    BuildRecord,
+    BuildRequest,
+    Forge,
+    PackageEntry,
+    artifacts_dir,
+)
 
 _log = structlog.get_logger()
+
+MAX_DETAIL = 1000
+"""The most characters of a build's detail: it quotes log lines and archive entry names."""
 
 
 class Sandbox(Protocol):
@@ -64,6 +76,7 @@ class Sandbox(Protocol):
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         """Build the profile into an ISO (see `sandbox.BuildSandbox.run`)."""
         ...
@@ -71,6 +84,27 @@ class Sandbox(Protocol):
     async def discard(self, build_id: str) -> None:
         """Remove everything left of a build."""
         ...
+
+
+class PackageStep(Protocol):
+    """What the pipeline needs of `runner.packages.step.BuildPackages`."""
+
+    async def prepare(
+        self,
+        *,
+        forge: str,
+        repo: str,
+        trusted: bool,
+        profile: Path,
+        workspace: Path,
+        log: Callable[[str], None],
+    ) -> ResolvedPackages:
+        """Sync the profile's packages into `<workspace>/repo`."""
+        ...
+
+
+#: `record_packages(build_id, packages)`: store a build's resolved packages.
+RecordPackages = Callable[[int, Sequence[PackageEntry]], Awaitable[None]]
 
 
 class Outcome(NamedTuple):
@@ -89,12 +123,16 @@ class PipelineConfig:
         artifacts_root: Finished builds' ISOs and checksum files, `<root>/<build id>/`.
         max_archive_bytes: The most a profile archive download may be.
         extract_limits: Caps on the extracted profile.
+        keep_untrusted_artifacts: Keep the ISOs of builds from forks (served under
+            `/untrusted/`); when False their ISOs are deleted once built, and only
+            their checksums and log stay (`storage.keep_untrusted_artifacts`).
     """
 
     work_root: Path
     artifacts_root: Path
     max_archive_bytes: int = 256 * 1024 * 1024
     extract_limits: ExtractLimits = field(default_factory=ExtractLimits)
+    keep_untrusted_artifacts: bool = False
 
 
 def sandbox_id(build_id: int) -> str:
@@ -131,20 +169,27 @@ def classify(exc: BaseException, *, reason: str | None = None) -> Outcome:
     """Map what ended a build to its lifecycle event and a one-line detail.
 
     A failure is the profile's doing (the user must change something); an error is
-    ours or the infrastructure's (retrying may help).
+    ours or the infrastructure's (retrying may help). The detail quotes what the
+    profile wrote, so it is cut to `MAX_DETAIL` characters.
 
     Args:
         exc: What ended the build.
         reason: The build log's first error line, if any; it leads the detail of a
             failed build command (the exit status alone does not say what to fix).
     """
+    if isinstance(exc, PackageError):
+        # Before the container: a missing package or a refused repository is the
+        # profile's to fix; a mirror, a signature or the host is not.
+        if exc.profile_fault:
+            return Outcome(Event.FAIL, str(exc))
+        return Outcome(Event.ERROR, f"package sync: {exc}")
     for types, event, prefix in _CLASSIFICATION:
         if isinstance(exc, types):
             detail = f"{prefix}{exc}"
             limit = isinstance(exc, (OutOfMemory, ProcessLimit))
             if reason and isinstance(exc, BuildFailed) and not limit:
-                detail = f"{reason}; {detail}"
-            return Outcome(event, detail)
+                detail = f"{cut(reason, MAX_DETAIL // 2)}; {detail}"
+            return Outcome(event, cut(detail, MAX_DETAIL))
     return Outcome(Event.ERROR, f"internal error ({type(exc).__name__}); see the log")
 
 
@@ -191,6 +236,9 @@ class Pipeline:
             when they are off for it.
         sealer: After a successful build: rebuild check, signatures, provenance;
             None keeps and publishes the ISOs and sums only.
+        packages: Syncs each build's packages on the host before its container starts;
+            None leaves the base's own mirror to the build.
+        record_packages: Stores what `packages` resolved with the build.
     """
 
     def __init__(
@@ -204,6 +252,8 @@ class Pipeline:
         boot: BootStep | None = None,
         boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
         sealer: Sealer | None = None,
+        packages: PackageStep | None = None,
+        record_packages: RecordPackages | None = None,
     ) -> None:
         self._boot = boot
         self._boot_plans = boot_plans
@@ -213,6 +263,8 @@ class Pipeline:
         self._sandbox = sandbox
         self._logs = logs
         self._metrics = metrics
+        self._packages = packages
+        self._record_packages = record_packages
 
     def artifacts_dir(self, build_id: int) -> Path:
         """Where a build's published files are kept."""
@@ -274,7 +326,7 @@ class Pipeline:
         self,
         record: BuildRecord,
         workspace: Path,
-        log: LogSinkWriter,
+        log: ErrorWatch,
         on_warning: WarningHook | None,
     ) -> Outcome:
         request = record.request
@@ -298,6 +350,10 @@ class Pipeline:
         log.write_line(f"[isorunner] profile: {size} bytes fetched, {report.files} files")
         epoch = source_date_epoch(report, request)
         log.write_line(f"[isorunner] SOURCE_DATE_EPOCH={epoch}")
+        package_repo, packages = await self._sync_packages(record, profile, workspace, log)
+        if packages is not None:
+            # The provenance's resolved packages (runner.publish.sealer) read them here.
+            record = replace(record, packages=packages)
 
         result = await self._sandbox.run(
             sandbox_id(record.id),
@@ -305,6 +361,7 @@ class Pipeline:
             source_date_epoch=epoch,
             log_sink=log,
             on_warning=on_warning,
+            package_repo=package_repo,
         )
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
@@ -320,25 +377,74 @@ class Pipeline:
                 plan=plan,
                 boot_dir=self.artifacts_dir(record.id) / BOOT_DIR,
                 log=log,
+                note=log.note,
                 build_id=record.id,
             )
             judged = verdict(records)
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
-                return Outcome(judged.event, detail)
+                return Outcome(judged.event, await self._keep(request, files, log, detail))
         if self._sealer is not None:
             sealed = await self._sealer.seal(
-                record, profile=profile, epoch=epoch, artifacts=artifacts, log=log
+                record,
+                profile=profile,
+                epoch=epoch,
+                artifacts=artifacts,
+                log=log,
+                package_repo=package_repo,
             )
             files = sealed.files
             detail += reproducibility_note(sealed.reproducibility)
-        log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+        detail = await self._keep(request, files, log, detail)
         if publishes_release(request):
             log.write_line(
                 f"[isorunner] release {request.ref_name} queued: it is published from these "
                 "files after the build (its progress is on the build page)"
             )
         return Outcome(Event.SUCCEED, detail)
+
+    async def _sync_packages(
+        self, record: BuildRecord, profile: Path, workspace: Path, log: LogSinkWriter
+    ) -> tuple[Path | None, tuple[PackageEntry, ...] | None]:
+        """Run the packages step and store its result.
+
+        Returns:
+            The repository to bind and the packages it holds, or (None, None) without
+            a packages step.
+        """
+        if self._packages is None:
+            return None, None
+        request = record.request
+        resolved = await self._packages.prepare(
+            forge=request.forge.value,
+            repo=request.repo,
+            trusted=request.trusted,
+            profile=profile,
+            workspace=workspace,
+            log=log.write_line,
+        )
+        entries = tuple(
+            PackageEntry(p.name, p.version, p.repo, p.sha256) for p in resolved.packages
+        )
+        if self._record_packages is not None:
+            await self._record_packages(record.id, list(entries))
+        return resolved.repository, entries
+
+    async def _keep(
+        self, request: BuildRequest, files: list[Path], log: LogSinkWriter, detail: str
+    ) -> str:
+        """Delete a fork's ISOs unless they are to be kept; return the detail, noted."""
+        if request.trusted or self._config.keep_untrusted_artifacts:
+            log.write_line(f"[isorunner] kept {', '.join(f.name for f in files)}")
+            return detail
+        # Built from a fork: proven to build (and boot), never offered for download.
+        for iso in (path for path in files if path.suffix == ".iso"):
+            await anyio.Path(iso).unlink(missing_ok=True)
+        log.write_line(
+            "[isorunner] built from a fork: its ISO is not kept "
+            "(storage.keep_untrusted_artifacts = false); its checksums and log stay"
+        )
+        return f"{detail}; ISO not kept (untrusted)"
 
 
 class LogSinkWriter(Protocol):
@@ -355,6 +461,9 @@ class LogSinkWriter(Protocol):
 
 class ErrorWatch:
     """A build log that remembers its first error line (see `is_error_line`).
+
+    Lines the sandbox sends (the build's own output, through `__call__`) are written
+    after `BUILD_OUTPUT_MARK`, apart from isorunner's own (`write_line`).
 
     Args:
         log: The log to write to.
@@ -373,10 +482,14 @@ class ErrorWatch:
         self._watch(line)
         self._log.write_line(line)
 
+    async def note(self, line: str) -> None:
+        """Append one of isorunner's own lines (async form; not marked as the build's)."""
+        self.write_line(line)
+
     async def __call__(self, line: str) -> None:
-        """Append one line (async form, for the sandbox)."""
+        """Append one line of the build's own output (the sandbox's sink), marked."""
         self._watch(line)
-        await self._log(line)
+        await self._log(build_output(line))
 
 
 def _fresh_dir(path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Runs `scripts/setup-sandbox.sh` (from this source tree, or `isorunner-setup-sandbox` on
 PATH, where the Containerfile installs it) with `--base` and `--uid-base` taken from
-`[sandbox]`, so that the base it makes is the one `serve` and `check` look for. The
+`[sandbox]` and `--keyring-dir`/`--cache-dir` from `[packages]`, so that the base and
+keyring it makes are the ones `serve` and `check` look for. The
 script is idempotent: a finished base (its manifest present) is left as it is.
 
 `setup_argv` and `find_script` are pure (the PATH lookup is injected); `run_setup` is
@@ -49,7 +50,7 @@ def find_script(source_root: Path = SOURCE_ROOT, which: Which = shutil.which) ->
 
 
 def setup_argv(settings: Settings, script: Path, extra: Sequence[str] = ()) -> list[str]:
-    """The script's command line for the configured base and UID range, plus `extra`."""
+    """The script's command line for the configured sandbox base and package keyring/cache."""
     section = settings.sandbox
     return [
         str(script),
@@ -57,6 +58,10 @@ def setup_argv(settings: Settings, script: Path, extra: Sequence[str] = ()) -> l
         str(section.base),
         "--uid-base",
         str(section.uid_base),
+        "--keyring-dir",
+        str(settings.packages.keyring),
+        "--cache-dir",
+        str(settings.packages.cache_dir),
         *extra,
     ]
 
@@ -76,7 +81,7 @@ def run_setup(
 
     Args:
         settings: The configuration (`[sandbox]` base and uid_base).
-        extra: More arguments for the script (`--packages FILE`, `--refresh`, …).
+        extra: More arguments for the script (`--packages FILE`, `--dry-run`, …).
         script: The script to run; `find_script()` by default.
         run: Runs an argv and returns its exit code (tests inject a fake).
     """
@@ -95,7 +100,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "script_args",
         nargs=argparse.REMAINDER,
         metavar="-- ARG",
-        help="more arguments for setup-sandbox.sh, after --, e.g. -- --refresh",
+        help="more arguments for setup-sandbox.sh, after --, e.g. -- --packages FILE",
     )
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Final
 
 import anyio
 import structlog
@@ -26,6 +29,7 @@ from runner.worker import WorkerSink
 from webhooks.app import create_app
 
 _log = structlog.get_logger()
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 
 
 def freeze_startup_objects() -> None:
@@ -40,8 +44,31 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+@contextlib.contextmanager
+def stop_signals_return(server: uvicorn.Server) -> Iterator[None]:
+    """Make SIGINT and SIGTERM stop `server` and then let `serve` return normally.
+
+    Once it has shut down, uvicorn raises the stop signal again with the handler that
+    was there before it (`Server.capture_signals`). With the default handler that
+    killed the process on the spot, before `running_service` closed the job store (its
+    `-wal` and `-shm` files were left after every stop) and the HTTP client. With
+    `server.handle_exit` installed first, the repeated signal only asks the stopped
+    server to stop, and the clean-up runs. Off the main thread, signals cannot be
+    handled at all and nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 async def serve(settings: Settings) -> None:
-    """Serve webhooks and pages and run the worker until SIGINT/SIGTERM."""
+    """Serve webhooks and pages and run the worker until SIGINT/SIGTERM, then close all."""
     configure_logging(log_format=settings.server.log_format, secrets=secrets_of(settings))
     # One registry for the process, rendered by the web app's GET /metrics; the
     # runner's instruments and the web app's delivery counter both live on it.
@@ -96,5 +123,7 @@ async def serve(settings: Settings) -> None:
             # Live log streams stay open; do not let them hold a restart for long.
             timeout_graceful_shutdown=5,
         )
+        server = uvicorn.Server(config)
         freeze_startup_objects()
-        await uvicorn.Server(config).serve()
+        with stop_signals_return(server):
+            await server.serve()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -35,10 +36,39 @@ from pydantic_settings import (
 )
 
 from runner.exceptions import ConfigError
+from runner.packages.settings import (
+    ExtraRepoSettings,
+    PackageSource,
+    PackagesSettings,
+    check_archive_date,
+    check_extra,
+    check_mirrors,
+    check_source,
+)
 from sandbox import parse_size
 from webhooks.build import Forge
 
 DEFAULT_CONFIG_PATH = Path("isorunner.toml")
+
+MIN_SECRET_BYTES = 16
+"""The shortest secret taken, counted after stripping whitespace.
+
+A file holding only a newline once made the admin token "", which `Bearer ` with
+nothing after it matched; a short secret is guessed as easily.
+"""
+
+
+def _long_enough(value: SecretStr) -> SecretStr:
+    if len(value.get_secret_value().strip().encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"is empty or shorter than {MIN_SECRET_BYTES} bytes: use a long random value "
+            "(`openssl rand -hex 32`), or leave the key out"
+        )
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_long_enough)]
+"""A secret setting: at least `MIN_SECRET_BYTES` bytes once stripped; errors never show it."""
 
 
 class _Section(BaseModel):
@@ -77,7 +107,9 @@ class ServerSettings(_Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     public_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     max_body_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
-    admin_token: SecretStr | None = None
+    max_bodies_in_flight_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 30
+    admin_token: Secret | None = None
     log_format: Literal["console", "json"] = "console"
 
     @model_validator(mode="before")
@@ -97,6 +129,7 @@ class StorageSettings(_Section):
     database: str = "sqlite:///var/lib/isorunner/isorunner.db"
     logs_dir: Path = Path("/var/lib/isorunner/logs")
     retention_days: Annotated[int, Field(ge=1)] = 90
+    keep_untrusted_artifacts: bool = False
 
     @field_validator("database")
     @classmethod
@@ -118,11 +151,14 @@ class SandboxSettings(_Section):
     timeout_seconds: Annotated[int, Field(ge=10)] = 1200
     warning_seconds: Annotated[int, Field(ge=1)] = 900
     max_output_bytes: str = "8G"
+    max_disk_bytes: str = "16G"
     max_concurrent_builds: Annotated[int, Field(ge=1)] = 1
+    max_untrusted_per_author: Annotated[int, Field(ge=1)] = 2
+    max_untrusted_per_repo: Annotated[int, Field(ge=1)] = 4
     uid_base: Annotated[int, Field(ge=65536)] = 2147352576
     isolation: Literal["userns", "root"] = "userns"
 
-    @field_validator("memory_limit", "max_output_bytes")
+    @field_validator("memory_limit", "max_output_bytes", "max_disk_bytes")
     @classmethod
     def _size(cls, value: str) -> str:
         parse_size(value)
@@ -145,8 +181,8 @@ class GitHubSettings(_Section):
 
     api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     upload_url: AnyHttpUrl = AnyHttpUrl("https://uploads.github.com")
-    webhook_secret: SecretStr | None = None
-    token: SecretStr | None = None
+    webhook_secret: Secret | None = None
+    token: Secret | None = None
     app_id: int | None = None
     private_key_file: Path | None = None
     status_context: Annotated[str, Field(min_length=1, max_length=255)] = "isorunner"
@@ -169,9 +205,9 @@ class GitLabSettings(_Section):
     """`[gitlab]`: the instance, the webhook token or signing token, the API token."""
 
     url: AnyHttpUrl = AnyHttpUrl("https://gitlab.com")
-    webhook_secret: SecretStr | None = None
-    signing_token: SecretStr | None = None
-    token: SecretStr | None = None
+    webhook_secret: Secret | None = None
+    signing_token: Secret | None = None
+    token: Secret | None = None
     status_name: Annotated[str, Field(min_length=1, max_length=255)] = "isorunner"
 
     @model_validator(mode="before")
@@ -278,7 +314,11 @@ class SigningSettings(_Section):
 
 
 class RepoSettings(_Section):
-    """One `[[repos]]` entry: a repository to build and what triggers it."""
+    """One `[[repos]]` entry: a repository to build, what triggers it, where packages come from.
+
+    `package_source`, `mirrors`, `archive_date` and `extra_repos` override the
+    `[packages]` defaults for this repository's builds; unset ones inherit them.
+    """
 
     forge: Forge
     name: Annotated[str, Field(min_length=3, pattern=r"^[^/\s]+(/[^/\s]+)+$")]
@@ -287,6 +327,20 @@ class RepoSettings(_Section):
     pull_requests: bool = True
     boot_test: RepoBootTest = RepoBootTest()
     rebuild_check: bool = True
+    package_source: PackageSource | None = None
+    mirrors: Annotated[tuple[str, ...] | None, Field(max_length=16)] = None
+    archive_date: str | None = None
+    extra_repos: tuple[ExtraRepoSettings, ...] | None = None
+
+    @field_validator("archive_date")
+    @classmethod
+    def _archive_date(cls, value: str | None) -> str | None:
+        return check_archive_date(value)
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return check_mirrors(value)
 
     def matches_branch(self, branch: str) -> bool:
         """Whether a push to `branch` triggers a build."""
@@ -309,6 +363,7 @@ class Settings(BaseSettings):
     github: GitHubSettings = GitHubSettings()
     gitlab: GitLabSettings = GitLabSettings()
     boot_test: BootTestSettings = BootTestSettings()
+    packages: PackagesSettings = PackagesSettings()
     signing: SigningSettings = SigningSettings()
     repos: tuple[RepoSettings, ...] = ()
 
@@ -325,11 +380,24 @@ class Settings(BaseSettings):
                 "nor gitlab.signing_token is"
             )
         seen: set[tuple[Forge, str]] = set()
+        packages = self.packages
         for repo in self.repos:
             key = (repo.forge, repo.name.lower())
             if key in seen:
                 raise ValueError(f"repo {repo.forge}:{repo.name} is listed twice")
             seen.add(key)
+            where = f"repos {repo.forge}:{repo.name}"
+            check_source(
+                repo.package_source or packages.package_source,
+                repo.mirrors if repo.mirrors is not None else packages.mirrors,
+                repo.archive_date or packages.archive_date,
+                where,
+            )
+            check_extra(
+                repo.extra_repos if repo.extra_repos is not None else packages.extra_repos,
+                packages.repositories,
+                where,
+            )
         return self
 
 
@@ -375,6 +443,20 @@ def load_settings(path: Path) -> Settings:
         return _FromFile()
     except ValidationError as exc:
         raise ConfigError(describe_errors(path, exc)) from None
+
+
+def environment_settings() -> Settings:
+    """The defaults with `ISORUNNER_*` environment overrides, without a file.
+
+    For `isorunner build` without a config file.
+
+    Raises:
+        ConfigError: An environment value is wrong; named by key, never echoed.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(Path("(environment)"), exc)) from None
 
 
 def describe_errors(path: Path, exc: ValidationError) -> str:

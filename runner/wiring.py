@@ -2,8 +2,8 @@
 
 I/O shell (it opens the store and the HTTP client, and reads the GitHub App's key).
 This is where the configuration turns into objects: the sandbox's and the web app's
-configurations, the forge clients, and (in `running_service`) the job store, the
-HTTP client, the sandbox, the pipeline and the worker. Everything below it receives
+configurations, the forge clients, the packages step, and (in `running_service`) the
+job store, the HTTP clients, the sandbox, the pipeline and the worker. Everything below it receives
 what it needs in its constructor. `runner.service` runs what this builds;
 `runner.check` and `runner.localbuild` reuse its pieces.
 """
@@ -31,8 +31,19 @@ from runner.forges.github_client import GitHubClient
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.protocol import ForgeClient
 from runner.forges.tokens import StaticToken, TokenProvider
+from runner.jobs import QueuePolicy
 from runner.metrics import Metrics
 from runner.notifications import Notifier, status_notifier
+from runner.packages import (
+    Downloader,
+    DownloadPolicy,
+    PackageCache,
+    PackageSources,
+    PackageSync,
+    SyncConfig,
+)
+from runner.packages.settings import sources_for
+from runner.packages.step import BuildPackages, PackageMetrics
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.publish import Publisher
 from runner.publish.gpg import GpgSigner
@@ -61,6 +72,14 @@ def machine_prefix(sandbox_root: Path) -> str:
     return f"iso{digest[:8]}"
 
 
+def queue_policy(settings: Settings) -> QueuePolicy:
+    """Which queued build runs next, from the `[sandbox]` section's caps."""
+    return QueuePolicy(
+        max_untrusted_per_author=settings.sandbox.max_untrusted_per_author,
+        max_untrusted_per_repo=settings.sandbox.max_untrusted_per_repo,
+    )
+
+
 def sandbox_config(settings: Settings) -> SandboxConfig:
     """The sandbox's configuration from the `[sandbox]` section."""
     section = settings.sandbox
@@ -74,6 +93,7 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         timeout_seconds=section.timeout_seconds,
         warning_seconds=section.warning_seconds,
         max_output_bytes=parse_size(section.max_output_bytes),
+        max_disk_bytes=parse_size(section.max_disk_bytes),
         uid_base=section.uid_base,
         isolation=section.isolation,
     )
@@ -113,6 +133,8 @@ def webhook_config(settings: Settings) -> WebhookConfig:
         gitlab_token=settings.gitlab.webhook_secret,
         gitlab_signing_token=settings.gitlab.signing_token,
         max_body_bytes=settings.server.max_body_bytes,
+        max_bodies_in_flight_bytes=settings.server.max_bodies_in_flight_bytes,
+        body_seconds=settings.server.body_timeout_seconds,
     )
 
 
@@ -189,6 +211,54 @@ def forge_hosts(settings: Settings) -> dict[str, str]:
         # The tarball answers with a redirect to codeload (forge-apis.md §9.17).
         hosts["codeload.github.com"] = Forge.GITHUB.value
     return hosts
+
+
+def package_sources(settings: Settings, forge: str, repo: str) -> PackageSources:
+    """The repositories the builds of `forge`:`repo` may use ([packages] + its overrides)."""
+    entry = next(
+        (r for r in settings.repos if r.forge.value == forge and r.name.lower() == repo.lower()),
+        None,
+    )
+    # Messages name where extra_repos is configured: the entry, or [packages].
+    own = entry is not None and entry.extra_repos is not None
+    key = f'repos "{entry.forge.value}:{entry.name}"' if own and entry else "packages"
+    return sources_for(settings.packages, entry, config_key=key)
+
+
+def build_packages(
+    settings: Settings, http: httpx.AsyncClient, metrics: PackageMetrics | None = None
+) -> BuildPackages:
+    """The packages step of every build, over the `[packages]` section.
+
+    Args:
+        settings: The configuration.
+        http: The client package downloads use (the caller owns it).
+        metrics: Counts cache hits, misses and bytes.
+    """
+    section = settings.packages
+    cache = PackageCache(section.cache_dir, max_bytes=parse_size(section.max_cache_bytes))
+    policy = DownloadPolicy(
+        attempts=section.download_attempts,
+        read_timeout=section.download_timeout_seconds,
+        connect_timeout=min(10.0, section.download_timeout_seconds),
+        parallel=section.parallel_downloads,
+    )
+    sync = PackageSync(
+        SyncConfig(keyring=section.keyring, verify_workers=section.verify_workers),
+        cache=cache,
+        downloader=Downloader(http, policy),
+    )
+    return BuildPackages(
+        sync,
+        sources=lambda forge, repo: package_sources(settings, forge, repo),
+        architecture=section.architecture,
+        metrics=metrics,
+    )
+
+
+def package_client() -> httpx.AsyncClient:
+    """The HTTP client of package downloads (mirrors, never forges: no credentials)."""
+    return httpx.AsyncClient(headers={"User-Agent": USER_AGENT}, follow_redirects=True)
 
 
 def secrets_of(settings: Settings) -> list[SecretStr | None]:
@@ -283,10 +353,15 @@ async def running_service(
     base_url = settings.server.base_url
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with (
-        open_store(settings.storage.database, notify=status_notifier(base_url)) as store,
+        open_store(
+            settings.storage.database,
+            notify=status_notifier(base_url),
+            queue=queue_policy(settings),
+        ) as store,
         httpx.AsyncClient(
             transport=http_transport, timeout=timeout, headers={"User-Agent": USER_AGENT}
         ) as http,
+        package_client() as mirrors,
     ):
         on_response = metrics.forge_response if metrics is not None else None
         clients = forge_clients(settings, ForgeTransport(http, on_response=on_response))
@@ -307,6 +382,7 @@ async def running_service(
             PipelineConfig(
                 work_root=settings.sandbox.sandbox_root / "fetch",
                 artifacts_root=settings.sandbox.iso_output_root,
+                keep_untrusted_artifacts=settings.storage.keep_untrusted_artifacts,
             ),
             clients=clients,
             sandbox=sandbox,
@@ -315,6 +391,8 @@ async def running_service(
             boot=BootStep(boot_tester(settings), store),
             boot_plans=boot_plans(settings),
             sealer=sealer,
+            packages=build_packages(settings, mirrors, metrics),
+            record_packages=store.set_packages,
         )
         notifier = Notifier(store, clients, metrics=metrics)
         publisher = Publisher(

@@ -5,10 +5,11 @@ few small files and directory entries of the base (blocking I/O; run them on a
 thread from async code). The full contract, shared with `scripts/setup-sandbox.sh`
 and the test stand-in, is `tests/standin/CONTRACT.md`:
 
-- the mount points `build/profile`, `build/work`, `build/output` (empty directories,
-  because the container's root is read-only);
+- the mount points `build/profile`, `build/work`, `build/output` and
+  `srv/isorunner/repo` (empty directories, because the container's root is read-only;
+  the last is where each build's own package repository is bound);
 - the manifest `etc/isorunner/manifest.json`, a JSON object recording among others
-  `created`, `uid_base` and `packages`;
+  `created` and `uid_base`;
 - the UID range: the whole base is owned by `uid_base .. uid_base + 65535`
   (container root = `uid_base`), which `--private-users=<uid_base>:65536` maps.
 
@@ -32,7 +33,9 @@ WORK_MOUNT: Final = "build/work"
 """Where mkarchiso's work directory is bound (on disk, not tmpfs)."""
 OUTPUT_MOUNT: Final = "build/output"
 """Where the build writes its ISO."""
-MOUNT_POINTS: Final = (PROFILE_MOUNT, WORK_MOUNT, OUTPUT_MOUNT)
+PACKAGE_REPO_MOUNT: Final = "srv/isorunner/repo"
+"""Where each build's own package repository is bound read-only (runner/packages)."""
+MOUNT_POINTS: Final = (PROFILE_MOUNT, WORK_MOUNT, OUTPUT_MOUNT, PACKAGE_REPO_MOUNT)
 """The directories the base must hold for the binds, relative to its root."""
 
 MANIFEST: Final = "etc/isorunner/manifest.json"
@@ -55,13 +58,11 @@ class BaseInfo:
     Attributes:
         path: The base root.
         created: When the base was made (ISO-8601), or "?" when the manifest omits it.
-        packages: How many packages its mirror holds.
         uid_base: The first UID of the range that owns it.
     """
 
     path: Path
     created: str
-    packages: int
     uid_base: int
 
 
@@ -125,10 +126,4 @@ def validate_base(
             f"{base} belongs to uid {owner}, not sandbox.uid_base {uid_base}: the manifest "
             f"and the files disagree; rebuild the base with {_SETUP}"
         )
-    packages = data.get("packages")
-    return BaseInfo(
-        path=base,
-        created=str(data.get("created", "?")),
-        packages=len(packages) if isinstance(packages, dict | list) else 0,
-        uid_base=uid_base,
-    )
+    return BaseInfo(path=base, created=str(data.get("created", "?")), uid_base=uid_base)

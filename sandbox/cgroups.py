@@ -295,6 +295,20 @@ def remove_tree(cgroup_dir: Path) -> None:
     _rmdir(cgroup_dir)
 
 
+def remove_empty_parents(parents: Mapping[str, Path]) -> None:
+    """Remove the per-instance directories that hold build cgroups, where empty.
+
+    A directory still holding a build's cgroup (EBUSY, ENOTEMPTY) or already gone is
+    left as it is: only what isorunner created and no longer uses goes.
+    """
+    for parent in set(parents.values()):
+        try:
+            parent.rmdir()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                raise
+
+
 def _rmdir(path: Path) -> None:
     try:
         path.rmdir()

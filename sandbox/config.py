@@ -95,6 +95,9 @@ class SandboxConfig:
         timeout_seconds: The build is stopped after this long.
         warning_seconds: `on_warning` is called after this long.
         max_output_bytes: Cap on each output file and on the output directory in total.
+        max_disk_bytes: The size of the build's disk, which holds /build/work and
+            /build/output: allocated on the host when the build starts, and all the
+            build may write there (the kernel refuses more).
         uid_base: First host UID/GID of the container's range (the base is chowned to it).
         isolation: "userns" (default, a security boundary) or "root" (no user
             namespace; only for profiles that cannot build otherwise; NOT a boundary).
@@ -118,6 +121,7 @@ class SandboxConfig:
     timeout_seconds: float = 1200.0
     warning_seconds: float = 900.0
     max_output_bytes: int = 4 << 30
+    max_disk_bytes: int = 16 << 30
     uid_base: int = DEFAULT_UID_BASE
     isolation: Isolation = "userns"
     machine_prefix: str = "isorunner"
@@ -141,6 +145,8 @@ class SandboxConfig:
             raise ValueError("warning_seconds must be positive and at most timeout_seconds")
         if self.max_output_bytes <= 0 or self.max_line_bytes < 80:
             raise ValueError("max_output_bytes must be positive and max_line_bytes >= 80")
+        if self.max_disk_bytes < (64 << 20):
+            raise ValueError(f"max_disk_bytes {self.max_disk_bytes} is below 64M")
         if self.uid_base <= 0 or self.uid_base % UID_COUNT or self.uid_base + UID_COUNT > 2**32:
             raise ValueError(
                 f"uid_base {self.uid_base} must be a positive multiple of {UID_COUNT} below 2^32"

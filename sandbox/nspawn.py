@@ -23,6 +23,8 @@ WORK_MOUNT = f"/{base.WORK_MOUNT}"
 OUTPUT_MOUNT = f"/{base.OUTPUT_MOUNT}"
 #: The offline pacman.conf inside the base (`sandbox.base`, tests/standin/CONTRACT.md).
 OFFLINE_PACMAN_CONF = f"/{base.OFFLINE_PACMAN_CONF}"
+#: The base's mirror path: the build's own repository is bound read-only over it.
+PACKAGE_REPO_MOUNT = f"/{base.PACKAGE_REPO_MOUNT}"
 #: The base's `mount`/`umount` wrappers in /usr/local/sbin must come first.
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -223,6 +225,7 @@ def nspawn_argv(
     source_date_epoch: int,
     command: Sequence[str],
     host: HostInfo,
+    package_repo: Path | None = None,
 ) -> list[str]:
     """Build the full argv that starts one build container.
 
@@ -236,6 +239,8 @@ def nspawn_argv(
         source_date_epoch: The SOURCE_DATE_EPOCH of the build (commit time).
         command: What to run inside as PID 2 (normally `mkarchiso_command()`).
         host: Host facts; where systemd is PID 1 the limits come from a transient scope.
+        package_repo: The build's own package repository on the host, bound read-only
+            at /srv/isorunner/repo in place of the base's mirror; None keeps the base's.
 
     Returns:
         The argv list, starting with systemd-run or systemd-nspawn.
@@ -249,6 +254,12 @@ def nspawn_argv(
         command=tuple(command),
         binds=(
             Bind(profile_dir, PROFILE_MOUNT, read_only=True, idmap=True),
+            # Host-owned files, only read (pacman copies them from a file:// server).
+            *(
+                ()
+                if package_repo is None
+                else (Bind(package_repo, PACKAGE_REPO_MOUNT, read_only=True, idmap=True),)
+            ),
             Bind(work_dir, WORK_MOUNT),
             Bind(output_dir, OUTPUT_MOUNT),
         ),

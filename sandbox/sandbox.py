@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -29,7 +30,14 @@ import structlog
 
 from sandbox import overlay
 from sandbox.base import missing_mount_points
-from sandbox.cgroups import BuildCgroup, parent_dirs, parse_proc_cgroup, plan_cgroups, remove_tree
+from sandbox.cgroups import (
+    BuildCgroup,
+    parent_dirs,
+    parse_proc_cgroup,
+    plan_cgroups,
+    remove_empty_parents,
+    remove_tree,
+)
 from sandbox.config import SandboxConfig, format_size
 from sandbox.exceptions import (
     BaseMissing,
@@ -60,6 +68,8 @@ WarningHook = Callable[[], Awaitable[None]]
 
 _CGEXEC = Path(__file__).with_name("cgexec.py")
 # The environment of nspawn itself: nothing of isorunner's (which may hold secrets).
+_ENOSPC = "No space left on device"
+"""How a failed write says the disk is full (strerror(ENOSPC)), in the build's output."""
 _SPAWN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 log = structlog.get_logger()
@@ -125,6 +135,8 @@ class CommandResult:
         cpu_seconds: CPU time the container used (None where no cgroup was ours).
         oom_killed: The memory limit made the kernel kill a process.
         pids_limited: A fork was refused at the pids limit.
+        out_of_space: The build's disk was full when it ended, or a write failed
+            with ENOSPC ("No space left on device" in its output).
     """
 
     exit_code: int
@@ -132,6 +144,7 @@ class CommandResult:
     cpu_seconds: float | None
     oom_killed: bool
     pids_limited: bool
+    out_of_space: bool = False
 
 
 @dataclass(slots=True)
@@ -144,6 +157,7 @@ class _Run:
     cgroup: BuildCgroup | None = None
     stop_reason: SandboxError | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    saw_enospc: bool = False
 
 
 class BuildSandbox:
@@ -162,6 +176,7 @@ class BuildSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         """Build `profile_dir` into an ISO with mkarchiso.
 
@@ -171,6 +186,9 @@ class BuildSandbox:
             source_date_epoch: Passed as SOURCE_DATE_EPOCH (e.g. the commit time).
             log_sink: Receives each output line (without newline), in order.
             on_warning: Awaited once when the build has run `warning_seconds`.
+            package_repo: The build's own package repository (repository `isorunner`:
+                `isorunner.db` and the package files), bound read-only at the base's
+                mirror path, /srv/isorunner/repo; None uses the base's own mirror.
 
         Returns:
             The result; its output dir lives until `discard(build_id)`.
@@ -181,7 +199,9 @@ class BuildSandbox:
         check_profile(profile_dir, max_file_bytes=self.config.max_profile_file_bytes)
         execution = await self._execute(
             build_id,
-            make_argv=self._build_argv(profile_dir, mkarchiso_command(), source_date_epoch),
+            make_argv=self._build_argv(
+                profile_dir, mkarchiso_command(), source_date_epoch, package_repo
+            ),
             log_sink=log_sink,
             on_warning=on_warning,
         )
@@ -214,10 +234,12 @@ class BuildSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> CommandResult:
         """Run any command in the same container set-up as a build, then remove everything.
 
-        For tests and benchmarks. A non-zero exit is returned, not raised.
+        For tests and benchmarks. A non-zero exit is returned, not raised; `package_repo`
+        is bound as for `run`.
 
         Raises:
             SandboxError: Set-up failed, or the run timed out, was cancelled or hit the
@@ -225,7 +247,7 @@ class BuildSandbox:
         """
         result = await self._execute(
             build_id,
-            make_argv=self._build_argv(profile_dir, command, source_date_epoch),
+            make_argv=self._build_argv(profile_dir, command, source_date_epoch, package_repo),
             log_sink=log_sink,
             on_warning=on_warning,
         )
@@ -302,10 +324,16 @@ class BuildSandbox:
         )
 
     def _build_argv(
-        self, profile_dir: Path, command: Sequence[str], source_date_epoch: int
+        self,
+        profile_dir: Path,
+        command: Sequence[str],
+        source_date_epoch: int,
+        package_repo: Path | None,
     ) -> Callable[[overlay.BuildDirs, str], list[str]]:
         if not profile_dir.is_absolute():
             raise ValueError(f"profile_dir must be absolute: {profile_dir}")
+        if package_repo is not None and not package_repo.is_absolute():
+            raise ValueError(f"package_repo must be absolute: {package_repo}")
 
         def make_argv(dirs: overlay.BuildDirs, machine: str) -> list[str]:
             return nspawn_argv(
@@ -318,12 +346,23 @@ class BuildSandbox:
                 source_date_epoch=source_date_epoch,
                 command=command,
                 host=self.host,
+                package_repo=package_repo,
             )
 
         return make_argv
 
+    def _disk_limit(self, what: str) -> DiskLimit:
+        size = format_size(self.config.max_disk_bytes)
+        return DiskLimit(
+            f"disk limit reached: {what} (its disk of {size}, sandbox.max_disk_bytes, holds "
+            "/build/work and /build/output; /tmp is a tmpfs); make the build smaller or ask "
+            "the operator to raise sandbox.max_disk_bytes"
+        )
+
     def _failure(self, execution: CommandResult) -> SandboxError:
         code = execution.exit_code
+        if execution.out_of_space:
+            return self._disk_limit("the build ran out of space")
         if execution.oom_killed:
             limit = format_size(self.config.memory_limit)
             return OutOfMemory(
@@ -389,9 +428,17 @@ class BuildSandbox:
             ) from exc
         except OSError as exc:
             del self._runs[build_id]
+            if exc.errno == errno.ENOSPC:
+                raise SetupError(
+                    f"not enough free space under {self.config.sandbox_root} for the build's "
+                    f"disk of {format_size(self.config.max_disk_bytes)} "
+                    "(sandbox.max_disk_bytes): free some space, or lower the setting",
+                    build_id=build_id,
+                ) from exc
             raise SetupError(f"cannot create the build's file systems: {exc}") from exc
         ok = False
         try:
+            await self._make_disk(dirs)
             if prepare is not None:
                 try:
                     await asyncio.to_thread(prepare, dirs.build_work)
@@ -432,8 +479,14 @@ class BuildSandbox:
             start_new_session=True,
         )
         assert run.proc.stdout is not None
+
+        async def sink(line: str) -> None:
+            if _ENOSPC in line:
+                run.saw_enospc = True
+            await log_sink(line)
+
         pump = asyncio.create_task(
-            pump_lines(run.proc.stdout, log_sink, max_line_bytes=self.config.max_line_bytes)
+            pump_lines(run.proc.stdout, sink, max_line_bytes=self.config.max_line_bytes)
         )
         helpers = [asyncio.create_task(self._watch_disk(run, dirs))]
         if on_warning is not None:
@@ -465,13 +518,45 @@ class BuildSandbox:
         if run.stop_reason is not None:
             raise run.stop_reason
         cgroup = run.cgroup
+        full = await asyncio.to_thread(overlay.disk_full, dirs, margin=self._disk_margin)
         return CommandResult(
             exit_code=run.proc.returncode if run.proc.returncode is not None else -1,
             duration_seconds=duration,
             cpu_seconds=cgroup.cpu_usage_seconds() if cgroup else None,
             oom_killed=cgroup.oom_killed() if cgroup else False,
             pids_limited=cgroup.pids_limited() if cgroup else False,
+            out_of_space=full or run.saw_enospc,
         )
+
+    @property
+    def _disk_margin(self) -> int:
+        """Free bytes on a build's disk below which it counts as full (ext4 keeps a few)."""
+        return max(1 << 20, self.config.max_disk_bytes // 200)
+
+    async def _make_disk(self, dirs: overlay.BuildDirs) -> None:
+        """Make and mount the build's disk, then its work and output directories.
+
+        Raises:
+            SetupError: mkfs.ext4 or the loop mount failed (their message included).
+        """
+        for argv in (overlay.mkfs_argv(self.config, dirs), overlay.mount_disk_argv(dirs)):
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd="/",
+                env=_SPAWN_ENV,
+            )
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                said = out.decode("utf-8", "replace").strip()[-500:]
+                raise SetupError(
+                    f"cannot make the build's disk: `{argv[0]}` exited with status "
+                    f"{proc.returncode} ({said}); isorunner needs mkfs.ext4 (e2fsprogs) and "
+                    "loop devices (/dev/loop-control)"
+                )
+        await asyncio.to_thread(overlay.prepare_disk, self.config, dirs)
 
     async def _warn_later(self, on_warning: WarningHook) -> None:
         await asyncio.sleep(self.config.warning_seconds)
@@ -483,6 +568,9 @@ class BuildSandbox:
             await asyncio.sleep(config.disk_check_seconds)
             watched = dirs.build_work if run.watch_work else dirs.output
             used = await asyncio.to_thread(_disk_usage, watched, config.max_output_bytes)
+            if await asyncio.to_thread(overlay.disk_full, dirs, margin=self._disk_margin):
+                await self._stop(run, self._disk_limit("the build filled its disk; it was stopped"))
+                return
             if used > config.max_output_bytes:
                 reason = f"the output exceeded {format_size(config.max_output_bytes)}"
             else:
@@ -531,6 +619,11 @@ class BuildSandbox:
             await self._kill_all(run)
             if run.cgroup is not None:
                 await asyncio.to_thread(run.cgroup.remove)
+                if all(other is run for other in self._runs.values()):
+                    # The last build out removes the prefix directories isorunner made.
+                    # On the loop, like `_make_cgroup`: no build can be creating its
+                    # cgroup under them meanwhile (every build registers in _runs first).
+                    remove_empty_parents(self._cgroup_parents())
             machine = self.config.machine_name(run.build_id)
             _remove_propagate_dir(machine)
             if keep_output:
@@ -563,6 +656,7 @@ class BuildSandbox:
                     await BuildCgroup(plan).kill(self.config.kill_wait_seconds)
                     remove_tree(child)
                     cleaned.append(child.name)
+            remove_empty_parents(parents)
         for build_id in overlay.stale_build_ids(self.config):
             dirs = overlay.BuildDirs.of(self.config, build_id)
             for mount_point in _mounts_under(dirs.top):

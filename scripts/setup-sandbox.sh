@@ -4,22 +4,29 @@
 #
 #   1. root file system: `pacstrap` on an Arch host; elsewhere the signed
 #      archlinux-bootstrap tarball (gpg-verified) with archiso installed into it; or an
-#      existing tree adopted with --from-rootfs (the test stand-in does this);
-#   2. the local package mirror /srv/isorunner/repo (repo `isorunner`): packages from
-#      `pacman -Sw` of a package list (optionally pinned to an Arch Linux Archive date),
-#      or the *.pkg.tar.* files of --repo-from, indexed with repo-add;
-#   3. wrappers in /usr/local/sbin (first on the container's PATH): mount/umount let
+#      existing tree adopted with --from-rootfs (the test stand-in does this). The base
+#      holds the build tools only: each build's packages are synced on the host
+#      (runner/packages) and bound read-only at /srv/isorunner/repo for that build;
+#   2. wrappers in /usr/local/sbin (first on the container's PATH): mount/umount let
 #      real pacstrap run in a user namespace; pacman, mkfs.fat and xorriso remove the
 #      three ways the build time leaks into an ISO under SOURCE_DATE_EPOCH (one wrapper
-#      a leak, see write_pacman_wrapper and below); the bind-mount targets
-#      /build/{profile,work,output}, the offline /etc/isorunner/pacman.conf and
+#      a leak, see write_pacman_wrapper and below; the pacman wrapper applies to every
+#      install in the container, so to the packages pacstrap takes from the build's
+#      repository); the bind-mount targets /build/{profile,work,output} and
+#      /srv/isorunner/repo, the offline /etc/isorunner/pacman.conf and
 #      /etc/isorunner/manifest.json;
+#   3. the host-side pacman keyring isorunner checks package signatures against
+#      (--keyring-dir): archlinux-keyring installed on the host, `pacman-key --init`,
+#      `--populate archlinux`, and the newer keys of the base's own keyring;
 #   4. ownership of the whole tree shifted once to the range uid_base..uid_base+65535,
-#      keeping setuid/setgid bits and file capabilities (chown clears both).
+#      keeping setuid/setgid bits and file capabilities (chown clears both);
+#   5. optionally (--packages FILE), a pre-warm of the host's package cache: `pacman -Sw`
+#      of the list into <cache-dir>/incoming/, which builds take from instead of
+#      downloading.
 #
 # Everything is assembled in <base>.new and renamed to <base> at the end, so a base is
-# either complete or absent. A second run finds the manifest and changes nothing;
-# --refresh rebuilds only the mirror (and the manifest) of an existing base.
+# either complete or absent. A second run finds the manifest and changes nothing (but
+# sets up a missing keyring and pre-warms the cache when asked).
 # --dry-run prints the plan and changes nothing.
 set -euo pipefail
 
@@ -27,10 +34,15 @@ readonly PROG=setup-sandbox.sh
 readonly DEFAULT_BASE=/var/lib/isorunner/sandbox/base
 readonly DEFAULT_UID_BASE=2147352576
 readonly UID_COUNT=65536
+readonly DEFAULT_CACHE_DIR=/var/lib/isorunner/packages
+readonly DEFAULT_KEYRING_DIR=/var/lib/isorunner/keyring
 readonly REPO_NAME=isorunner
 readonly REPO_DIR=/srv/isorunner/repo
 readonly CONF_DIR=/etc/isorunner
-readonly MOUNT_POINTS=(/build/profile /build/work /build/output)
+# /srv/isorunner/repo is where the sandbox binds each build's own repository.
+readonly MOUNT_POINTS=(/build/profile /build/work /build/output "${REPO_DIR}")
+# The repositories a --packages pre-warm downloads from.
+readonly PREWARM_REPOS=(core extra)
 # What the base needs to run mkarchiso (archiso pulls arch-install-scripts, squashfs-tools,
 # libisoburn, dosfstools, mtools); grub provides grub-mkstandalone for uefi.grub profiles;
 # qemu-system-x86 (with SeaBIOS) and edk2-ovmf run the boot test's guests.
@@ -55,14 +67,20 @@ usage: ${PROG} [options]
 Prepare the read-only base of isorunner's build sandbox.
 
   --base DIR              where the base lives (default: ${DEFAULT_BASE})
-  --packages FILE         package list for the local mirror (one name a line, '#' comments;
-                          e.g. your profile's packages.x86_64); downloaded with pacman -Sw
-  --archive-date Y/M/D    download from the Arch Linux Archive of that day (YYYY/MM/DD)
+  --archive-date Y/M/D    bootstrap (and pre-warm) from the Arch Linux Archive of that day
   --uid-base N            first host UID of the container's range (default: ${DEFAULT_UID_BASE};
                           a multiple of 65536)
-  --refresh               rebuild the mirror and the manifest of an existing base only
   --from-rootfs DIR       adopt a copy of an existing root file system instead of bootstrapping
-  --repo-from DIR         fill the mirror with the *.pkg.tar.* files of DIR instead of pacman -Sw
+  --keyring-dir DIR       the host-side pacman keyring builds' packages are checked against
+                          (default: ${DEFAULT_KEYRING_DIR}; isorunner's packages.keyring)
+  --no-keyring            do not set up that keyring (you manage it, or tests)
+  --packages FILE         optional: pre-warm the package cache with this list (one name a
+                          line, '#' comments; e.g. a profile's packages.x86_64); builds
+                          download what they need anyway
+  --cache-dir DIR         the package cache to pre-warm (default: ${DEFAULT_CACHE_DIR};
+                          isorunner's packages.cache_dir)
+  --mirror URL            the Arch mirror packages come from, without /\$repo/os/\$arch
+                          (default: ${ARCH_MIRROR})
   --wrappers-only DIR     write only the wrappers (mount, umount, pacman, mkfs.fat, xorriso)
                           under DIR/usr/local/sbin
   --dry-run               print the plan and change nothing
@@ -92,16 +110,19 @@ base="${DEFAULT_BASE}"
 packages_file=""
 archive_date=""
 uid_base="${DEFAULT_UID_BASE}"
-refresh=0
 from_rootfs=""
-repo_from=""
+keyring_dir="${DEFAULT_KEYRING_DIR}"
+keyring=1
+cache_dir="${DEFAULT_CACHE_DIR}"
+mirror="${ARCH_MIRROR}"
 wrappers_only=""
 dry_run=0
 
 parse_args() {
     while (($#)); do
         case "$1" in
-            --base | --packages | --archive-date | --uid-base | --from-rootfs | --repo-from | --wrappers-only)
+            --base | --packages | --archive-date | --uid-base | --from-rootfs | --keyring-dir | \
+                --cache-dir | --mirror | --wrappers-only)
                 if (($# < 2)) || [[ -z "$2" ]]; then
                     usage_error "$1 needs a value"
                 fi
@@ -111,12 +132,14 @@ parse_args() {
                     --archive-date) archive_date="$2" ;;
                     --uid-base) uid_base="$2" ;;
                     --from-rootfs) from_rootfs="$2" ;;
-                    --repo-from) repo_from="$2" ;;
+                    --keyring-dir) keyring_dir="$2" ;;
+                    --cache-dir) cache_dir="$2" ;;
+                    --mirror) mirror="${2%/}" ;;
                     --wrappers-only) wrappers_only="$2" ;;
                 esac
                 shift 2
                 ;;
-            --refresh) refresh=1 && shift ;;
+            --no-keyring) keyring=0 && shift ;;
             --dry-run) dry_run=1 && shift ;;
             -h | --help) usage && exit 0 ;;
             *) usage_error "unknown argument '$1'" ;;
@@ -135,25 +158,16 @@ validate_args() {
             [[ "$(date -d "${archive_date//\//-}" +%Y/%m/%d 2>/dev/null)" != "${archive_date}" ]]; then
             usage_error "--archive-date must be a real date written YYYY/MM/DD, not '${archive_date}'"
         fi
-        [[ -z "${repo_from}" ]] ||
-            usage_error "--archive-date pins downloads; it makes no sense with --repo-from"
     fi
-    if [[ -n "${packages_file}" && -n "${repo_from}" ]]; then
-        usage_error "--packages and --repo-from both fill the mirror; give one of them"
+    if [[ -n "${packages_file}" ]]; then
+        [[ -f "${packages_file}" ]] || usage_error "--packages: '${packages_file}' is not a file"
+        ((keyring)) || [[ -f "${keyring_dir}/pubring.gpg" ]] ||
+            usage_error "--packages checks signatures against ${keyring_dir}: drop --no-keyring or set the keyring up first"
     fi
-    if [[ -n "${packages_file}" && ! -f "${packages_file}" ]]; then
-        usage_error "--packages: '${packages_file}' is not a file"
-    fi
-    if [[ -n "${repo_from}" ]]; then
-        [[ -d "${repo_from}" ]] || usage_error "--repo-from: '${repo_from}' is not a directory"
-        compgen -G "${repo_from}/*.pkg.tar.*" >/dev/null ||
-            usage_error "--repo-from: '${repo_from}' holds no *.pkg.tar.* file"
-    fi
-    if [[ -z "${wrappers_only}" && -z "${packages_file}" && -z "${repo_from}" ]]; then
-        usage_error "the mirror needs packages: give --packages FILE (e.g. a profile's packages.x86_64) or --repo-from DIR"
-    fi
+    [[ "${mirror}" =~ ^https?://[^[:space:]]+$ ]] || usage_error "--mirror must be an http(s):// URL, not '${mirror}'"
+    keyring_dir="$(realpath -m -- "${keyring_dir}")"
+    cache_dir="$(realpath -m -- "${cache_dir}")"
     if [[ -n "${from_rootfs}" ]]; then
-        ((!refresh)) || usage_error "--refresh updates an existing base; it cannot be combined with --from-rootfs"
         [[ -d "${from_rootfs}/usr" ]] ||
             usage_error "--from-rootfs: '${from_rootfs}' does not look like a root file system (no usr/)"
     fi
@@ -182,17 +196,13 @@ host_kind() {
 # Prints the steps, one a line: `<function> <argument description>`.
 make_plan() {
     local manifest="${base}${CONF_DIR}/manifest.json"
-    if ((refresh)); then
-        [[ -f "${manifest}" ]] || die "--refresh: no base at ${base} (no ${CONF_DIR}/manifest.json); run without --refresh first"
-        check_manifest_uid_base "${manifest}"
-        echo "step_mirror ${base}"
-        echo "step_manifest ${base}"
-        echo "step_shift_mirror ${base}"
-        return
-    fi
     if [[ -f "${manifest}" ]]; then
         check_manifest_uid_base "${manifest}"
         echo "step_nothing ${base}"
+        if ((keyring)) && [[ ! -f "${keyring_dir}/pubring.gpg" ]]; then
+            echo "step_keyring ${base}"
+        fi
+        [[ -z "${packages_file}" ]] || echo "step_prewarm ${cache_dir}"
         return
     fi
     [[ ! -e "${base}" ]] ||
@@ -208,11 +218,13 @@ make_plan() {
     fi
     echo "step_wrappers ${staging}"
     echo "step_mount_points ${staging}"
-    echo "step_mirror ${staging}"
     echo "step_pacman_conf ${staging}"
     echo "step_manifest ${staging}"
+    # Before the shift: it may import the base's keyring, which pacman-key reads as root.
+    ((!keyring)) || echo "step_keyring ${staging}"
     echo "step_shift ${staging}"
     echo "step_publish ${staging}"
+    [[ -z "${packages_file}" ]] || echo "step_prewarm ${cache_dir}"
 }
 
 check_manifest_uid_base() {
@@ -227,7 +239,7 @@ check_manifest_uid_base() {
 # Steps
 
 step_nothing() {
-    log "base $1 is already set up (manifest present); nothing to do (use --refresh to update the mirror)"
+    log "base $1 is already set up (manifest present); nothing to do"
 }
 
 step_remove_stale() {
@@ -289,7 +301,7 @@ step_bootstrap() {
         printf 'Server = %s/repos/%s/%s\n' "${ARCHIVE_MIRROR}" "${archive_date}" "${SERVER_PATH}" \
             >"$1/etc/pacman.d/mirrorlist"
     else
-        printf 'Server = %s/%s\n' "${ARCH_MIRROR}" "${SERVER_PATH}" >"$1/etc/pacman.d/mirrorlist"
+        printf 'Server = %s/%s\n' "${mirror}" "${SERVER_PATH}" >"$1/etc/pacman.d/mirrorlist"
     fi
     log "installing ${BASE_PACKAGES[*]} in the bootstrap root"
     in_root "$1" pacman-key --init
@@ -528,50 +540,62 @@ normalised_package_list() {
     sed 's/#.*//;s/[[:space:]]//g;/^$/d' "$1" | LC_ALL=C sort -u
 }
 
-# Fills <root>/srv/isorunner/repo.new, then swaps it in place of the repo.
-step_mirror() {
-    local root="$1" new="$1${REPO_DIR}.new" old="$1${REPO_DIR}.old"
-    command -v repo-add >/dev/null || die "repo-add not found: install pacman (Debian: pacman-package-manager)"
-    rm -rf -- "${new}" "${old}"
-    install -d -m 0755 -- "${new}"
-    if [[ -n "${repo_from}" ]]; then
-        log "taking the packages of ${repo_from}"
-        local file
-        for file in "${repo_from}"/*.pkg.tar.*; do
-            cp -- "${file}" "${new}/"
-        done
-    else
-        download_packages "${root}" "${new}"
+# The host-side keyring (runner/packages checks every package against it): the host's
+# archlinux-keyring, and the base's own keyring when it has one (newer keys: the base
+# was bootstrapped from the signed tarball and updated with pacman).
+step_keyring() {
+    local root="$1"
+    if [[ ! -e /usr/share/keyrings/archlinux.gpg && ! -e /usr/share/pacman/keyrings/archlinux.gpg ]]; then
+        log "installing archlinux-keyring on the host"
+        if command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq archlinux-keyring >/dev/null
+        else
+            pacman -S --needed --noconfirm archlinux-keyring >/dev/null
+        fi
     fi
-    local pkgs=()
-    mapfile -t pkgs < <(find "${new}" -maxdepth 1 -type f -name '*.pkg.tar.*' ! -name '*.sig' | LC_ALL=C sort)
-    ((${#pkgs[@]})) || die "no package ended up in the mirror"
-    log "indexing ${#pkgs[@]} packages into repository '${REPO_NAME}'"
-    repo-add --quiet "${new}/${REPO_NAME}.db.tar.gz" "${pkgs[@]}" >/dev/null
-    if [[ -d "${root}${REPO_DIR}" ]]; then
-        mv -- "${root}${REPO_DIR}" "${old}"
+    command -v pacman-key >/dev/null || die "pacman-key not found: install pacman (Debian: pacman-package-manager)"
+    log "setting up the package keyring ${keyring_dir}"
+    install -d -m 0755 -- "${keyring_dir}"
+    if [[ ! -f "${keyring_dir}/pubring.gpg" ]]; then
+        pacman-key --gpgdir "${keyring_dir}" --init >/dev/null 2>&1 || die "pacman-key --init failed for ${keyring_dir}"
     fi
-    mv -- "${new}" "${root}${REPO_DIR}"
-    rm -rf -- "${old}"
+    pacman-key --gpgdir "${keyring_dir}" --populate archlinux >/dev/null 2>&1 ||
+        die "pacman-key --populate archlinux failed for ${keyring_dir}"
+    local own="${root}/etc/pacman.d/gnupg"
+    if [[ -f "${own}/pubring.gpg" ]]; then
+        log "adding the base's newer Arch keys to ${keyring_dir}"
+        pacman-key --gpgdir "${keyring_dir}" --import "${own}" >/dev/null 2>&1 || die "importing ${own} failed"
+        pacman-key --gpgdir "${keyring_dir}" --import-trustdb "${own}" >/dev/null 2>&1 ||
+            die "importing the trust of ${own} failed"
+    fi
+    gpgconf --homedir "${keyring_dir}" --kill all 2>/dev/null || :
 }
 
-# pacman -Sw inside the root (it has pacman and a keyring), with an empty database so
-# every dependency is downloaded too; signatures are checked by that pacman.
-download_packages() {
-    local root="$1" dest="$2" list=()
+# pacman -Sw on the host, private database, the host-side keyring: the files land in
+# <cache>/incoming/, where a build that needs one of them takes it (by name and sha256).
+step_prewarm() {
+    local cache="$1" list=() tmp repo server
     mapfile -t list < <(normalised_package_list "${packages_file}")
     ((${#list[@]})) || die "--packages: ${packages_file} names no package"
-    log "downloading ${#list[@]} packages and their dependencies with pacman -Sw"
-    if [[ -n "${archive_date}" ]]; then
-        printf 'Server = %s/repos/%s/%s\n' "${ARCHIVE_MIRROR}" "${archive_date}" "${SERVER_PATH}" \
-            >"${root}/etc/pacman.d/mirrorlist"
-    fi
-    local db="/var/tmp/isorunner-download-db" cache="${REPO_DIR}.new"
-    rm -rf -- "${root}${db}"
-    install -d -- "${root}${db}"
-    in_root "${root}" pacman -Syw --noconfirm --dbpath "${db}" --cachedir "${cache}" "${list[@]}"
-    rm -rf -- "${root}${db}"
-    [[ "${root}${cache}" == "${dest}" ]] || die "internal: download cache ${cache} is not ${dest}"
+    command -v pacman >/dev/null || die "pacman not found: install pacman (Debian: pacman-package-manager)"
+    server="${mirror}/${SERVER_PATH}"
+    [[ -z "${archive_date}" ]] || server="${ARCHIVE_MIRROR}/repos/${archive_date}/${SERVER_PATH}"
+    tmp="$(mktemp -d --tmpdir isorunner-prewarm.XXXXXX)"
+    install -d -m 0755 -- "${cache}/incoming"
+    {
+        printf '[options]\nDBPath = %s/db/\nCacheDir = %s/incoming/\nLogFile = %s/pacman.log\n' \
+            "${tmp}" "${cache}" "${tmp}"
+        printf 'GPGDir = %s/\nArchitecture = auto\nSigLevel = Required DatabaseOptional\n' "${keyring_dir}"
+        printf 'ParallelDownloads = 5\n'
+        for repo in "${PREWARM_REPOS[@]}"; do
+            printf '\n[%s]\nServer = %s\n' "${repo}" "${server}"
+        done
+    } >"${tmp}/pacman.conf"
+    install -d -- "${tmp}/db"
+    log "pre-warming ${cache} with ${#list[@]} packages and their dependencies (pacman -Syw)"
+    pacman --config "${tmp}/pacman.conf" -Syw --noconfirm -- "${list[@]}" ||
+        die "pacman -Syw failed; see its messages above"
+    rm -rf -- "${tmp}"
 }
 
 step_pacman_conf() {
@@ -579,14 +603,15 @@ step_pacman_conf() {
     log "writing ${CONF_DIR}/pacman.conf"
     install -d -m 0755 -- "$1${CONF_DIR}"
     cat >"${conf}" <<EOF
-# Written by setup-sandbox.sh. Builds are offline: every package comes from the local
-# mirror inside the read-only base, whatever the profile's own pacman.conf says.
+# Written by setup-sandbox.sh. Builds are offline: every package comes from the build's
+# own repository, which isorunner bound read-only at ${REPO_DIR}, whatever the
+# profile's own pacman.conf says.
 [options]
 Architecture = auto
 # The root is read-only; the work dir is the writable place in the container.
 CacheDir = /build/work/pacman-cache/
-# The packages were verified when they were downloaded (pacman -Sw checks signatures)
-# or come from a trusted directory (--repo-from); the mirror itself is read-only.
+# The packages were checked on the host (sha256 and signature, by pacman) before the
+# build started; the repository is read-only in here.
 SigLevel = Never
 
 [${REPO_NAME}]
@@ -622,40 +647,37 @@ mkarchiso_manifest() {
     printf '{"path": "%s", "sha256": "%s", "version": %s}\n' "${path}" "${sha}" "${version_json}"
 }
 
+# What pacman installed in the base (its build tools), from its local database, as the
+# members of a JSON object: "name": "version", ...; nothing when pacman installed nothing.
+base_packages_json() {
+    local root="$1" desc name version first=1
+    for desc in "${root}"/var/lib/pacman/local/*/desc; do
+        [[ -f "${desc}" ]] || continue
+        name="$(sed -n '/^%NAME%$/{n;p;q}' "${desc}")"
+        version="$(sed -n '/^%VERSION%$/{n;p;q}' "${desc}")"
+        [[ -n "${name}" && -n "${version}" ]] || continue
+        ((first)) || printf ', '
+        first=0
+        printf '%s: %s' "$(json_string "${name}")" "$(json_string "${version}")"
+    done
+}
+
 step_manifest() {
-    local root="$1" source_kind packages_json="" first=1 file info name version list_sha db_sha
+    local root="$1" source_kind
     log "writing ${CONF_DIR}/manifest.json"
-    if ((refresh)); then
-        source_kind="$(sed -n 's/.*"source": *"\([a-z]*\)".*/\1/p' "${root}${CONF_DIR}/manifest.json")"
-    elif [[ -n "${from_rootfs}" ]]; then
+    if [[ -n "${from_rootfs}" ]]; then
         source_kind=rootfs
     elif [[ "$(host_kind)" == arch ]]; then
         source_kind=pacstrap
     else
         source_kind=bootstrap
     fi
-    for file in "${root}${REPO_DIR}"/*.pkg.tar.*; do
-        [[ "${file}" != *.sig ]] || continue
-        info="$(bsdtar -xOf "${file}" .PKGINFO)"
-        name="$(sed -n 's/^pkgname = //p' <<<"${info}")"
-        version="$(sed -n 's/^pkgver = //p' <<<"${info}")"
-        [[ -n "${name}" && -n "${version}" ]] || die "${file} has no pkgname/pkgver in .PKGINFO"
-        ((first)) || packages_json+=", "
-        first=0
-        packages_json+="$(json_string "${name}"): $(json_string "${version}")"
-    done
-    if [[ -n "${packages_file}" ]]; then
-        list_sha="$(normalised_package_list "${packages_file}" | sha256sum | cut -d' ' -f1)"
-    else
-        list_sha="$(find "${root}${REPO_DIR}" -maxdepth 1 -name '*.pkg.tar.*' ! -name '*.sig' -printf '%f\n' |
-            LC_ALL=C sort | sha256sum | cut -d' ' -f1)"
-    fi
-    db_sha="$(sha256sum "${root}${REPO_DIR}/${REPO_NAME}.db.tar.gz" | cut -d' ' -f1)"
     install -d -m 0755 -- "${root}${CONF_DIR}"
     local archive_json=null
     [[ -z "${archive_date}" ]] || archive_json="$(json_string "${archive_date}")"
-    local mkarchiso_json
+    local mkarchiso_json packages_json
     mkarchiso_json="$(mkarchiso_manifest "${root}")"
+    packages_json="$(base_packages_json "${root}")"
     cat >"${root}${CONF_DIR}/manifest.json.tmp" <<EOF
 {
   "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
@@ -663,9 +685,7 @@ step_manifest() {
   "uid_base": ${uid_base},
   "uid_count": ${UID_COUNT},
   "archive_date": ${archive_json},
-  "package_list_sha256": "${list_sha}",
   "packages": {${packages_json}},
-  "repo_db_sha256": "${db_sha}",
   "mkarchiso": ${mkarchiso_json}
 }
 EOF
@@ -710,11 +730,6 @@ step_shift() {
     shift_ownership "$1"
 }
 
-step_shift_mirror() {
-    log "giving the new mirror and manifest to the container's root (${uid_base})"
-    chown -hR "${uid_base}:${uid_base}" -- "$1${REPO_DIR}" "$1${CONF_DIR}/manifest.json"
-}
-
 step_publish() {
     log "publishing $1 as ${base}"
     mv -T -- "$1" "${base}"
@@ -740,6 +755,8 @@ main() {
             case "${line%% *}" in
                 step_bootstrap) printf '  from: %s (signed by %s)\n' "$(bootstrap_url)" "${RELEASE_KEY_FPR}" ;;
                 step_pacstrap) printf '  packages: %s\n' "${BASE_PACKAGES[*]}" ;;
+                step_keyring) printf '  keyring: %s\n' "${keyring_dir}" ;;
+                step_prewarm) printf '  packages: %s into %s/incoming\n' "${packages_file}" "${cache_dir}" ;;
             esac
         done
         return 0

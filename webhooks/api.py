@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
+from webhooks.artifacts import download_path
 from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState, Release, Trust
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
@@ -58,7 +59,9 @@ def _integer(params: Mapping[str, str], name: str, low: int, high: int) -> int |
     raw = params.get(name, "")
     if raw == "":
         return None
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    # The length first: int() of a few thousand digits raises (Python's digit limit).
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))
+    if not digits or not low <= int(raw) <= high:
         raise InvalidParameter(f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 
@@ -92,18 +95,19 @@ def check_admin(authorization: str | None, token: SecretStr | None) -> None:
 
     Args:
         authorization: The request's `Authorization` header, if any.
-        token: The configured admin token; None disables admin calls.
+        token: The configured admin token; None (or a blank one) disables admin calls.
 
     Raises:
         AdminDisabled: No admin token is configured.
         AdminTokenRequired: The header is missing, not a bearer token, or wrong.
     """
-    if token is None:
+    expected = token.get_secret_value().strip().encode() if token is not None else b""
+    if not expected:
+        # An empty token would match `Bearer ` with nothing after it: none is configured.
         raise AdminDisabled(
             "no admin token configured: set server.admin_token to use the admin API"
         )
     scheme, _, given = (authorization or "").partition(" ")
-    expected = token.get_secret_value().encode()
     # Constant time: the comparison must not tell how much of a guess was right.
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise AdminTokenRequired(
@@ -163,6 +167,12 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
             "sender": build.sender,
             "previous_sha": build.previous_sha,
         },
+        "packages": None
+        if record.packages is None
+        else [
+            {"name": p.name, "version": p.version, "repo": p.repo, "sha256": p.sha256}
+            for p in record.packages
+        ],
         "release": release_json(record.release),
     }
 
@@ -195,12 +205,12 @@ def trust_json(trust: Trust | None) -> dict[str, Any] | None:
     }
 
 
-def artifact_json(build_id: int, artifact: Artifact) -> dict[str, Any]:
-    """Return the JSON form of one artifact, with its download path."""
+def artifact_json(build_id: int, artifact: Artifact, *, trusted: bool) -> dict[str, Any]:
+    """Return the JSON form of one artifact, with its download path (see `download_path`)."""
     return {
         "name": artifact.name,
         "size": artifact.size,
         "sha256": artifact.sha256 or None,
         "b2": artifact.b2 or None,
-        "url": f"/builds/{build_id}/artifacts/{quote(artifact.name)}",
+        "url": download_path(build_id, artifact.name, trusted=trusted),
     }

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
+from webhooks.body import BodyBudget
 from webhooks.build import (
     ArtifactSource,
     BootTestSource,
@@ -94,6 +95,7 @@ def create_app(
     metrics_registry = registry if registry is not None else CollectorRegistry()
     # Registered once per app, not per start-up: a registry refuses a second copy.
     deliveries = DeliveryMetrics(metrics_registry)
+    bodies = BodyBudget(config.max_bodies_in_flight_bytes)
     pages = Pages()
 
     @contextlib.asynccontextmanager
@@ -120,6 +122,7 @@ def create_app(
                 pages=pages,
                 followers=hub,
                 signing_key=signing_key,
+                bodies=bodies,
             )
 
     return Starlette(

@@ -4,8 +4,10 @@ Does file I/O (blocking; callers run it in a worker thread, except `stream_file`
 runs its reads in one itself). Files are only ever opened relative to the build's
 artifact directory, by plain names, with `O_NOFOLLOW`: a symbolic link (planted in the
 directory, or the directory itself being one) is never followed, and only regular
-files are listed or served. `is_plain_name`, `parse_sums` and `download_headers` are
-pure.
+files are listed or served. `is_plain_name`, `parse_sums`, `download_path` and
+`download_headers` are pure. Files of builds from forks (untrusted) are served under
+their own path, `/builds/<id>/untrusted/<name>`, and saved as `untrusted-<name>`: they
+never look like the project's own.
 """
 
 from __future__ import annotations
@@ -243,10 +245,32 @@ async def stream_file(fd: int, length: int) -> AsyncIterator[bytes]:
         os.close(fd)
 
 
-def download_headers(name: str, length: int) -> dict[str, str]:
-    """Return the headers of an artifact download: its length, file name, no sniffing."""
-    return {
+UNTRUSTED_PREFIX: Final = "untrusted-"
+"""Starts the saved name of a file built from a fork, so that it says so on disk too."""
+
+
+def download_path(build_id: int, name: str, *, trusted: bool) -> str:
+    """Where a build's file is downloaded: `/artifacts/`, or `/untrusted/` for forks.
+
+    Builds of the repository itself serve under `/artifacts/`; builds from forks (not
+    official, never published) under `/untrusted/`, so a link says what it is.
+    """
+    folder = "artifacts" if trusted else "untrusted"
+    return f"/builds/{build_id}/{folder}/{quote(name)}"
+
+
+def download_headers(name: str, length: int, *, trusted: bool = True) -> dict[str, str]:
+    """Return the headers of an artifact download: its length, file name, no sniffing.
+
+    A file built from a fork is saved as `untrusted-<name>` and says what it is in
+    `X-Isorunner-Trust`.
+    """
+    saved = name if trusted else f"{UNTRUSTED_PREFIX}{name}"
+    headers = {
         "Content-Length": str(length),
-        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quote(saved)}",
         "X-Content-Type-Options": "nosniff",
     }
+    if not trusted:
+        headers["X-Isorunner-Trust"] = "untrusted: built from a fork, not an official artifact"
+    return headers

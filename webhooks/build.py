@@ -171,6 +171,23 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class PackageEntry:
+    """One package a build installed, as its repository database described the file.
+
+    Attributes:
+        name: The package name.
+        version: Its full version (`[epoch:]pkgver-pkgrel`).
+        repo: The repository it came from (`core`, `extra`, …).
+        sha256: The package file's sha256.
+    """
+
+    name: str
+    version: str
+    repo: str
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class BuildRecord:
     """A stored build: its request, its state and its timings.
 
@@ -183,6 +200,8 @@ class BuildRecord:
         finished_at: When it reached a final state, else None.
         detail: A short human-readable note on the state (why it failed, who
             superseded it); empty when there is nothing to add.
+        packages: The packages the build installed (sorted by name), once they were
+            resolved; None before that (and in build lists, which leave them out).
         release: The release this build publishes (trusted tag builds that
             succeeded), else None.
     """
@@ -194,6 +213,7 @@ class BuildRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     detail: str = ""
+    packages: tuple[PackageEntry, ...] | None = None
     release: Release | None = None
 
 

@@ -15,13 +15,16 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
+from webhooks import bounds
 from webhooks.build import BuildRequest, Forge, RefKind
+from webhooks.refs import ref_name_problem
 from webhooks.verify import decode_signing_key
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub and GitLab both cap webhook payloads at 25 MB; larger bodies are not theirs."""
 
-_MAX_QUOTED = 100  # how much of a sender-chosen name an `Ignored` reason repeats
+MAX_BODIES_IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""All bodies being received at once: two of the largest, or thousands of ordinary ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +62,25 @@ class RepoRule:
             ref: The pushed ref, `refs/heads/<branch>` or `refs/tags/<tag>`.
 
         Returns:
-            `RefKind.BRANCH` or `RefKind.TAG` when the rule builds it, else `Ignored`.
+            `RefKind.BRANCH` or `RefKind.TAG` when the rule builds it, else `Ignored`;
+            also for a name git would refuse (`webhooks.refs`), before any glob sees it.
         """
         if ref.startswith("refs/heads/"):
-            branch = ref.removeprefix("refs/heads/")
-            if self.builds_branch(branch):
+            what, name = "branch", ref.removeprefix("refs/heads/")
+        elif ref.startswith("refs/tags/"):
+            what, name = "tag", ref.removeprefix("refs/tags/")
+        else:
+            return Ignored(f"{bounds.quoted(ref)} is neither a branch nor a tag")
+        problem = ref_name_problem(name)
+        if problem is not None:
+            return Ignored(f"{what} {bounds.quoted(name)} {problem}: not a name git allows")
+        if what == "branch":
+            if self.builds_branch(name):
                 return RefKind.BRANCH
-            return Ignored(f"branch {branch!r} of {self.name} does not match its branches")
-        if ref.startswith("refs/tags/"):
-            tag = ref.removeprefix("refs/tags/")
-            if self.builds_tag(tag):
-                return RefKind.TAG
-            return Ignored(f"tag {tag!r} of {self.name} does not match its release_tags")
-        return Ignored(f"{ref[:_MAX_QUOTED]!r} is neither a branch nor a tag")
+            return Ignored(f"branch {name!r} of {self.name} does not match its branches")
+        if self.builds_tag(name):
+            return RefKind.TAG
+        return Ignored(f"tag {name!r} of {self.name} does not match its release_tags")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,10 @@ class WebhookConfig:
             Webhooks); when set, a valid `webhook-signature` is required. With neither
             GitLab secret set, `/webhooks/gitlab` answers 404.
         max_body_bytes: Bodies over this size are refused with 413.
+        max_bodies_in_flight_bytes: The bytes all bodies being received at once may
+            hold; past it a delivery is answered 503 with Retry-After, unread.
+        body_seconds: How long a body may take to arrive before the delivery is
+            answered 408.
         signature_tolerance_seconds: How far a signed `webhook-timestamp` may be from
             now, in either direction, before the delivery is refused as a replay.
     """
@@ -100,6 +113,8 @@ class WebhookConfig:
     gitlab_token: SecretStr | None = None
     gitlab_signing_token: SecretStr | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    max_bodies_in_flight_bytes: int = MAX_BODIES_IN_FLIGHT_BYTES
+    body_seconds: float = 30.0
     signature_tolerance_seconds: int = 300
 
     def __post_init__(self) -> None:
@@ -120,6 +135,10 @@ class WebhookConfig:
             decode_signing_key(self.gitlab_signing_token)
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        if self.max_bodies_in_flight_bytes < self.max_body_bytes:
+            raise ValueError("max_bodies_in_flight_bytes must be at least max_body_bytes")
+        if self.body_seconds <= 0:
+            raise ValueError("body_seconds must be positive")
         if self.signature_tolerance_seconds < 0:
             raise ValueError("signature_tolerance_seconds must not be negative")
 
@@ -145,10 +164,14 @@ class WebhookConfig:
 class Ignored:
     """A verified delivery that deliberately starts no build, and why.
 
-    Answered 200 with the reason: forges disable hooks that keep answering 4xx.
+    Answered 200 with the reason: forges disable hooks that keep answering 4xx. The
+    reason is cut to `bounds.MAX_REASON` characters, whatever names it quotes.
     """
 
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", bounds.cut(self.reason, bounds.MAX_REASON))
 
 
 Outcome = BuildRequest | Ignored

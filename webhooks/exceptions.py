@@ -11,6 +11,8 @@ WebhookError                 status_code hint (default 400)
 ├── UnsupportedEvent         400  the delivery names no event we could dispatch on
 ├── UnsupportedMediaType     415  a content type the forge endpoint does not accept
 ├── PayloadTooLarge          413  body over the configured cap (refused before it is all read)
+├── BodyTimeout              408  the body did not arrive within the time limit
+├── BodiesInFlight           503  the bodies in flight fill their budget (with Retry-After)
 ├── ForgeNotConfigured       404  a webhook for a forge this runner has no secret for
 ├── BuildNotFound            404  no stored build with that id
 ├── ArtifactNotFound         404  no such file among a build's artifacts
@@ -75,6 +77,23 @@ class PayloadTooLarge(WebhookError):
     """The body is over the configured limit."""
 
     status_code = 413
+
+
+class BodyTimeout(WebhookError):
+    """The body did not arrive within the time limit (a sender holding a connection)."""
+
+    status_code = 408
+
+
+class BodiesInFlight(WebhookError):
+    """The bodies being received at once already fill their budget; retry shortly.
+
+    Attributes:
+        retry_after: Seconds the sender should wait (sent as `Retry-After`).
+    """
+
+    status_code = 503
+    retry_after = 5
 
 
 class ForgeNotConfigured(WebhookError):

@@ -25,21 +25,25 @@ from urllib.parse import parse_qs
 
 from pydantic import AfterValidator, StringConstraints
 
+from webhooks import bounds
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import (
     ForgeNotConfigured,
     MalformedPayload,
+    SignatureMismatch,
     UnsupportedEvent,
     UnsupportedMediaType,
 )
 from webhooks.payload import (
+    Count,
     PayloadModel,
     Sha,
     lower_headers,
     parse_payload,
     previous_commit,
 )
+from webhooks.refs import ref_name_problem, repo_path_problem
 from webhooks.verify import verify_github
 
 JSON: Final = "application/json"
@@ -95,7 +99,7 @@ class _BaseRef(PayloadModel):
 
 
 class _PullRequest(PayloadModel):
-    number: int
+    number: Count
     title: str = ""
     updated_at: Timestamp
     head: _HeadRef
@@ -129,13 +133,23 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
         headers: The delivery's headers (any case).
         config: The intake configuration.
 
+    An unsigned delivery is refused here, before its body is read (the signature
+    itself covers the body and is checked in `receive`).
+
     Raises:
         ForgeNotConfigured: No GitHub secret is configured.
+        SignatureMismatch: No `X-Hub-Signature-256` header.
         UnsupportedMediaType: Neither JSON nor form-encoded.
     """
     if config.github_secret is None:
         raise ForgeNotConfigured("GitHub is not configured: set github.webhook_secret")
-    _media_type(lower_headers(headers))
+    headers = lower_headers(headers)
+    if "x-hub-signature-256" not in headers:
+        raise SignatureMismatch(
+            "missing X-Hub-Signature-256: set a secret on the GitHub webhook "
+            "(the SHA-1 X-Hub-Signature alone is not accepted)"
+        )
+    _media_type(headers)
 
 
 def _json_bytes(body: bytes, media: str) -> bytes:
@@ -164,10 +178,6 @@ def _delivery_id(headers: Mapping[str, str]) -> str:
     if len(delivery_id) > _MAX_ID_LENGTH:
         raise MalformedPayload("X-GitHub-Delivery or X-GitHub-Hook-ID is too long")
     return delivery_id
-
-
-def _title(message: str) -> str:
-    return message.strip().partition("\n")[0]
 
 
 def receive(
@@ -219,17 +229,17 @@ def receive(
 def _push(payload: PushPayload, config: WebhookConfig, delivery_id: str) -> Outcome:
     ref = payload.ref
     if payload.deleted:
-        return Ignored(f"{ref} was deleted")
+        return Ignored(f"{bounds.quoted(ref)} was deleted")
     repo = payload.repository.full_name
     rule = config.rule_for(Forge.GITHUB, repo)
     if rule is None:
-        return Ignored(f"repository {repo} is not configured")
+        return Ignored(f"repository {bounds.quoted(repo)} is not configured")
     kind = rule.classify_push(ref)
     if isinstance(kind, Ignored):
         return kind
     commit = payload.head_commit
     if commit is None:
-        return Ignored(f"push to {ref} names no head commit")
+        return Ignored(f"push to {bounds.quoted(ref)} names no head commit")
     return BuildRequest(
         forge=Forge.GITHUB,
         repo=repo,
@@ -241,9 +251,9 @@ def _push(payload: PushPayload, config: WebhookConfig, delivery_id: str) -> Outc
         commit_time=commit.timestamp,
         delivery_id=delivery_id,
         source_repo=repo,
-        web_url=payload.repository.html_url,
-        title=_title(commit.message),
-        sender=payload.sender.login if payload.sender else "",
+        web_url=bounds.url(payload.repository.html_url),
+        title=bounds.title(commit.message),
+        sender=bounds.cut(payload.sender.login, bounds.MAX_NAME) if payload.sender else "",
         previous_sha=previous_commit(payload.before),
     )
 
@@ -255,10 +265,15 @@ def _pull_request(payload: PullRequestPayload, config: WebhookConfig, delivery_i
     base = pr.base.repo
     rule = config.rule_for(Forge.GITHUB, base.full_name)
     if rule is None:
-        return Ignored(f"repository {base.full_name} is not configured")
+        return Ignored(f"repository {bounds.quoted(base.full_name)} is not configured")
     if not rule.pull_requests:
         return Ignored(f"pull requests are not built for {base.full_name}")
+    problem = ref_name_problem(pr.head.ref)
+    if problem is not None:
+        return Ignored(f"head branch {bounds.quoted(pr.head.ref)} {problem}: not a name git allows")
     head = pr.head.repo
+    if head is not None and (problem := repo_path_problem(head.full_name)) is not None:
+        return Ignored(f"head repository {bounds.quoted(head.full_name)} {problem}")
     # A fork is a head repository other than the base, not `head.repo.fork` (true for
     # any branch of a forked repository). A vanished head repository is a fork's; its
     # commit stays reachable from the base as refs/pull/<n>/head.
@@ -274,8 +289,8 @@ def _pull_request(payload: PullRequestPayload, config: WebhookConfig, delivery_i
         commit_time=pr.updated_at,
         delivery_id=delivery_id,
         source_repo=head.full_name if head is not None else base.full_name,
-        web_url=base.html_url,
-        title=pr.title,
-        sender=payload.sender.login if payload.sender else "",
+        web_url=bounds.url(base.html_url),
+        title=bounds.title(pr.title),
+        sender=bounds.cut(payload.sender.login, bounds.MAX_NAME) if payload.sender else "",
         previous_sha=previous_commit(payload.before),
     )

@@ -34,17 +34,24 @@ from pydantic import (
     StringConstraints,
 )
 
+from webhooks import bounds
 from webhooks.build import BuildRequest, Forge, RefKind
 from webhooks.config import Ignored, Outcome, WebhookConfig
 from webhooks.exceptions import ForgeNotConfigured, MalformedPayload, UnsupportedMediaType
 from webhooks.payload import (
+    Count,
     PayloadModel,
     Sha,
     lower_headers,
     parse_payload,
     previous_commit,
 )
-from webhooks.verify import verify_gitlab_token, verify_standard_webhook
+from webhooks.refs import package_version_problem, ref_name_problem, repo_path_problem
+from webhooks.verify import (
+    require_standard_webhook_headers,
+    verify_gitlab_token,
+    verify_standard_webhook,
+)
 
 JSON: Final = "application/json"
 MR_BUILD_ACTIONS: Final = frozenset({"open", "reopen", "update"})
@@ -72,7 +79,7 @@ class _Envelope(PayloadModel):
 
 
 class _Project(PayloadModel):
-    id: int
+    id: Count
     path_with_namespace: Path
     web_url: str = ""
 
@@ -108,13 +115,13 @@ class _LastCommit(PayloadModel):
 
 
 class _MergeRequest(PayloadModel):
-    iid: int
+    iid: Count
     action: str = ""
     oldrev: str | None = None
     title: str = ""
     source_branch: str
-    source_project_id: int
-    target_project_id: int
+    source_project_id: Count
+    target_project_id: Count
     source: _MRProject
     target: _MRProject
     last_commit: _LastCommit
@@ -138,15 +145,31 @@ def check_headers(headers: Mapping[str, str], config: WebhookConfig) -> None:
         headers: The delivery's headers (any case).
         config: The intake configuration.
 
+    The secret token is a header-only credential: a delivery without the right one is
+    refused here, before a byte of its body is read. With a signing token, a delivery
+    lacking the signature headers is refused here too (the signature itself covers the
+    body and is checked in `receive`).
+
     Raises:
         ForgeNotConfigured: Neither a GitLab secret token nor a signing token is set.
+        SignatureMismatch: The secret token is missing or wrong, or the signature
+            headers are missing.
         UnsupportedMediaType: The body is not declared as JSON.
     """
     if not config.gitlab_configured:
         raise ForgeNotConfigured(
             "GitLab is not configured: set gitlab.webhook_secret or gitlab.signing_token"
         )
-    content_type = lower_headers(headers).get("content-type", "")
+    headers = lower_headers(headers)
+    if config.gitlab_token is not None:
+        verify_gitlab_token(headers.get("x-gitlab-token"), config.gitlab_token)
+    if config.gitlab_signing_token is not None:
+        require_standard_webhook_headers(
+            headers.get("webhook-id"),
+            headers.get("webhook-timestamp"),
+            headers.get("webhook-signature"),
+        )
+    content_type = headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != JSON:
         raise UnsupportedMediaType(f"GitLab deliveries must be {JSON}")
 
@@ -170,11 +193,14 @@ def _authenticate(
         verify_gitlab_token(headers.get("x-gitlab-token"), config.gitlab_token)
 
 
-def _delivery_id(headers: Mapping[str, str]) -> str:
+def _delivery_id(headers: Mapping[str, str], *, signed: bool) -> str:
     # Idempotency-Key (17.4+) survives retries and "Resend Request"; webhook-id is the
-    # same value; X-Gitlab-Event-UUID is per event on older GitLab. Not
-    # X-Gitlab-Webhook-UUID, which is fresh on every request.
-    for name in ("idempotency-key", "webhook-id", "x-gitlab-event-uuid"):
+    # same value, and when the delivery is signed it is covered by the signature: it
+    # wins, or a captured signed delivery could be replayed within the time window
+    # under a fresh (unsigned) Idempotency-Key. X-Gitlab-Event-UUID is per event on
+    # older GitLab. Not X-Gitlab-Webhook-UUID, which is fresh on every request.
+    names = ("webhook-id",) if signed else ("idempotency-key", "webhook-id", "x-gitlab-event-uuid")
+    for name in names:
         value = headers.get(name, "").strip()
         if value:
             if len(value) > _MAX_ID_LENGTH:
@@ -184,10 +210,6 @@ def _delivery_id(headers: Mapping[str, str]) -> str:
         "missing Idempotency-Key, webhook-id and X-Gitlab-Event-UUID: "
         "the delivery cannot be deduplicated"
     )
-
-
-def _title(message: str) -> str:
-    return message.strip().partition("\n")[0]
 
 
 def receive(
@@ -215,13 +237,14 @@ def receive(
     headers = lower_headers(headers)
     _authenticate(headers, body, config, received_at.timestamp())
 
+    signed = config.gitlab_signing_token is not None
     kind = parse_payload(_Envelope, body, "GitLab webhook").object_kind
     if kind in ("push", "tag_push"):
         payload = parse_payload(PushPayload, body, f"GitLab {kind}")
-        return _push(payload, config, _delivery_id(headers), received_at)
+        return _push(payload, config, _delivery_id(headers, signed=signed), received_at)
     if kind == "merge_request":
         mr = parse_payload(MergeRequestPayload, body, f"GitLab {kind}")
-        return _merge_request(mr, config, _delivery_id(headers))
+        return _merge_request(mr, config, _delivery_id(headers, signed=signed))
     if kind is None:
         return Ignored("the delivery has no object_kind (a system hook event?)")
     return Ignored(f"{kind[:_MAX_NAME]!r} events do not start builds")
@@ -233,14 +256,22 @@ def _push(
     ref = payload.ref
     sha = payload.checkout_sha
     if sha is None:
-        return Ignored(f"{ref} was deleted")
+        return Ignored(f"{bounds.quoted(ref)} was deleted")
     repo = payload.project.path_with_namespace
     rule = config.rule_for(Forge.GITLAB, repo)
     if rule is None:
-        return Ignored(f"project {repo} is not configured")
+        return Ignored(f"project {bounds.quoted(repo)} is not configured")
     kind = rule.classify_push(ref)
     if isinstance(kind, Ignored):
         return kind
+    tag = ref.removeprefix("refs/tags/")
+    if kind is RefKind.TAG and (problem := package_version_problem(tag)) is not None:
+        # The release goes to the generic package registry under the tag's name:
+        # refuse now what GitLab would refuse after the build (forge-apis.md §6.2).
+        return Ignored(
+            f"tag {bounds.quoted(tag)} cannot be released on GitLab: a generic package "
+            f"version {problem}; push a tag such as v1.2.3"
+        )
     head = next((commit for commit in payload.commits if commit.id == sha), None)
     commit_time = head.timestamp if head is not None and head.timestamp else None
     return BuildRequest(
@@ -255,11 +286,24 @@ def _push(
         delivery_id=delivery_id,
         source_repo=repo,
         project_id=payload.project.id,
-        web_url=payload.project.web_url,
-        title=(head.title or _title(head.message)) if head is not None else "",
-        sender=payload.user_username,
+        web_url=bounds.url(payload.project.web_url),
+        title=bounds.title(head.title or head.message) if head is not None else "",
+        sender=bounds.cut(payload.user_username, bounds.MAX_NAME),
         previous_sha=previous_commit(payload.before),
     )
+
+
+def _unusable_source(mr: _MergeRequest) -> Ignored | None:
+    """Why a merge request's source branch or project cannot be taken, or None."""
+    problem = ref_name_problem(mr.source_branch)
+    if problem is not None:
+        return Ignored(
+            f"source branch {bounds.quoted(mr.source_branch)} {problem}: not a name git allows"
+        )
+    source = mr.source.path_with_namespace
+    if (problem := repo_path_problem(source)) is not None:
+        return Ignored(f"source project {bounds.quoted(source)} {problem}")
+    return None
 
 
 def _merge_request(
@@ -273,9 +317,12 @@ def _merge_request(
     repo = mr.target.path_with_namespace
     rule = config.rule_for(Forge.GITLAB, repo)
     if rule is None:
-        return Ignored(f"project {repo} is not configured")
+        return Ignored(f"project {bounds.quoted(repo)} is not configured")
     if not rule.pull_requests:
         return Ignored(f"merge requests are not built for {repo}")
+    refused = _unusable_source(mr)
+    if refused is not None:
+        return refused
     return BuildRequest(
         forge=Forge.GITLAB,
         repo=repo,
@@ -288,8 +335,8 @@ def _merge_request(
         delivery_id=delivery_id,
         source_repo=mr.source.path_with_namespace,
         project_id=mr.target_project_id,
-        web_url=mr.target.web_url,
-        title=mr.title,
-        sender=payload.user.username if payload.user else "",
+        web_url=bounds.url(mr.target.web_url),
+        title=bounds.title(mr.title),
+        sender=bounds.cut(payload.user.username, bounds.MAX_NAME) if payload.user else "",
         previous_sha=previous_commit(mr.oldrev),
     )

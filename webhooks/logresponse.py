@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 CHUNK: Final = 1024 * 1024
 """Bytes read and sent per step."""
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+"""A single byte range; offsets of more than 18 digits (past any file) are not one."""
 _MEDIA_TYPE = "text/plain; charset=utf-8"
 
 

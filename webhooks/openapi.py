@@ -112,6 +112,7 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at",
             "finished_at",
             "request",
+            "packages",
             "release",
         ],
         "properties": {
@@ -122,6 +123,14 @@ _SCHEMAS: Final[dict[str, Any]] = {
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
             "request": {"$ref": _REF + "BuildRequest"},
+            "packages": {
+                "type": ["array", "null"],
+                "items": {"$ref": _REF + "Package"},
+                "description": (
+                    "Every package the build installed, with the sha256 of the file used,"
+                    " sorted by name; null until they are resolved, and in build lists."
+                ),
+            },
             "release": {
                 "oneOf": [{"type": "null"}, {"$ref": _REF + "Release"}],
                 "description": "The release a succeeded trusted tag build publishes, else null.",
@@ -131,6 +140,16 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 "description": "One build only (GET /api/builds/{id}): its signature and "
                 "rebuild check, null while it runs or when it wrote none.",
             },
+        },
+    },
+    "Package": {
+        "type": "object",
+        "required": ["name", "version", "repo", "sha256"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string", "description": "[epoch:]pkgver-pkgrel"},
+            "repo": {"type": "string", "description": "The repository it came from."},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         },
     },
     "Release": {
@@ -333,6 +352,22 @@ def _admin(summary: str, success: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _download(summary: str, found: str, missing: str) -> dict[str, Any]:
+    """The description of a file download path (`/artifacts/` or `/untrusted/`)."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "summary": summary,
+            "tags": ["pages"],
+            "parameters": [_BUILD_ID, name],
+            "responses": {
+                "200": _text("application/octet-stream", found),
+                "404": _error(missing),
+            },
+        }
+    }
+
+
 def describe(public_url: str) -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the app served at `public_url`."""
     build_page_params = [_BUILD_ID]
@@ -412,25 +447,14 @@ def describe(public_url: str) -> dict[str, Any]:
                     },
                 }
             },
-            "/builds/{build_id}/artifacts/{name}": {
-                "get": {
-                    "summary": "Download one file of a finished build",
-                    "tags": ["pages"],
-                    "parameters": [
-                        _BUILD_ID,
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": _text("application/octet-stream", "The file."),
-                        "404": _error("No such build or file."),
-                    },
-                }
-            },
+            "/builds/{build_id}/artifacts/{name}": _download(
+                "Download one file of a finished build", "The file.", "No such build or file."
+            ),
+            "/builds/{build_id}/untrusted/{name}": _download(
+                "Download one file of a finished build from a fork (untrusted)",
+                "The file, saved as untrusted-<name>.",
+                "No such build from a fork, or no such file.",
+            ),
             "/builds/{build_id}/boot/{name}": {
                 "get": {
                     "summary": "The screen at the end of one boot test of a finished build",

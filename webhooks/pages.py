@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import jinja2
 from markupsafe import Markup
 
+from webhooks.artifacts import download_path
 from webhooks.build import (
     Artifact,
     BuildRecord,
@@ -187,13 +188,19 @@ def build_context(
         "change_url": change_url(request),
         "change_word": "merge request" if request.forge is Forge.GITLAB else "pull request",
         "artifacts": [
-            {**vars_of(artifact), "size_text": size(artifact.size)} for artifact in artifacts
+            {
+                **vars_of(artifact),
+                "size_text": size(artifact.size),
+                "url": download_path(record.id, artifact.name, trusted=request.trusted),
+            }
+            for artifact in artifacts
         ],
         "log": view,
         "stream_url": f"/builds/{record.id}/log/stream?after={view.end}",
         "release": release_context(record.release),
         "boot_tests": [],
         "trust": trust,
+        "packages": record.packages or (),
     }
 
 

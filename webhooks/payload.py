@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from webhooks.exceptions import MalformedPayload
 
@@ -52,6 +52,12 @@ Sha = Annotated[str, StringConstraints(pattern=f"^{SHA_PATTERN}$")]
 """A payload field that must hold a full commit id."""
 
 _SHA = re.compile(SHA_PATTERN)
+
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A payload number the store keeps (ids, PR numbers): what SQLite's INTEGER holds.
+
+A larger one would fail at the store (503) on every redelivery; it is refused at once.
+"""
 
 
 def previous_commit(sha: str | None) -> str | None:

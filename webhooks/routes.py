@@ -18,7 +18,8 @@ Routes:
   while the build has not written any), 404 when the build is unknown.
 - `GET /`, `GET /builds/{id}`: the build list and a build's page (HTML, `webhooks.pages`).
 - `GET /builds/{id}/log/stream`: the log as server-sent events (`webhooks.live`).
-- `GET /builds/{id}/artifacts/{name}`: one artifact, streamed (`webhooks.artifacts`).
+- `GET /builds/{id}/artifacts/{name}`, `/untrusted/{name}`: one artifact of a build of
+  the repository, or of a fork, streamed (`webhooks.artifacts`).
 - `GET /builds/{id}/boot/{name}`: a boot test's screenshot (PNG, `webhooks.bootview`).
 - `GET /api/builds`, `POST /api/builds/{id}/cancel|retry|publish`: the JSON API
   (`webhooks.api`).
@@ -70,6 +71,7 @@ from webhooks.config import Ignored, Receiver, WebhookConfig
 from webhooks.exceptions import (
     AdminTokenRequired,
     ArtifactNotFound,
+    BodiesInFlight,
     BuildNotFound,
     StoreUnavailable,
     WebhookError,
@@ -123,23 +125,29 @@ async def _intake(
     config = state["config"]
     deliveries = state["deliveries"]
     try:
-        check_headers(request.headers, config)
-        body = await read_capped(
-            request.headers.get("content-length"), request.stream(), config.max_body_bytes
-        )
-        outcome = receive(request.headers, body, config, received_at=state["clock"]())
-        if isinstance(outcome, Ignored):
-            deliveries.count(forge, DeliveryOutcome.IGNORED)
-            log.info("delivery_ignored", forge=str(forge), reason=outcome.reason)
-            return JSONResponse({"ignored": outcome.reason}, status_code=200)
-        submission = await _ask_store(
-            state["sink"].submit(outcome),
-            _RECORDING,
-            forge=str(forge),
-            repo=outcome.repo,
-            commit_sha=outcome.commit_sha,
-            delivery_id=outcome.delivery_id,
-        )
+        # The body's bytes count against the in-flight budget until the answer.
+        with state["bodies"].hold() as hold:
+            check_headers(request.headers, config)
+            body = await read_capped(
+                request.headers.get("content-length"),
+                request.stream(),
+                config.max_body_bytes,
+                hold=hold,
+                seconds=config.body_seconds,
+            )
+            outcome = receive(request.headers, body, config, received_at=state["clock"]())
+            if isinstance(outcome, Ignored):
+                deliveries.count(forge, DeliveryOutcome.IGNORED)
+                log.info("delivery_ignored", forge=str(forge), reason=outcome.reason)
+                return JSONResponse({"ignored": outcome.reason}, status_code=200)
+            submission = await _ask_store(
+                state["sink"].submit(outcome),
+                _RECORDING,
+                forge=str(forge),
+                repo=outcome.repo,
+                commit_sha=outcome.commit_sha,
+                delivery_id=outcome.delivery_id,
+            )
     except WebhookError as exc:
         failed = exc.status_code >= 500
         deliveries.count(forge, DeliveryOutcome.ERROR if failed else DeliveryOutcome.REFUSED)
@@ -327,18 +335,28 @@ async def log_stream(request: Request[AppState]) -> Response:
 
 
 async def artifact_download(request: Request[AppState]) -> Response:
-    """Answer `GET /builds/{id}/artifacts/{name}`: one file of a finished build, streamed."""
+    """Answer `GET /builds/{id}/artifacts/{name}`: one file of a trusted finished build."""
+    return await _download(request, trusted=True)
+
+
+async def untrusted_download(request: Request[AppState]) -> Response:
+    """Answer `GET /builds/{id}/untrusted/{name}`: one file of a build from a fork."""
+    return await _download(request, trusted=False)
+
+
+async def _download(request: Request[AppState], *, trusted: bool) -> Response:
+    """Stream one file of a finished build whose trust matches the path, else 404."""
     record = await _record(request)
     name: str = request.path_params["name"]
     source = request.state["artifacts"]
     directory = source.directory(record.id) if source is not None else None
-    if not record.state.is_final:
-        directory = None
+    if not record.state.is_final or record.request.trusted is not trusted:
+        directory = None  # a fork's files never answer under /artifacts/, nor the reverse
     fd, length = await anyio.to_thread.run_sync(artifacts.open_artifact, directory, name)
     return StreamingResponse(
         artifacts.stream_file(fd, length),
         media_type="application/octet-stream",
-        headers=artifacts.download_headers(name, length),
+        headers=artifacts.download_headers(name, length, trusted=trusted),
     )
 
 
@@ -422,6 +440,8 @@ async def _webhook_error(request: Request, exc: Exception) -> Response:
         error=exc.message,
     )
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AdminTokenRequired) else None
+    if isinstance(exc, BodiesInFlight):
+        headers = {"Retry-After": str(exc.retry_after)}
     templates = request.scope.get("state", {}).get("pages")
     if templates is not None and "text/html" in request.headers.get("accept", ""):
         nonce = secrets.token_urlsafe(16)
@@ -445,6 +465,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/builds/{build_id:int}/log/stream", log_stream, methods=["GET"]),
     Route("/builds/{build_id:int}/artifacts/{name:str}", artifact_download, methods=["GET"]),
     Route("/builds/{build_id:int}/boot/{name:str}", boot_screenshot, methods=["GET"]),
+    Route("/builds/{build_id:int}/untrusted/{name:str}", untrusted_download, methods=["GET"]),
     Route("/api/builds", api_builds, methods=["GET"]),
     Route("/api/builds/{build_id:int}/cancel", api_cancel, methods=["POST"]),
     Route("/api/builds/{build_id:int}/retry", api_retry, methods=["POST"]),

@@ -13,6 +13,7 @@ from typing import NotRequired, TypedDict
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from webhooks.body import BodyBudget
 from webhooks.build import (
     ArtifactSource,
     BootTestSource,
@@ -39,6 +40,7 @@ class AppState(TypedDict):
     logs: BuildLogSource | None
     clock: Callable[[], datetime]
     deliveries: DeliveryMetrics
+    bodies: BodyBudget
     # The keys below are always set by `create_app`; NotRequired lets a test drive
     # the intake at the ASGI level with only the keys above.
     browser: NotRequired[BuildBrowser | None]

@@ -107,6 +107,27 @@ def decode_signing_key(key: SecretStr) -> bytes:
     return raw
 
 
+def require_standard_webhook_headers(
+    webhook_id: str | None, webhook_timestamp: str | None, webhook_signature: str | None
+) -> tuple[str, str, str]:
+    """Refuse a delivery lacking any of the three Standard Webhooks headers.
+
+    Header-only, so it can run before the body is read.
+
+    Returns:
+        The three values, none missing.
+
+    Raises:
+        SignatureMismatch: A header is missing.
+    """
+    if webhook_id is None or webhook_timestamp is None or webhook_signature is None:
+        raise SignatureMismatch(
+            "missing webhook-id, webhook-timestamp or webhook-signature: the GitLab "
+            "webhook must have the signing token that isorunner's gitlab.signing_token holds"
+        )
+    return webhook_id, webhook_timestamp, webhook_signature
+
+
 def verify_standard_webhook(
     body: bytes,
     *,
@@ -139,11 +160,9 @@ def verify_standard_webhook(
     """
     # https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md#verifying-webhook-authenticity
     # https://docs.gitlab.com/user/project/integrations/webhooks/#signing-tokens
-    if webhook_id is None or webhook_timestamp is None or webhook_signature is None:
-        raise SignatureMismatch(
-            "missing webhook-id, webhook-timestamp or webhook-signature: the GitLab "
-            "webhook must have the signing token that isorunner's gitlab.signing_token holds"
-        )
+    webhook_id, webhook_timestamp, webhook_signature = require_standard_webhook_headers(
+        webhook_id, webhook_timestamp, webhook_signature
+    )
     if not (
         webhook_timestamp.isascii()
         and webhook_timestamp.isdigit()

@@ -60,6 +60,7 @@ class BootStep:
         plan: BootPlan,
         boot_dir: Path,
         log: LogSink,
+        note: LogSink | None = None,
         build_id: int | None = None,
     ) -> list[BootTestRecord]:
         """Boot `iso` once per spec of `plan`, in order.
@@ -69,7 +70,9 @@ class BootStep:
             iso: The built ISO.
             plan: The boots and whether they are required.
             boot_dir: Where screenshots are written (created if needed).
-            log: The build log: what runs, the serial console, each verdict.
+            log: The build log for what the boots print (QEMU, the serial console).
+            note: The build log for isorunner's own lines (what runs, each verdict),
+                kept apart from what the guest prints; `log` when None.
             build_id: The stored build the results belong to, if any.
 
         Returns:
@@ -78,10 +81,11 @@ class BootStep:
         Raises:
             Cancelled: The build was cancelled meanwhile.
         """
+        own = note if note is not None else log
         records: list[BootTestRecord] = []
         for n, spec in enumerate(plan.specs):
             policy = "required" if plan.required else "advisory"
-            await log(f"[isorunner] boot test {n + 1}/{len(plan.specs)} ({spec.name}, {policy})")
+            await own(f"[isorunner] boot test {n + 1}/{len(plan.specs)} ({spec.name}, {policy})")
             try:
                 result = await self._tester.boot(f"{run_id}-boot-{n}", iso, spec, log_sink=log)
             except Cancelled:
@@ -94,7 +98,7 @@ class BootStep:
                     name = screenshot_name(spec)
                     await anyio.to_thread.run_sync(_write, boot_dir, name, result.screenshot)
                 record = record_of(result, required=plan.required, screenshot=name)
-            await log(
+            await own(
                 f"[isorunner] boot test ({record.name}): {record.outcome.replace('_', ' ')}, "
                 f"{record.reason}"
             )

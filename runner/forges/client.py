@@ -48,6 +48,7 @@ from runner.forges.exceptions import (
     ForgeError,
     ForgeUnavailable,
     MalformedResponse,
+    safe_host,
     safe_url,
 )
 from runner.forges.request import CREDENTIAL_HEADERS, ForgeRequest, ForgeResponse
@@ -305,7 +306,7 @@ class ForgeTransport:
 
 
 def _unreachable(request: ForgeRequest, exc: httpx.TransportError, *, note: str) -> ForgeError:
-    host = urlsplit(request.url).netloc
+    host = safe_host(request.url)
     what = "did not answer in time" if isinstance(exc, httpx.TimeoutException) else "failed"
     suffix = f" ({note})" if note else ""
     return ForgeUnavailable(

@@ -3,7 +3,8 @@
 Pure: values only, no I/O. Kept apart from the modules that raise them so that the
 builders, the transport and the clients can all import it without cycles. Messages say
 what failed and what to do; they never carry a token, and URLs in them are stripped of
-their query string (GitHub's codeload redirects put a temporary token there).
+their user part and query string (GitHub's codeload redirects put a temporary token
+there).
 
 ```
 RunnerError (runner.exceptions)
@@ -18,7 +19,9 @@ RunnerError (runner.exceptions)
       │    └── ImmutableRelease  a published immutable release lacks files: never fixable
       ├── Rejected             any other 4xx: the forge refused the request as invalid
       │    └── TransitionRefused  GitLab refused a commit-status transition (400)
-      ├── AssetTooLarge        a file the forge cannot take; raised before any request
+      ├── ReleaseRefused       a tag or file name the forge would refuse; raised before
+      │    │                   any request: the repository or profile must change it
+      │    └── AssetTooLarge   a file the forge cannot take
       ├── DownloadTooLarge     a download went over its size cap
       └── MalformedResponse    a 2xx answer whose body is not what the API documents
 ```
@@ -54,9 +57,14 @@ class RateLimit:
 
 
 def safe_url(url: str) -> str:
-    """Return `url` without its query string and fragment, fit for a message or log."""
+    """Return `url` without its user part, query string and fragment, fit for a message."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, safe_host(url), parts.path, "", ""))
+
+
+def safe_host(url: str) -> str:
+    """Return the `host[:port]` of `url`, without any `user:password@` before it."""
+    return urlsplit(url).netloc.rpartition("@")[2]
 
 
 class ForgeError(RunnerError):
@@ -143,7 +151,17 @@ class TransitionRefused(Rejected):
     """GitLab refused a commit-status transition (400 "Cannot transition status")."""
 
 
-class AssetTooLarge(ForgeError):
+class ReleaseRefused(ForgeError):
+    """The forge would refuse a release's tag or file: a problem of the repository.
+
+    Raised before any request is sent. Final: the release is refused at once (the
+    build's files stay); retrying cannot help, a new tag or a changed profile can.
+    """
+
+    final = True
+
+
+class AssetTooLarge(ReleaseRefused):
     """A file is too large for the forge; raised before any request is sent.
 
     Final: the same file is as large at every attempt.

@@ -32,14 +32,14 @@ ambiguous answer the client looks the release (its links) up before creating aga
 from __future__ import annotations
 
 import enum
-import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.forges.exceptions import Rejected, TransitionRefused
+from runner.forges.exceptions import ReleaseRefused, TransitionRefused
 from runner.forges.releaseplan import RemoteAsset
 from runner.forges.request import ForgeRequest, ForgeResponse, JSONValue
 from runner.forges.response import (
@@ -48,14 +48,17 @@ from runner.forges.response import (
     decode_model_list,
     server_message,
 )
+from webhooks.bounds import quoted
+from webhooks.refs import package_version_problem
 
 #: GitLab's limits on a commit status's `description` and `target_url` (§3.3).
 DESCRIPTION_LIMIT = 255
 TARGET_URL_LIMIT = 255
-#: Package and file names allowed in the generic package registry (§6.2).
-PACKAGE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-#: `package_version` must match `\A(\.?[\w\+-]+\.?)+\z` (§6.2), ASCII word characters.
-PACKAGE_VERSION = re.compile(r"(\.?[\w+-]+\.?)+", re.ASCII)
+#: Characters allowed in generic package and file names (§6.2); the version's rule is
+#: `webhooks.refs.package_version_problem`, which intake applies to tags already.
+PACKAGE_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
+#: The longest package or file name taken.
+MAX_PACKAGE_NAME = 255
 #: The access level that may post commit statuses and create releases (Developer).
 DEVELOPER_ACCESS = 30
 #: The largest page GitLab serves for list endpoints.
@@ -329,19 +332,24 @@ def build_get_project(api_url: str, token: str, project: str | int) -> ForgeRequ
 def check_package_names(package: str, version: str, file_names: Sequence[str]) -> None:
     """Refuse names the generic package registry would refuse, before any upload.
 
+    Both checks are single passes over capped lengths, never a backtracking pattern:
+    the tag is chosen by whoever may push tags.
+
     Raises:
-        Rejected: A name or the version has characters GitLab does not allow.
+        ReleaseRefused: A name or the version has characters GitLab does not allow.
     """
-    if not PACKAGE_VERSION.fullmatch(version):
-        raise Rejected(
-            f"could not publish to GitLab: {version!r} is not a valid generic package "
-            "version (letters, digits, '.', '_', '+', '-'); use such a tag name"
+    problem = package_version_problem(version)
+    if problem is not None:
+        raise ReleaseRefused(
+            f"could not publish to GitLab: the tag {quoted(version)} is not a valid generic "
+            f"package version: it {problem}; push a tag such as v1.2.3"
         )
     for name in (package, *file_names):
-        if not PACKAGE_NAME.fullmatch(name):
-            raise Rejected(
-                f"could not publish to GitLab: {name!r} is not a valid generic package or "
-                "file name (only letters, digits, '.', '_' and '-'); rename it"
+        if not name or len(name) > MAX_PACKAGE_NAME or not PACKAGE_NAME_CHARS.issuperset(name):
+            raise ReleaseRefused(
+                f"could not publish to GitLab: {quoted(name)} is not a valid generic package "
+                f"or file name (1 to {MAX_PACKAGE_NAME} letters, digits, '.', '_' and '-'); "
+                "rename it"
             )
 
 

@@ -167,7 +167,8 @@ class GitLabClient:
             The release's web page.
 
         Raises:
-            Rejected: The tag or a file name is not allowed in the package registry.
+            ReleaseRefused: The tag or a file name is not allowed in the package registry
+                (final: no attempt can succeed).
             ReleaseGone: The release kept vanishing while this attempt filled it.
             ForgeError: Any other refusal, or the forge could not be reached.
         """

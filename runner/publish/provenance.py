@@ -11,7 +11,7 @@
   `internalParameters`: what isorunner chose (SOURCE_DATE_EPOCH, the mkarchiso command,
   the sandbox isolation); `resolvedDependencies`: the profile at its commit
   (`gitCommit`), the profile tree as built (`dirHash`, in-toto's directory hash), the
-  sandbox base (the sha256 of its manifest; its source, date and mirror packages as
+  sandbox base (the sha256 of its manifest; its source, date and own packages as
   annotations), mkarchiso (sha256, version), and the resolved packages with versions
   and digests;
 - `runDetails.builder.id`: the isorunner instance (its public URL), with its version;
@@ -19,9 +19,9 @@
   `byproducts`: the rebuild's ISO when the rebuild check ran; and the extension field
   `isorunner_reproducibility` (SLSA's `<vendor>_<field>` form) with the result.
 
-The resolved package list comes from host-side package sync (issue 10). Until a build
-has one, `packages` is empty and no package descriptor is written: the sandbox base's
-annotations then list the mirror every package came from.
+The resolved package list is the build's `BuildRecord.packages`, which host-side
+package sync (runner/packages) recorded: name, version, repository and the file's
+sha256. A build without a packages step lists none.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from sandbox import MANIFEST
+from webhooks.build import PackageEntry
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://slsa.dev/provenance/v1"
 #: The build type; a TypeURI, which "MAY be unresolvable" (in-toto field_types.md).
 BUILD_TYPE: Final = "urn:isorunner:buildtype:mkarchiso:v1"
 PROVENANCE_FILE: Final = "provenance.json"
-#: The most a sandbox base manifest may be (it lists the mirror's packages).
+#: The most a sandbox base manifest may be (it lists the base's packages).
 MAX_MANIFEST_BYTES: Final = 16 << 20
 #: Differing paths kept in the provenance (the build page keeps the same list).
 MAX_DIFFERENCES: Final = 200
@@ -65,32 +66,18 @@ class Artifact:
     blake2b: str
 
 
-@dataclass(frozen=True, slots=True)
-class ResolvedPackage:
-    """One package the build installed, as package sync resolved it.
+def package_descriptor(package: PackageEntry) -> dict[str, Any]:
+    """The ResourceDescriptor of one package the build installed, named by a package URL.
 
-    Attributes:
-        name: The package name.
-        version: `pkgver-pkgrel`, with epoch if any.
-        arch: Its architecture (`x86_64`, `any`).
-        sha256: SHA-256 of the package file.
-        filename: The package file's name.
+    `package` is one of the build's `BuildRecord.packages`, as package sync resolved it
+    (name, version, repository, sha256 of the file).
     """
-
-    name: str
-    version: str
-    arch: str
-    sha256: str
-    filename: str
-
-    def descriptor(self) -> dict[str, Any]:
-        """Its ResourceDescriptor, named by a package URL (`pkg:alpm/arch/…`)."""
-        return {
-            "name": self.name,
-            "uri": f"pkg:alpm/arch/{self.name}@{self.version}?arch={self.arch}",
-            "digest": {"sha256": self.sha256},
-            "annotations": {"filename": self.filename},
-        }
+    return {
+        "name": package.name,
+        "uri": f"pkg:alpm/arch/{package.name}@{package.version}",
+        "digest": {"sha256": package.sha256},
+        "annotations": {"repository": package.repo},
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +89,7 @@ class SandboxBase:
         source: How it was made (`pacstrap`, `bootstrap`, `rootfs`).
         created: When it was made (ISO 8601).
         archive_date: The Arch Linux Archive day it is pinned to, if any.
-        packages: The mirror's packages, name to version.
+        packages: The base's own packages (its build tools), name to version.
         mkarchiso: The manifest's `mkarchiso` entry (path, sha256, version), if any.
     """
 
@@ -158,7 +145,8 @@ class BuildFacts:
         started: When the build started.
         finished: When it finished.
         reproducibility: The rebuild check's result.
-        packages: The resolved packages (empty until package sync provides them).
+        packages: The resolved packages (`BuildRecord.packages`; empty when the build
+            had no packages step).
     """
 
     forge: str
@@ -177,7 +165,7 @@ class BuildFacts:
     started: datetime
     finished: datetime
     reproducibility: Reproducibility
-    packages: Sequence[ResolvedPackage] = field(default_factory=tuple)
+    packages: Sequence[PackageEntry] = field(default_factory=tuple)
 
 
 def timestamp(moment: datetime) -> str:
@@ -226,7 +214,7 @@ def _dependencies(facts: BuildFacts) -> list[dict[str, Any]]:
                 "annotations": {"version": mkarchiso.get("version")},
             }
         )
-    dependencies.extend(package.descriptor() for package in facts.packages)
+    dependencies.extend(package_descriptor(package) for package in facts.packages)
     return dependencies
 
 

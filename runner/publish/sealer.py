@@ -53,7 +53,13 @@ class SealSandbox(ContainerSandbox, Protocol):
     """What the sealer needs of `sandbox.BuildSandbox`: builds and containers."""
 
     async def run(
-        self, build_id: str, profile_dir: Path, *, source_date_epoch: int, log_sink: LogSink
+        self,
+        build_id: str,
+        profile_dir: Path,
+        *,
+        source_date_epoch: int,
+        log_sink: LogSink,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         """Build the profile (see `BuildSandbox.run`)."""
         ...
@@ -156,6 +162,7 @@ class Sealer:
         epoch: int,
         artifacts: Artifacts,
         log: LogSink,
+        package_repo: Path | None = None,
     ) -> Sealed:
         """Rebuild-check, sign and describe a finished build; return what to publish.
 
@@ -165,6 +172,8 @@ class Sealer:
             epoch: Its SOURCE_DATE_EPOCH.
             artifacts: Its collected ISOs and sums.
             log: The build log.
+            package_repo: The build's package repository (package sync), which the
+                rebuild binds as the build did; None when the build had none.
 
         Raises:
             OSError: A file could not be written.
@@ -174,7 +183,12 @@ class Sealer:
         result = Reproducibility("not-checked")
         if wants_rebuild_check(request, self._rebuild_check(request)):
             result = await self.rebuild(
-                record, profile=profile, epoch=epoch, artifacts=artifacts, log=log
+                record,
+                profile=profile,
+                epoch=epoch,
+                artifacts=artifacts,
+                log=log,
+                package_repo=package_repo,
             )
         directory = artifacts.sums[0].parent
         trust = trust_json(self.key_id, result)
@@ -230,6 +244,7 @@ class Sealer:
             started=record.started_at or record.created_at,
             finished=self._clock(),
             reproducibility=result,
+            packages=record.packages or (),
         )
 
     def _base(self) -> SandboxBase:
@@ -247,6 +262,7 @@ class Sealer:
         epoch: int,
         artifacts: Artifacts,
         log: LogSink,
+        package_repo: Path | None = None,
     ) -> Reproducibility:
         """Build the profile again in a fresh container and compare the ISOs.
 
@@ -258,7 +274,11 @@ class Sealer:
         await log("[isorunner] rebuild check: building the same commit again in a fresh container")
         try:
             second = await self._sandbox.run(
-                rebuild_id, profile, source_date_epoch=epoch, log_sink=log
+                rebuild_id,
+                profile,
+                source_date_epoch=epoch,
+                log_sink=log,
+                package_repo=package_repo,
             )
         except SandboxError as exc:
             await log(f"[isorunner] rebuild check: the rebuild failed: {exc}")

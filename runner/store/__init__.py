@@ -6,6 +6,14 @@ URL. Raw SQL lives only in this package:
 - `__init__.py`: `JobStore` (the protocol every store implements) and `open_store`.
 - `sqlite.py`: `SQLiteStore`, the store in one SQLite file for a single host (I/O shell).
 - `ops.py`: the SQLite store's operations, plain functions of a connection.
+- `deliveries.py`: what a delivery becomes (a new build, or the one it repeats: every
+  delivery keeps its answer, per forge, while that build is kept) and what it supersedes.
+- `lines.py`: which push is the newest on a branch or pull request. The rule, in
+  short: a push comes after the builds it chains back to through `previous_sha` (so a
+  force-push back to an earlier commit wins), before a build pushed from its own commit
+  that it does not chain back to (its delivery was late), and otherwise in arrival
+  order; the newest push's build runs, the line's other queued and running builds are
+  cancelled.
 - `releases.py`: the SQLite store's release records (publishing progress, results).
 - `schema.py`: the SQLite schema, its migrations, and row ↔ value conversion.
 - `boottests.py`: the SQLite store's boot test results (one row per boot of an ISO).
@@ -25,13 +33,14 @@ from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn, Outgoing
+from runner.jobs import DEFAULT_QUEUE, Event, Notification, NotifyFn, Outgoing, QueuePolicy
 from runner.store.sqlite import SQLiteStore
 from webhooks.build import (
     BootTestRecord,
     BuildRecord,
     BuildRequest,
     BuildState,
+    PackageEntry,
     Release,
     ReleaseState,
     Submission,
@@ -102,7 +111,11 @@ class JobStore(Protocol):
         ...
 
     async def claim_next(self) -> BuildRecord | None:
-        """Atomically move the oldest queued build to running and return it."""
+        """Atomically move the next queued build to running and return it.
+
+        Next is the oldest trusted build, else the oldest untrusted one within the
+        caps of the store's `runner.jobs.QueuePolicy`; None when none may run.
+        """
         ...
 
     async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
@@ -119,6 +132,10 @@ class JobStore(Protocol):
 
     async def boot_tests(self, build_id: int) -> list[BootTestRecord]:
         """Return the build's boot test results in the order they ran."""
+        ...
+
+    async def set_packages(self, build_id: int, packages: Sequence[PackageEntry]) -> None:
+        """Record the packages a build installs; `get` returns them with the build."""
         ...
 
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:
@@ -208,7 +225,9 @@ class JobStore(Protocol):
         ...
 
 
-def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
+def open_store(
+    url: str, *, notify: NotifyFn | None = None, queue: QueuePolicy = DEFAULT_QUEUE
+) -> JobStore:
     """Return the (not yet opened) job store that `url` names; use it with `async with`.
 
     Args:
@@ -216,6 +235,7 @@ def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
             `:memory:` is refused because a 202 promises durability).
         notify: The status hook: notifications to enqueue with every new build and
             every state change, in its transaction; None enqueues nothing.
+        queue: Which queued build runs next: trusted first, untrusted ones capped.
 
     Returns:
         The store; `async with open_store(url) as store:` opens and closes it.
@@ -249,4 +269,4 @@ def open_store(url: str, *, notify: NotifyFn | None = None) -> JobStore:
             " must survive a restart)"
         )
         raise StoreError(msg)
-    return SQLiteStore(Path("/" + name), notify=notify)
+    return SQLiteStore(Path("/" + name), notify=notify, queue=queue)

@@ -22,6 +22,7 @@ from webhooks.build import (
     BuildRequest,
     BuildState,
     Forge,
+    PackageEntry,
     RefKind,
     Release,
     ReleaseFile,
@@ -100,7 +101,17 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         )
         """,
     ),
-    # 3 → 4: releases published through the outbox, their progress and result; the
+    # 3 → 4: the packages each build installed (runner.packages), a JSON array of
+    # [name, version, repo, sha256]; apart from `builds` so that lists stay small.
+    (
+        """
+        CREATE TABLE build_packages (
+            build_id INTEGER PRIMARY KEY REFERENCES builds (id),
+            packages TEXT NOT NULL
+        )
+        """,
+    ),
+    # 4 → 5: releases published through the outbox, their progress and result; the
     # outbox orders notifications per build and kind.
     (
         """
@@ -119,6 +130,22 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         """,
         "CREATE INDEX releases_by_state ON releases (state)",
         "CREATE INDEX notifications_by_kind ON notifications (build_id, kind, id)",
+    ),
+    # 5 → 6: every delivery answered with a build, per forge, also when it was a
+    # duplicate of another delivery's build: it keeps that answer while the build is
+    # kept (builds.delivery_id only names the delivery that made the build).
+    (
+        """
+        CREATE TABLE deliveries (
+            forge TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            build_id INTEGER NOT NULL REFERENCES builds (id),
+            PRIMARY KEY (forge, delivery_id)
+        ) WITHOUT ROWID
+        """,
+        "INSERT INTO deliveries (forge, delivery_id, build_id)"
+        " SELECT forge, delivery_id, id FROM builds",
+        "CREATE INDEX deliveries_by_build ON deliveries (build_id)",
     ),
 )
 
@@ -232,6 +259,39 @@ def build_from_row(row: Sequence[object]) -> BuildRecord:
         started_at=None if row[18] is None else decode_time(_text(row[18])),
         finished_at=None if row[19] is None else decode_time(_text(row[19])),
     )
+
+
+#: The most packages stored for one build (runner.packages.profile allows 4096 names;
+#: their dependencies add some).
+MAX_PACKAGES: Final = 20000
+
+
+def encode_packages(packages: Sequence[PackageEntry]) -> str:
+    """Encode a build's packages for the `build_packages` table."""
+    return json.dumps(
+        [[p.name, p.version, p.repo, p.sha256] for p in packages], separators=(",", ":")
+    )
+
+
+def decode_packages(text: str) -> tuple[PackageEntry, ...]:
+    """Decode what `encode_packages` wrote.
+
+    Raises:
+        StoreError: The stored value is not such a list.
+    """
+    data = json.loads(text)
+    if not isinstance(data, list) or len(data) > MAX_PACKAGES:
+        msg = "the job database holds a package list that is not a list"
+        raise StoreError(msg)
+    entries = []
+    for item in data:
+        if not (
+            isinstance(item, list) and len(item) == 4 and all(isinstance(v, str) for v in item)
+        ):
+            msg = "the job database holds a malformed package entry"
+            raise StoreError(msg)
+        entries.append(PackageEntry(*item))
+    return tuple(entries)
 
 
 def notification_from_row(row: Sequence[object]) -> Notification:

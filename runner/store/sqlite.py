@@ -1,6 +1,6 @@
 """`SQLiteStore`: the job store in one SQLite file, for a single host.
 
-I/O shell: opens the database file and runs `runner.store.ops` through
+I/O shell: opens the database file and runs `runner.store.ops` and `deliveries` through
 `runner.store.writer`, which commits the writes queued in one turn of the event loop
 as one group and acknowledges them after one fsync of the write-ahead log on its own
 thread; reads run on a small pool of reader threads and connections, which WAL mode
@@ -21,8 +21,8 @@ from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from runner.exceptions import StoreError
-from runner.jobs import Event, Notification, NotifyFn, Outgoing
-from runner.store import boottests, ops, releases
+from runner.jobs import DEFAULT_QUEUE, Event, Notification, NotifyFn, Outgoing, QueuePolicy
+from runner.store import boottests, deliveries, ops, releases
 from runner.store.schema import encode_time, migrate
 from runner.store.writer import Writer
 from webhooks.build import (
@@ -30,6 +30,7 @@ from webhooks.build import (
     BuildRecord,
     BuildRequest,
     BuildState,
+    PackageEntry,
     Release,
     ReleaseState,
     Submission,
@@ -67,7 +68,11 @@ def _prune_finished(conn: sqlite3.Connection, cutoff: str, limit: int) -> list[i
     ids = [int(row[0]) for row in conn.execute(query, (*_FINAL_STATES, cutoff, limit))]
     releases.forget(conn, ids)
     boottests.delete(conn, ids)
-    conn.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in ids])
+    pairs = [(build_id,) for build_id in ids]
+    # A delivery keeps its answer as long as the build it was answered with is kept.
+    conn.executemany("DELETE FROM deliveries WHERE build_id = ?", pairs)
+    conn.executemany("DELETE FROM build_packages WHERE build_id = ?", pairs)
+    conn.executemany("DELETE FROM builds WHERE id = ?", pairs)
     return ids
 
 
@@ -84,6 +89,7 @@ class SQLiteStore:
         *,
         clock: Callable[[], datetime] = _utc_now,
         notify: NotifyFn | None = None,
+        queue: QueuePolicy = DEFAULT_QUEUE,
         prune_batch: int = PRUNE_BATCH,
     ) -> None:
         """Prepare a store for the file at `path`; nothing is opened until `open`.
@@ -94,11 +100,13 @@ class SQLiteStore:
             notify: The status hook: the notifications to enqueue, in the same
                 transaction, with every new build and every state change (e.g. the
                 forge's commit status). None enqueues nothing.
+            queue: Which queued build runs next (`runner.jobs.QueuePolicy`).
             prune_batch: Builds deleted per write group by `prune_finished`.
         """
         self.path = path
         self._clock = clock
         self._notify = notify
+        self._queue = queue
         self._prune_batch = prune_batch
         self._writer: Writer | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -160,7 +168,9 @@ class SQLiteStore:
         Deduplication follows `webhooks.build.BuildSink.submit`; a tag build is only
         a repeat of a non-cancelled tag build of the same tag and commit.
         """
-        return await self._write(lambda c: ops.submit(c, self._clock(), request, self._notify))
+        return await self._write(
+            lambda c: deliveries.submit(c, self._clock(), request, self._notify, self._queue)
+        )
 
     async def get(self, build_id: int) -> BuildRecord | None:
         """Return the build with this id, or None."""
@@ -194,7 +204,9 @@ class SQLiteStore:
 
     async def claim_next(self) -> BuildRecord | None:
         """Atomically move the oldest queued build to running and return it, or None."""
-        return await self._write(lambda c: ops.claim_next(c, self._clock(), self._notify))
+        return await self._write(
+            lambda c: ops.claim_next(c, self._clock(), self._notify, self._queue)
+        )
 
     async def finish(self, build_id: int, event: Event, detail: str = "") -> BuildRecord:
         """Apply `event` to the build through `runner.jobs.transition`; return the new record.
@@ -226,6 +238,14 @@ class SQLiteStore:
         """Replace the build's detail note (e.g. the sandbox's time-limit warning)."""
         await self._write(lambda c: ops.set_detail(c, build_id, detail))
 
+    async def set_packages(self, build_id: int, packages: Sequence[PackageEntry]) -> None:
+        """Record the packages a build installs (replacing any recorded before).
+
+        Raises:
+            BuildNotFound: No build has this id.
+        """
+        await self._write(lambda c: ops.set_packages(c, build_id, packages))
+
     async def cancel(self, build_id: int, detail: str) -> BuildRecord:
         """Cancel a queued or running build; return its new record.
 
@@ -245,7 +265,9 @@ class SQLiteStore:
         Returns the submission and the cancelled ids (see `supersede`).
         """
         return await self._write(
-            lambda c: ops.submit_superseding(c, self._clock(), request, self._notify)
+            lambda c: deliveries.submit_superseding(
+                c, self._clock(), request, self._notify, self._queue
+            )
         )
 
     async def supersede(self, request: BuildRequest) -> list[int]:
@@ -257,7 +279,9 @@ class SQLiteStore:
         Raises:
             StoreError: `request` has not been submitted.
         """
-        return await self._write(lambda c: ops.supersede(c, self._clock(), request, self._notify))
+        return await self._write(
+            lambda c: deliveries.supersede(c, self._clock(), request, self._notify)
+        )
 
     async def recover_running(self, requeue: bool) -> list[BuildRecord]:
         """At start-up, re-queue (or end as errored) every build left running."""

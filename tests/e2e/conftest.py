@@ -4,7 +4,9 @@ I/O shell for the tests: starts the fake forge (tests/e2e/fakeforge.py) on 127.0
 `python -m runner serve` as a subprocess whose config points every forge URL at it,
 sends signed webhook deliveries over HTTP, and waits (bounded, polling) for what the
 forge receives. A wait that times out fails with what it saw and the server's log tail.
-The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md).
+The sandbox is the real one over the stand-in base (tests/standin/CONTRACT.md); builds'
+packages come from the stand-in's signed upstream, served on 127.0.0.1 per module
+(tests/runner/packages/upstream.py).
 """
 
 from __future__ import annotations
@@ -36,18 +38,22 @@ from sandbox.host import V1_CONTROLLERS, detect_host
 from tests.conftest import require, require_root, require_tool
 from tests.e2e.fakeforge import FakeForge, run_fake_forge
 from tests.e2e.fakeforge_state import Forge, StatusRecord
+from tests.runner.packages.upstream import UPSTREAM, UpstreamServer, serve_upstream
 
 STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
 GITHUB_SECRET = "e2e-github-webhook-secret"
 GITLAB_SECRET = "e2e-gitlab-webhook-token"
 GITHUB_TOKEN = "ghp_e2e_api_token"
 GITLAB_TOKEN = "glpat-e2e-api-token"
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 CONTEXT = "isorunner-e2e"
 # The commit time of every pushed commit: SOURCE_DATE_EPOCH of the builds.
 COMMIT_TIME = "2025-01-02T03:04:05+00:00"
 POLL = 0.1
-STARTUP_SECONDS = 60.0
+# How long a server may take to answer after it starts: a deadline, not a speed claim.
+# Importing isorunner takes ~2.6 s of CPU; on the shared 2-core test host under a load
+# of 16 that was 20 s of wall time, so the deadline leaves room for much more.
+STARTUP_SECONDS = 120.0
 BUILD_SECONDS = 60.0
 
 _T = TypeVar("_T")
@@ -62,8 +68,9 @@ def require_sandbox() -> Path:
     require_tool("systemd-nspawn")
     require(
         (STANDIN / "base" / "build" / "output").is_dir()
-        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
-        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
     )
     return STANDIN
 
@@ -133,16 +140,27 @@ def make_profile(
 # -- webhook deliveries ------------------------------------------------------------------
 
 
-def github_push(repo: str, sha: str, ref: str, *, message: str = "Update the profile") -> bytes:
-    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…)."""
+def github_push(
+    repo: str,
+    sha: str,
+    ref: str,
+    *,
+    message: str = "Update the profile",
+    before: str = "0" * 40,
+    forced: bool = False,
+) -> bytes:
+    """The body of a GitHub `push` delivery of `sha` to `ref` (refs/heads/… or refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref).
+    """
     return json.dumps(
         {
             "ref": ref,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "created": ref.startswith("refs/tags/"),
             "deleted": False,
-            "forced": False,
+            "forced": forced,
             "head_commit": {"id": sha, "timestamp": COMMIT_TIME, "message": message},
             "repository": {"full_name": repo, "html_url": f"https://github.example/{repo}"},
             "sender": {"login": "alice"},
@@ -176,14 +194,18 @@ def github_pull_request(
     ).encode()
 
 
-def gitlab_push(path: str, project_id: int, sha: str, ref: str) -> bytes:
-    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…)."""
+def gitlab_push(path: str, project_id: int, sha: str, ref: str, *, before: str = "0" * 40) -> bytes:
+    """The body of a GitLab Push Hook (refs/heads/…) or Tag Push Hook (refs/tags/…).
+
+    `before` is the commit the ref pointed at (40 zeros for a new ref); GitLab sends no
+    `forced` flag.
+    """
     kind = "tag_push" if ref.startswith("refs/tags/") else "push"
     return json.dumps(
         {
             "object_kind": kind,
             "event_name": kind,
-            "before": "0" * 40,
+            "before": before,
             "after": sha,
             "ref": ref,
             "checkout_sha": sha,
@@ -206,20 +228,63 @@ def gitlab_push(path: str, project_id: int, sha: str, ref: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Repos:
-    """The repositories a server's config lists."""
+    """The repositories a server's config lists.
+
+    Attributes:
+        github: GitHub repositories.
+        gitlab: GitLab projects.
+        booted: Repositories whose ISOs are boot tested (default policy); the
+            others' are not.
+        extra: More TOML lines for some repositories' `[[repos]]` tables (package
+            source overrides), by name.
+    """
 
     github: Sequence[str] = ()
     gitlab: Sequence[str] = ()
     booted: Sequence[str] = ()
-    """Repositories whose ISOs are boot tested (default policy); the others' are not."""
+    extra: dict[str, str] | None = None
 
 
-def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
-    """An isorunner config keeping all state under `root`, every forge URL at `forge`."""
+def packages_text(root: Path, upstream: UpstreamServer, *, max_cache: str = "1G") -> str:
+    """The `[packages]` section: the test upstream's mirror and archive, its keyring."""
+    return f"""
+[packages]
+cache_dir = "{root}/packages"
+max_cache_bytes = "{max_cache}"
+keyring = "{UPSTREAM}/keyring"
+repositories = ["core", "extra"]
+mirrors = ["{upstream.url}/mirror/$repo/os/$arch"]
+archive_url = "{upstream.url}/archive"
+download_attempts = 2
+download_timeout_seconds = 5
+[[packages.extra_repos]]
+name = "custom"
+servers = ["{upstream.url}/custom/$repo/os/$arch"]
+sig_level = "Optional TrustAll"
+"""
+
+
+def config_text(
+    root: Path,
+    port: int,
+    forge: FakeForge,
+    repos: Repos,
+    upstream: UpstreamServer,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
+) -> str:
+    """An isorunner config keeping all state under `root`, every forge URL at `forge`.
+
+    `server_extra` and `sandbox_extra` are added to the `[server]` and `[sandbox]`
+    tables (e.g. an admin token line, queue caps).
+    """
+    extra = repos.extra or {}
     entries = "".join(
         f'\n[[repos]]\nforge = "{kind}"\nname = "{name}"\n'
         'branches = ["main", "feature/*"]\nrelease_tags = ["v*"]\n'
         + ("" if name in repos.booted else 'boot_test = "off"\n')
+        + extra.get(name, "")
         for kind, names in (("github", repos.github), ("gitlab", repos.gitlab))
         for name in names
     )
@@ -228,8 +293,7 @@ def config_text(root: Path, port: int, forge: FakeForge, repos: Repos) -> str:
 host = "127.0.0.1"
 port = {port}
 public_url = "http://127.0.0.1:{port}"
-admin_token = "{ADMIN_TOKEN}"
-
+{server_extra}
 [storage]
 database = "sqlite:///{root}/db/isorunner.db"
 logs_dir = "{root}/logs"
@@ -244,6 +308,8 @@ pids_limit = 1024
 timeout_seconds = 60
 warning_seconds = 50
 max_output_bytes = "1G"
+max_disk_bytes = "2G"
+{sandbox_extra}
 
 [boot_test]
 timeout_seconds = 300
@@ -260,6 +326,7 @@ url = "{forge.base_url}/gitlab"
 webhook_secret = "{GITLAB_SECRET}"
 token = "{GITLAB_TOKEN}"
 status_name = "{CONTEXT}"
+{packages_text(root, upstream)}
 {entries}"""
 
 
@@ -449,7 +516,12 @@ class Isorunner:
         def probe() -> list[str] | None:
             held = sandbox_leftovers(self, build_id)
             running = self.build(build_id)["state"] == "running"
-            return held if running and any(h.startswith("process ") for h in held) else None
+            # The packages step runs pacman under the sandbox root too: wait for the
+            # container itself (its overlay is mounted).
+            up = any(h.startswith("process ") for h in held) and any(
+                h.startswith("mount ") for h in held
+            )
+            return held if running and up else None
 
         return self.wait_for(f"build {build_id} to run in its container", probe, timeout=timeout)
 
@@ -489,11 +561,22 @@ def release_settled(seen: list[StatusRecord]) -> bool:
     return text.endswith("release published") or "release refused" in text
 
 
-def make_server(root: Path, forge: FakeForge, repos: Repos) -> Isorunner:
+def make_server(
+    root: Path,
+    forge: FakeForge,
+    repos: Repos,
+    upstream: UpstreamServer,
+    *,
+    server_extra: str = "",
+    sandbox_extra: str = "",
+) -> Isorunner:
     """Write a config under `root` for `repos` and return the (not started) server."""
     port = free_port()
     config = root / "isorunner.toml"
-    config.write_text(config_text(root, port, forge, repos))
+    text = config_text(
+        root, port, forge, repos, upstream, server_extra=server_extra, sandbox_extra=sandbox_extra
+    )
+    config.write_text(text)
     return Isorunner(root=root, config=config, port=port, log=root / "isorunner.log")
 
 
@@ -567,6 +650,13 @@ def state_root(tmp_path_factory: pytest.TempPathFactory, standin: Path) -> Itera
 def forge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeForge]:
     """A fake GitHub + GitLab on 127.0.0.1 shared by a module's tests."""
     with run_fake_forge(tmp_path_factory.mktemp("forge")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def upstream(standin: Path) -> Iterator[UpstreamServer]:
+    """The stand-in's signed package upstream, served on 127.0.0.1 for the module."""
+    with serve_upstream(UPSTREAM / "www") as running:
         yield running
 
 

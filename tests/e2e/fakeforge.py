@@ -245,6 +245,11 @@ class FakeForge:
 
     # -- seeding -------------------------------------------------------------------------
 
+    @property
+    def codeload_token(self) -> str:
+        """The token GitHub's archive redirects carry in their query string."""
+        return self._state.codeload_token
+
     def seed_github(
         self,
         full_name: str,

@@ -34,7 +34,9 @@ STATES = ("pending", "running", "success", "failed", "canceled", "skipped")
 LINK_TYPES = ("other", "runbook", "image", "package")
 MAX_FIELD = 255
 PACKAGE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-PACKAGE_VERSION = re.compile(r"(\.?[\w+-]+\.?)+")
+# GitLab's `\A(\.?[\w\+-]+\.?)+\z` (ASCII \w), rewritten so that it cannot backtrack:
+# runs of word characters separated by one or two dots, one more dot allowed at each end.
+PACKAGE_VERSION = re.compile(r"\.?[\w+-]+(?:\.{1,2}[\w+-]+)*\.?", re.ASCII)
 CLIENT_CLOSED = 499
 
 # GitLab's CommitStatus state machine, the part an external status can reach: for each

@@ -29,11 +29,13 @@ from tests.e2e.conftest import (
     make_profile,
     make_server,
     new_sha,
+    packages_text,
     release_settled,
 )
 from tests.e2e.fakeforge import FakeForge
 from tests.e2e.test_browser import chromium
 from tests.pngimage import decode
+from tests.runner.packages.upstream import UpstreamServer
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +48,9 @@ ENTRIES = ("syslinux/archiso_sys-linux.cfg", "efiboot/loader/entries/01-archiso-
 
 
 @pytest.fixture(scope="module")
-def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
+def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve` whose two repositories are boot tested."""
-    config = make_server(state_root, forge, REPOS)
+    config = make_server(state_root, forge, REPOS, upstream)
     text = config.config.read_text().replace(
         'name = "acme/panics"\n',
         'name = "acme/panics"\n'
@@ -142,16 +144,21 @@ def test_required_boot_test_of_a_panicking_iso_fails_the_build(
     assert test["command_line"].endswith("isorunner.test=panic")
 
 
-def test_isorunner_build_boots_the_iso_on_bios_and_uefi(tmp_path: Path) -> None:
+def test_isorunner_build_boots_the_iso_on_bios_and_uefi(
+    tmp_path: Path, upstream: UpstreamServer
+) -> None:
     """`isorunner build` builds the boot profile, boots it twice, writes both screenshots."""
     out = tmp_path / "out"
     config = tmp_path / "isorunner.toml"
-    config.write_text(
-        f'[sandbox]\nsandbox_root = "/var/tmp/{tmp_path.name}-sbx"\n'
-        f'base_dir = "{STANDIN}/base"\nmemory_limit = "2G"\ncpus = 2\n'
-        "[boot_test]\ntimeout_seconds = 300\n"
-    )
     sandbox_root = Path(f"/var/tmp/{tmp_path.name}-sbx")
+    config.write_text(
+        f'[sandbox]\nsandbox_root = "{sandbox_root}"\n'
+        f'base_dir = "{STANDIN}/base"\nmemory_limit = "2G"\ncpus = 2\n'
+        # The build's disk is allocated in full: the default 16G would take a shared
+        # test host's room (the boot profile's ISO is a few MB).
+        'max_disk_bytes = "2G"\n'
+        "[boot_test]\ntimeout_seconds = 300\n" + packages_text(sandbox_root, upstream)
+    )
     try:
         run = _run_build(out, config)
     finally:

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     sandbox_leftovers,
 )
 from tests.e2e.fakeforge import FakeForge
+from tests.runner.packages.upstream import UpstreamServer
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +38,9 @@ DONE = final_status("success", "failure", "error")
 
 
 @pytest.fixture(scope="module")
-def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
+def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve` for this module, stopped at its end."""
-    running = make_server(state_root, forge, REPOS)
+    running = make_server(state_root, forge, REPOS, upstream)
     running.start()
     yield running
     running.close()

@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     release_settled,
 )
 from tests.e2e.fakeforge import FakeForge
+from tests.runner.packages.upstream import UpstreamServer
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +43,9 @@ DONE = final_status("success", "failure", "error")
 
 
 @pytest.fixture(scope="module")
-def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
+def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve` for this module, stopped at its end."""
-    running = make_server(state_root, forge, REPOS)
+    running = make_server(state_root, forge, REPOS, upstream)
     running.start()
     yield running
     running.close()
@@ -195,13 +196,13 @@ def test_hostile_archive_fails_naming_the_entry_and_writes_nothing_outside(
     ("change", "reason"),
     [
         ("no-profiledef", "profiledef.sh"),
-        ("missing-package", "target not found: no-such-package"),
+        ("missing-package", "package not found: no-such-package (searched core)"),
     ],
 )
 def test_broken_profile_fails_with_the_reason(
     server: Isorunner, forge: FakeForge, profiles: Path, change: str, reason: str
 ) -> None:
-    """A profile without profiledef.sh, or asking for a package the mirror lacks, fails with why."""
+    """A profile without profiledef.sh, or naming a package no repository has, fails with why."""
     sha = new_sha()
     if change == "no-profiledef":
         profile = make_profile(profiles, change)

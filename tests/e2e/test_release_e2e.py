@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.conftest import (
+    ADMIN_TOKEN,
     GITHUB_TOKEN,
     GITLAB_TOKEN,
     Isorunner,
@@ -33,6 +34,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.fakeforge import FakeForge
 from tests.e2e.fakeforge_state import Forge, RecordedRequest
+from tests.runner.packages.upstream import UpstreamServer
 
 pytestmark = pytest.mark.integration
 
@@ -155,10 +157,12 @@ def iso_name(server: Isorunner, build_id: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
+def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve` for this module, stopped at its end."""
     (state_root / "main").mkdir()
-    running = make_server(state_root / "main", forge, REPOS)
+    running = make_server(
+        state_root / "main", forge, REPOS, upstream, server_extra=f'admin_token = "{ADMIN_TOKEN}"\n'
+    )
     running.start()
     yield running
     running.close()
@@ -278,12 +282,14 @@ def test_what_a_person_deletes_between_attempts_is_published_again(
 
 @pytest.fixture
 def crash_server(
-    state_root: Path, forge: FakeForge, request: pytest.FixtureRequest
+    state_root: Path, forge: FakeForge, upstream: UpstreamServer, request: pytest.FixtureRequest
 ) -> Iterator[Isorunner]:
     """A server of its own (it is killed), with its own state and sandbox root."""
     root = state_root / f"crash-{request.node.callspec.id}"
     root.mkdir(parents=True)
-    running = make_server(root, forge, REPOS)
+    running = make_server(
+        root, forge, REPOS, upstream, server_extra=f'admin_token = "{ADMIN_TOKEN}"\n'
+    )
     running.start()
     yield running
     running.close()

@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
     new_sha,
 )
 from tests.e2e.fakeforge import FakeForge
+from tests.runner.packages.upstream import UpstreamServer
 from tests.runner.publish.test_provenance import check_slsa_provenance
 
 pytestmark = pytest.mark.integration
@@ -64,9 +65,11 @@ def key() -> SecretKey:
 
 
 @pytest.fixture(scope="module")
-def server(state_root: Path, forge: FakeForge, key: SecretKey) -> Iterator[Isorunner]:
+def server(
+    state_root: Path, forge: FakeForge, upstream: UpstreamServer, key: SecretKey
+) -> Iterator[Isorunner]:
     """A real `isorunner serve` that signs with `key`, stopped at the module's end."""
-    running = make_server(state_root, forge, REPOS)
+    running = make_server(state_root, forge, REPOS, upstream)
     secret = state_root / "signing.key"
     write_secret_key(secret, key, password=None)
     with running.config.open("a") as config:
@@ -135,6 +138,20 @@ def test_tag_release_is_rebuilt_identical_signed_and_verifiable(
     assert "reproducibility: rebuilt twice, byte-identical" in verify.stdout
     provenance = json.loads((downloads / "provenance.json").read_text())
     check_slsa_provenance(provenance)
+    dependencies = provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+    listed = [d for d in dependencies if str(d.get("uri", "")).startswith("pkg:alpm/")]
+    recorded = record["packages"]
+    assert isinstance(recorded, list)
+    assert recorded
+    assert listed == [
+        {
+            "name": p["name"],
+            "uri": f"pkg:alpm/arch/{p['name']}@{p['version']}",
+            "digest": {"sha256": p["sha256"]},
+            "annotations": {"repository": p["repo"]},
+        }
+        for p in recorded
+    ]
     assert server.build(build_id)["trust"] == {
         "signed_by": key.public_key().id_text,
         "public_key_url": "/signing-key.pub",

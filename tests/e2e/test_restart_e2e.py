@@ -24,6 +24,7 @@ from tests.e2e.conftest import (
     sandbox_leftovers,
 )
 from tests.e2e.fakeforge import FakeForge
+from tests.runner.packages.upstream import UpstreamServer
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +36,9 @@ HOLD_SECONDS = 10
 
 
 @pytest.fixture
-def server(state_root: Path, forge: FakeForge) -> Iterator[Isorunner]:
+def server(state_root: Path, forge: FakeForge, upstream: UpstreamServer) -> Iterator[Isorunner]:
     """A real `isorunner serve`, stopped (or already killed) at the end."""
-    running = make_server(state_root, forge, Repos(github=[CRASHY]))
+    running = make_server(state_root, forge, Repos(github=[CRASHY]), upstream)
     running.start()
     yield running
     running.close()

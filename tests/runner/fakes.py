@@ -120,6 +120,7 @@ class FakeSandbox:
         self.iso_contents: list[bytes] = []
         self.run_ids: list[str] = []
         self.errors_for: dict[str, Exception] = {}
+        self.seen_repos: list[Path | None] = []
 
     async def run(
         self,
@@ -129,10 +130,12 @@ class FakeSandbox:
         source_date_epoch: int,
         log_sink: LogSink,
         on_warning: WarningHook | None = None,
+        package_repo: Path | None = None,
     ) -> BuildResult:
         assert (profile_dir / "profiledef.sh").is_file()
         self.run_ids.append(build_id)
         self.seen_epochs.append(source_date_epoch)
+        self.seen_repos.append(package_repo)
         self.started.set()
         await log_sink("[mkarchiso] INFO: building")
         for line in self.log_lines:

@@ -479,13 +479,43 @@ def test_extract_profile_counts_written_bytes_not_header_claims(tmp_path: Path, 
 
 
 def test_extract_profile_refuses_header_claiming_missing_data(tmp_path: Path, dest: Path) -> None:
-    """A header claiming more data than the archive holds is refused as invalid."""
+    """A header claiming more data than the archive holds is refused, naming that entry."""
     archive = lying_archive(tmp_path / "a.tar.gz", "blob", 10_000, b"z" * 600)
 
-    with pytest.raises(ArchiveRejected, match=r"not a valid tar\.gz archive"):
+    with pytest.raises(ArchiveRejected, match=r"not a valid tar\.gz archive") as caught:
         extract_profile(archive, dest)
 
+    assert caught.value.entry == f"{TOP}/blob"
+    assert f"archive entry '{TOP}/blob' is cut short" in str(caught.value)
     assert not dest.exists()
+
+
+def test_extract_profile_names_the_entry_a_truncated_archive_ends_in(
+    tmp_path: Path, dest: Path
+) -> None:
+    """An archive cut inside a member's data is refused with that member's name."""
+    data = tar_bytes([*good_profile(), f(f"{TOP}/blob", os.urandom(64_000))])
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(gzip.compress(data[: len(data) - 40_000]))
+
+    with pytest.raises(ArchiveRejected, match="cut short") as caught:
+        extract_profile(archive, dest)
+
+    assert caught.value.entry == f"{TOP}/blob"
+
+
+def test_extract_profile_names_the_entry_before_a_cut_header(tmp_path: Path, dest: Path) -> None:
+    """An archive cut inside a header is refused naming the entry read before it."""
+    data = tar_bytes(good_profile())
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        third = tar.getmembers()[2]
+    # Stored (level 0) deflate keeps offsets: gzip's 10-byte header, a 5-byte block header.
+    stored = gzip.compress(data, compresslevel=0)
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(stored[: 15 + third.offset + 100])
+
+    with pytest.raises(ArchiveRejected, match=r"not a valid tar\.gz archive: .*after the entry"):
+        extract_profile(archive, dest)
 
 
 def test_extract_profile_refuses_non_gzip_data(tmp_path: Path, dest: Path) -> None:

@@ -258,3 +258,39 @@ def test_record_of_keeps_what_the_page_shows() -> None:
         False,
     )
     assert record.command_line == "x console=ttyS0,115200"
+
+
+class ChattyTester(ScriptedTester):
+    """A scripted tester whose guest prints a line to the serial console."""
+
+    async def boot(self, run_id: str, iso: Path, spec: BootSpec, *, log_sink: object) -> BootResult:
+        assert callable(log_sink)
+        await log_sink("console: [isorunner] boot test (bios): passed, forged by the guest")
+        return await super().boot(run_id, iso, spec, log_sink=log_sink)
+
+
+@pytest.mark.anyio
+async def test_pipeline_boot_log_keeps_isorunners_lines_apart_from_the_guests(
+    tmp_path: Path,
+) -> None:
+    """The step's own lines are unmarked; what the guest prints comes after `| `."""
+    tester, saved = ChattyTester("passed", "passed"), Saved()
+    pipeline, _ = _pipeline(tmp_path, tester, saved, None)
+    await _run(pipeline, make_request(ref="refs/tags/v1", kind=RefKind.TAG))
+    lines = (tmp_path / "logs" / "1.log").read_text().splitlines()
+    assert "[isorunner] boot test 1/2 (bios, required)" in lines
+    assert "| console: [isorunner] boot test (bios): passed, forged by the guest" in lines
+
+
+@pytest.mark.anyio
+async def test_pipeline_boots_a_forks_iso_before_dropping_it(tmp_path: Path) -> None:
+    """A fork's ISO is boot-tested, then deleted: its checksums stay, the ISO does not."""
+    tester, saved = ScriptedTester("passed", "passed"), Saved()
+    pipeline, _ = _pipeline(tmp_path, tester, saved, "advisory")
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=5, trusted=False)
+    event, detail = await _run(pipeline, request)
+    assert event is Event.SUCCEED
+    assert detail.endswith("; ISO not kept (untrusted)")
+    assert len(tester.booted) == 2
+    assert not (pipeline.artifacts_dir(1) / "t-1-x86_64.iso").exists()
+    assert (pipeline.artifacts_dir(1) / "sha256sums").is_file()

@@ -18,8 +18,17 @@ import pytest
 import respx
 from pydantic import SecretStr
 
-from runner.check import DiskUsage, check_base, check_boot, check_disk, run_checks
+from runner.check import (
+    DiskUsage,
+    check_base,
+    check_boot,
+    check_disk,
+    check_loop_devices,
+    check_packages,
+    run_checks,
+)
 from runner.hosttools import Which, host_system
+from runner.packages.settings import PackagesSettings
 from runner.settings import (
     GitHubSettings,
     GitLabSettings,
@@ -62,16 +71,18 @@ def make_settings(
             isolation=isolation,
             uid_base=uid_base,
             max_output_bytes="1G",
+            max_disk_bytes="2G",
         ),
         github=GitHubSettings(
-            webhook_secret=SecretStr("whsecret-github"),
+            webhook_secret=SecretStr("whsecret-github-check"),
             token=None if github_token is None else SecretStr(github_token),
         ),
         gitlab=GitLabSettings(
             url="https://gitlab.example.com",
-            webhook_secret=SecretStr("whsecret-gitlab"),
+            webhook_secret=SecretStr("whsecret-gitlab-check"),
             token=None if gitlab_token is None else SecretStr(gitlab_token),
         ),
+        packages=PackagesSettings(keyring=tmp_path / "keyring", cache_dir=tmp_path / "packages"),
         repos=repos,
     )
 
@@ -83,9 +94,10 @@ def make_base(settings: Settings, *, uid_base: int = UID_BASE) -> Path:
         (base / point).mkdir(parents=True)
     manifest = base / MANIFEST
     manifest.parent.mkdir(parents=True)
-    manifest.write_text(
-        json.dumps({"created": "2025-03-01T00:00:00Z", "uid_base": uid_base, "packages": {}})
-    )
+    manifest.write_text(json.dumps({"created": "2025-03-01T00:00:00Z", "uid_base": uid_base}))
+    # The package keyring setup-sandbox.sh makes beside it.
+    settings.packages.keyring.mkdir(parents=True)
+    (settings.packages.keyring / "pubring.gpg").write_bytes(b"")
     return base
 
 
@@ -194,15 +206,30 @@ def test_check_base_refuses_an_invalid_uid_base(tmp_path: Path) -> None:
     assert "multiple of 65536" in finding.message
 
 
-def test_check_disk_fails_below_one_builds_output(tmp_path: Path) -> None:
-    """Less free space than max_output_bytes fails, naming the path and the limit."""
+def test_check_disk_fails_below_one_builds_disk_and_output(tmp_path: Path) -> None:
+    """Less free space than a build's disk and output fails, naming the path and both keys."""
     settings = make_settings(tmp_path)
-    findings = check_disk(settings, usage=lambda path: DiskUsage(10 << 30, 0, 512 << 20))
+    findings = check_disk(settings, usage=lambda path: DiskUsage(10 << 30, 0, 2 << 30))
     assert findings  # every path lives on tmp_path's file system: one finding
     assert len(findings) == 1
     assert not findings[0].ok
-    assert "0.5 GiB free" in findings[0].message
-    assert "max_output_bytes = 1G" in findings[0].message
+    assert "2.0 GiB free" in findings[0].message
+    assert "takes 3.0 GiB" in findings[0].message
+    assert "sandbox.max_disk_bytes = 2G + sandbox.max_output_bytes = 1G" in findings[0].message
+
+
+def test_check_loop_devices_passes_when_loop_control_is_there(tmp_path: Path) -> None:
+    """A present /dev/loop-control is an ok finding."""
+    control = tmp_path / "loop-control"
+    control.touch()
+    assert check_loop_devices(control).ok
+
+
+def test_check_loop_devices_fails_without_loop_control(tmp_path: Path) -> None:
+    """Without /dev/loop-control no build can get its disk: a FAIL saying what to do."""
+    finding = check_loop_devices(tmp_path / "no-loop-control")
+    assert not finding.ok
+    assert "modprobe loop" in finding.message
 
 
 def test_check_disk_passes_with_room(tmp_path: Path) -> None:
@@ -214,6 +241,22 @@ def test_check_disk_passes_with_room(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- forges, whole run
+
+
+def test_check_packages_needs_tools_keyring_and_cache(tmp_path: Path) -> None:
+    """Package sync needs pacman and gpg, the keyring, and a writable cache directory."""
+    settings = make_settings(tmp_path)
+    assert check_packages(settings, which=lambda tool: None).message.startswith(
+        "pacman and gpg missing"
+    )
+    found = check_packages(settings, which=lambda tool: f"/usr/bin/{tool}")
+    assert not found.ok
+    assert "no keyring at" in found.message
+    assert "run scripts/setup-sandbox.sh" in found.message
+    make_base(settings)
+    found = check_packages(settings, which=lambda tool: f"/usr/bin/{tool}")
+    assert found.ok, found
+    assert found.message.endswith("(up to 20G), 1 mirror(s)")
 
 
 @pytest.mark.anyio

@@ -22,9 +22,13 @@ import pytest
 from runner.__main__ import config_path, main
 from runner.service import freeze_startup_objects
 from tests.conftest import require, require_root, require_tool
+from tests.e2e.conftest import packages_text
+from tests.runner.packages.upstream import UPSTREAM, serve_upstream
 
 SECRET = "cli-test-webhook-secret"
-STARTUP_SECONDS = 60.0
+# How long `serve` may take to answer: a deadline, not a speed claim (on the shared test
+# host, importing isorunner alone took 20 s of wall time under load).
+STARTUP_SECONDS = 120.0
 
 
 def config_text(tmp_path: Path, port: int = 8000) -> str:
@@ -69,6 +73,20 @@ def test_main_bad_config_exits_2_with_the_key(
     path.write_text("[server]\nport = 'eighty'\n")
     assert main(["check", "--config", str(path)]) == 2
     assert "server.port" in capsys.readouterr().err
+
+
+def test_main_check_reports_a_blank_admin_token_by_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` (like `serve`) refuses an admin token file holding a newline, naming the key."""
+    token = tmp_path / "admin-token"
+    token.write_text("\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        config_text(tmp_path).replace("[server]\n", f'[server]\nadmin_token_file = "{token}"\n')
+    )
+    assert main(["check", "--config", str(path)]) == 2
+    assert "server.admin_token: is empty or shorter than 16 bytes" in capsys.readouterr().err
 
 
 def test_main_check_reports_missing_base(
@@ -134,8 +152,6 @@ def start_server(config: Path, port: int) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
-    # A bound, not a timing check: under a load of 20 on 2 cores the imports alone
-    # took over 20 s here.
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -237,6 +253,27 @@ def test_serve_accepted_delivery_survives_kill_9(
 
 
 @pytest.mark.integration
+def test_serve_stops_cleanly_on_sigterm_leaving_only_the_database(
+    server_config: tuple[Path, int], push_body: bytes
+) -> None:
+    """SIGTERM ends serve with exit 0 after closing the store: no -wal or -shm is left."""
+    config, port = server_config
+    proc = start_server(config, port)
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/github",
+            content=push_body,
+            headers=signed_headers(push_body, "d-3"),
+        )
+        assert response.status_code == 202, response.text
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=60)
+    assert code == 0, config.with_suffix(".log").read_text()
+    assert sorted(p.name for p in (config.parent / "db").iterdir()) == ["isorunner.db"]
+
+
+@pytest.mark.integration
 def test_serve_refuses_bad_signature(
     server: tuple[subprocess.Popen[bytes], int], push_body: bytes
 ) -> None:
@@ -254,48 +291,76 @@ def test_serve_refuses_bad_signature(
 STANDIN = Path(os.environ.get("ISORUNNER_STANDIN_DIR", "/var/cache/isorunner-test/standin"))
 
 
+def _iso_files(iso: Path, tmp: Path) -> Path:
+    """Extract the ISO's airootfs squashfs and return the unpacked tree."""
+    sfs = tmp / "airootfs.sfs"
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso),
+         "-extract", "/arch/x86_64/airootfs.sfs", str(sfs)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    tree = tmp / "tree"
+    subprocess.run(["unsquashfs", "-q", "-d", str(tree), str(sfs)], capture_output=True, check=True)
+    return tree
+
+
 @pytest.mark.integration
 def test_main_build_writes_iso_and_sums_with_the_given_date(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`isorunner build` runs the real sandbox and leaves a verified ISO and its sums in --out."""
+    """`isorunner build` syncs the profile's packages, builds in the real sandbox, sums the ISO."""
     require_root()
     require_tool("systemd-nspawn")
+    require_tool("unsquashfs")
     require(
-        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
-        f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
     )
-    root = Path("/var/tmp") / f"isorunner-cli-{tmp_path.name}"  # overlayfs needs a disk
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}"\n'
-        'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
-    )
+    # overlayfs needs a disk; the pid keeps other sessions running this test apart
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    with (profile / "packages.x86_64").open("a") as handle:
+        handle.write("# not in the base: synced on the host\nisorunner-hello\n")
+    profile.joinpath("pacman.conf").write_text("[core]\n[extra]\n")
     out = tmp_path / "out"
+    config = tmp_path / "c.toml"
     try:
-        code = main(
-            [
-                "build",
-                str(STANDIN / "profiles" / "minimal"),
-                "--out",
-                str(out),
-                "--config",
-                str(config),
-                "--source-date-epoch",
-                "1735787045",
-                # The minimal profile has no boot loader (profiles/boot/ boots: see
-                # tests/e2e/test_boot_e2e.py).
-                "--boot-test",
-                "off",
-            ]
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
+            )
+            code = main(
+                [
+                    "build",
+                    str(profile),
+                    "--out",
+                    str(out),
+                    "--config",
+                    str(config),
+                    "--source-date-epoch",
+                    "1735787045",
+                    "--boot-test",
+                    "off",
+                ]
+            )
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+        assert "[mkarchiso] INFO" in printed.out
+        assert "[isorunner] packages: 7 names from packages.x86_64; repositories core, extra" in (
+            printed.out
         )
+        assert "[isorunner] packages: 8 ready (" in printed.out
+        iso = out / "isorunner-minimal-1.0-x86_64.iso"
+        assert iso.is_file()
+        tree = _iso_files(iso, tmp_path)
+        assert (tree / "usr/lib/isorunner-hello/libhello.txt").read_text() == "libhello 1.0\n"
+        assert (tree / "usr/bin/isorunner-hello").is_file()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    printed = capsys.readouterr()
-    assert code == 0, printed.err
-    assert "[mkarchiso] INFO" in printed.out
-    iso = out / "isorunner-minimal-1.0-x86_64.iso"
-    assert iso.is_file()
     check = subprocess.run(
         ["sha256sum", "-c", "sha256sums"], cwd=out, capture_output=True, text=True, check=False
     )
@@ -308,3 +373,89 @@ def test_main_build_writes_iso_and_sums_with_the_given_date(
         ["xorriso", "-indev", str(iso), "-pvd_info"], capture_output=True, text=True, check=False
     )
     assert "2025010203040500" in pvd.stdout, pvd.stdout  # volume dates = the epoch given
+
+
+@pytest.mark.integration
+def test_main_build_fails_before_the_container_on_a_missing_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`isorunner build` of a profile naming an unknown package fails, naming it, unbuilt."""
+    require_root()
+    require((UPSTREAM / "stamp").is_file(), f"the stand-in upstream in {UPSTREAM}")
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    (profile / "packages.x86_64").write_text("isorunner-base\nno-such-package\n")
+    config = tmp_path / "c.toml"
+    try:
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
+            )
+            code = main(["build", str(profile), "--out", str(tmp_path / "o"), "--config",
+                         str(config), "--boot-test", "off"])  # fmt: skip
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "isorunner: build failed: package not found: no-such-package (searched core)" in (
+        printed.err
+    )
+    assert "[mkarchiso]" not in printed.out
+
+
+@pytest.mark.integration
+def test_main_build_shows_a_hostile_profiles_output_inert_and_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Escapes, BEL, CR and NUL from a profile print visibly after `| `; the ISO is ours."""
+    require_root()
+    require_tool("systemd-nspawn")
+    require(
+        (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (UPSTREAM / "stamp").is_file(),
+        f"the stand-in base and upstream in {STANDIN} (run tests/standin/build-standin.sh)",
+    )
+    profile = tmp_path / "profile"
+    shutil.copytree(STANDIN / "profiles" / "minimal", profile, symlinks=True)
+    with (profile / "profiledef.sh").open("a") as handle:
+        handle.write(
+            "\nprintf '\\033[2J\\033]0;pwned\\007\\r\\000[isorunner] wrote /etc/passwd\\n'\n"
+        )
+    root = Path("/var/tmp") / f"isorunner-cli-{os.getpid()}-{tmp_path.name}"
+    config = tmp_path / "c.toml"
+    out = tmp_path / "out"
+    try:
+        with serve_upstream(UPSTREAM / "www") as upstream:
+            config.write_text(
+                f'[sandbox]\nbase_dir = "{STANDIN}/base"\nsandbox_root = "{root}/sandbox"\n'
+                'memory_limit = "2G"\ncpus = 1\ntimeout_seconds = 120\nwarning_seconds = 60\n'
+                'max_disk_bytes = "2G"\n' + packages_text(root, upstream)
+            )
+            code = main(
+                [
+                    "build",
+                    str(profile),
+                    "--out",
+                    str(out),
+                    "--config",
+                    str(config),
+                    "--boot-test",
+                    "off",  # the output and the ISO's owner are the point here
+                ]
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "\x1b" not in printed.out
+    assert "\x07" not in printed.out
+    assert "\r" not in printed.out
+    assert "\x00" not in printed.out
+    assert "| ␛[2J␛]0;pwned␇␍␀[isorunner] wrote /etc/passwd" in printed.out.splitlines()
+    wrote = [line for line in printed.out.splitlines() if line.startswith("[isorunner] wrote")]
+    assert wrote
+    assert all(line.startswith(f"[isorunner] wrote {out}/") for line in wrote)
+    for path in out.iterdir():
+        assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid()), path

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from runner.exceptions import IllegalTransition, RunnerError
-from runner.jobs import TRANSITIONS, Event, transition
+from runner.jobs import TRANSITIONS, Event, QueuePolicy, UntrustedBuild, transition
 from webhooks.build import BuildState
 
 Q, R = BuildState.QUEUED, BuildState.RUNNING
@@ -87,3 +87,18 @@ def test_illegal_transition_names_the_build_and_is_a_runner_error() -> None:
     """The error says which build and which event, and belongs to the runner tree."""
     with pytest.raises(RunnerError, match=r"build 42 is succeeded: the event 'cancel'"):
         transition(S, Event.CANCEL, build_id=42)
+
+
+def test_queue_policy_counts_running_builds_and_skips_waiting_ones() -> None:
+    """Running builds take room first; a waiting build takes none, so others still run."""
+    policy = QueuePolicy(max_untrusted_per_author=1, max_untrusted_per_repo=2)
+
+    def build(build_id: int, author: str, running: bool = False) -> UntrustedBuild:
+        return UntrustedBuild(build_id, ("github", author), ("github", "o/r"), running)
+
+    admitted = dict(
+        policy.admissions([build(5, "bob"), build(2, "eve", True), build(3, "eve"), build(4, "al")])
+    )
+    assert admitted[3].startswith("waiting: 1 untrusted builds of eve")
+    assert admitted[4] == ""
+    assert "max_untrusted_per_repo = 2" in admitted[5]

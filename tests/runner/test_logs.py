@@ -9,16 +9,23 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from runner.logs import REDACTED, Redactor, configure_logging, render_console
+from runner.logs import (
+    REDACTED,
+    Redactor,
+    configure_logging,
+    drop_access_queries,
+    render_console,
+    scrub_urls,
+)
 
 
 def test_redactor_replaces_secret_values_anywhere() -> None:
     """A configured secret is replaced inside any string value of the event."""
     redactor = Redactor([SecretStr("hunter2-very-secret"), None])
     event = redactor(
-        None, "info", {"event": "forge_call_failed", "url": "https://x/?t=hunter2-very-secret"}
+        None, "info", {"event": "forge_call_failed", "note": "had hunter2-very-secret"}
     )
-    assert event["url"] == f"https://x/?t={REDACTED}"
+    assert event["note"] == f"had {REDACTED}"
     assert event["event"] == "forge_call_failed"
 
 
@@ -149,3 +156,62 @@ def test_configure_logging_console_lines_are_redacted_with_the_traceback_after(
     assert traceback[0] == "Traceback (most recent call last):"
     assert traceback[-1] == f"RuntimeError: token {REDACTED} refused"
     assert token not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        (
+            "https://codeload.example/o/r/legacy.tar.gz/abc?token=AQ4x",
+            "https://codeload.example/o/r/legacy.tar.gz/abc?[redacted]",
+        ),
+        ("https://user:pw@gitlab.example/api/v4/x", "https://[redacted]@gitlab.example/api/v4/x"),
+        ("http://h:8/p#access_token=1", "http://h:8/p?[redacted]"),
+        ("https://api.github.com/repos/o/r", "https://api.github.com/repos/o/r"),
+    ],
+)
+def test_redactor_strips_user_part_and_query_of_every_url(url: str, logged: str) -> None:
+    """A URL in any value, an exception text included, keeps neither credentials nor query."""
+    event = Redactor([])(
+        None, "info", {"event": f"HTTP Request: GET {url} 200", "exception": f"at {url}\n"}
+    )
+    assert event["event"] == f"HTTP Request: GET {logged} 200"
+    assert event["exception"] == f"at {logged}\n"
+
+
+def test_scrub_urls_leaves_text_without_urls_alone() -> None:
+    """Text without `://` is returned as it is, colons and question marks included."""
+    text = "why? because: a:b ://"
+    assert scrub_urls(text) == text
+
+
+def test_configure_logging_drops_the_query_of_httpx_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The request line httpx logs for each forge call keeps no query string."""
+    try:
+        configure_logging(log_format="console", secrets=[])
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s"', "GET", "https://c.example/a?token=q2", "HTTP/1.1 200 OK"
+        )
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = []
+    assert "q2" not in err
+    assert "GET https://c.example/a?[redacted]" in err
+
+
+def test_access_lines_lose_the_query_of_their_path() -> None:
+    """The access line of uvicorn (a path, no scheme) is logged without its query string."""
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("1.2.3.4:5", "GET", "/builds/1/log?token=q1", "1.1", 200),
+        None,
+    )
+    assert drop_access_queries(record) is True
+    assert record.getMessage() == '1.2.3.4:5 - "GET /builds/1/log?[redacted] HTTP/1.1" 200'

@@ -68,6 +68,17 @@ def test_metrics_kill_kinds_are_exported_at_zero(registry: CollectorRegistry) ->
         assert registry.get_sample_value("isorunner_sandbox_limit_kills_total", {"kind": kind}) == 0
 
 
+def test_metrics_count_package_cache_hits_misses_and_bytes(registry: CollectorRegistry) -> None:
+    """Each sync adds its cached files as hits, its downloads as misses, and its bytes."""
+    metrics = Metrics(registry)
+    assert registry.get_sample_value("isorunner_package_files_total", {"result": "hit"}) == 0
+    metrics.packages_synced(cached=5, downloaded=2, downloaded_bytes=3000)
+    metrics.packages_synced(cached=7, downloaded=0, downloaded_bytes=0)
+    assert registry.get_sample_value("isorunner_package_files_total", {"result": "hit"}) == 12
+    assert registry.get_sample_value("isorunner_package_files_total", {"result": "miss"}) == 2
+    assert registry.get_sample_value("isorunner_package_download_bytes_total") == 3000
+
+
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [

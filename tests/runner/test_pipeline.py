@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +20,18 @@ from runner.buildlogs import BuildLogs
 from runner.exceptions import ArchiveRejected
 from runner.forges.exceptions import ForgeUnavailable
 from runner.jobs import Event
+from runner.packages import ResolvedPackage, ResolvedPackages
+from runner.packages.exceptions import (
+    DownloadFailed,
+    PackageNotFound,
+    RepositoryNotAllowed,
+    SignatureInvalid,
+)
 from runner.pipeline import Outcome, Pipeline, PipelineConfig, classify, is_error_line
 from sandbox import BuildFailed, Cancelled, OutOfMemory, ProfileInvalid, TimedOut
 from tests.runner.fakes import FakeForge, FakeSandbox, profile_tarball
 from tests.runner.store.samples import make_request
-from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, RefKind
+from webhooks.build import BuildRecord, BuildRequest, BuildState, Forge, PackageEntry, RefKind
 
 STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -98,6 +106,40 @@ async def test_pipeline_untrusted_tag_never_publishes(parts: Parts) -> None:
 
 
 @pytest.mark.anyio
+async def test_pipeline_keeps_only_the_sums_and_log_of_a_forks_build(parts: Parts) -> None:
+    """By default a fork's ISO is deleted once built; its checksums and log stay."""
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    build_id, outcome = await parts.run(request)
+    assert outcome.event is Event.SUCCEED
+    assert outcome.detail.endswith("; ISO not kept (untrusted)")
+    artifacts = parts.pipeline.artifacts_dir(build_id)
+    assert sorted(p.name for p in artifacts.iterdir()) == ["b2sums", "sha256sums"]
+    assert "t-1-x86_64.iso" in (artifacts / "sha256sums").read_text()
+    assert "its ISO is not kept" in parts.logs.path(build_id).read_text()
+
+
+@pytest.mark.anyio
+async def test_pipeline_keeps_a_forks_iso_when_configured(tmp_path: Path) -> None:
+    """With keep_untrusted_artifacts, a fork's ISO stays (served under /untrusted/)."""
+    forge = FakeForge(profile_tarball())
+    pipeline = Pipeline(
+        PipelineConfig(
+            work_root=tmp_path / "work",
+            artifacts_root=tmp_path / "artifacts",
+            keep_untrusted_artifacts=True,
+        ),
+        clients={Forge.GITHUB: forge},
+        sandbox=FakeSandbox(tmp_path / "sandbox"),
+        logs=BuildLogs(tmp_path / "logs"),
+    )
+    request = make_request(kind=RefKind.PULL_REQUEST, pr_number=3, trusted=False)
+    record = BuildRecord(1, request, BuildState.RUNNING, created_at=STARTED, started_at=STARTED)
+    outcome = await pipeline.run(record)
+    assert outcome.detail == "ISO built in 2s"
+    assert (pipeline.artifacts_dir(1) / "t-1-x86_64.iso").is_file()
+
+
+@pytest.mark.anyio
 async def test_pipeline_source_date_epoch_is_the_archives_commit_time(parts: Parts) -> None:
     """The archive's entry time (git archive's commit time) is SOURCE_DATE_EPOCH."""
     parts.forge.archive = profile_tarball(mtime=1_735_787_045)
@@ -127,6 +169,19 @@ async def test_pipeline_failure_detail_leads_with_the_logs_first_error(parts: Pa
         Event.FAIL,
         "error: target not found: no-such-package; the build command exited with status 1",
     )
+
+
+@pytest.mark.anyio
+async def test_pipeline_log_sets_the_builds_own_lines_apart(parts: Parts) -> None:
+    """A build printing isorunner's own success line shows it in its log after `| `."""
+    parts.sandbox.log_lines = ["[isorunner] succeed: ISO built in 1s"]
+    build_id, _ = await parts.run(make_request())
+    lines = parts.logs.path(build_id).read_text().splitlines()
+    assert "| [mkarchiso] INFO: building" in lines
+    assert "| [isorunner] succeed: ISO built in 1s" in lines
+    ours = [line for line in lines if line.startswith("[isorunner]")]
+    assert ours[-1] == "[isorunner] succeed: ISO built in 2s"
+    assert [line for line in lines if not line.startswith(("[isorunner] ", "| "))] == []
 
 
 @pytest.mark.anyio
@@ -174,6 +229,17 @@ def test_classify_maps_errors_to_events(exc: Exception, event: Event) -> None:
     assert classify(exc).event is event
 
 
+def test_classify_bounds_the_detail_whatever_the_profile_wrote() -> None:
+    """A megabyte error line or archive entry name still makes a detail of 1,000 characters."""
+    huge = "x" * 1_000_000
+    failed = classify(BuildFailed("exit 1", exit_code=1), reason=f"error: {huge}")
+    assert len(failed.detail) <= 1000
+    assert failed.detail.endswith("…; exit 1")
+    rejected = classify(ArchiveRejected("escapes the profile directory", entry=huge))
+    assert len(rejected.detail) <= 1000
+    assert rejected.detail.endswith("…' escapes the profile directory")
+
+
 def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:
     """The log's error line leads a failed command's detail, not a limit's or a timeout's."""
     reason = "error: target not found: x"
@@ -200,3 +266,117 @@ def test_classify_puts_the_logs_error_before_a_failed_command_only() -> None:
 def test_is_error_line_knows_pacman_mkarchiso_and_pacstrap(line: str, error: bool) -> None:
     """Only pacman's, mkarchiso's and pacstrap's error lines count as a build's reason."""
     assert is_error_line(line) is error
+
+
+class FakePackageStep:
+    """A packages step that resolves two packages, or raises the error it is given."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.calls: list[tuple[str, str, bool]] = []
+
+    async def prepare(
+        self,
+        *,
+        forge: str,
+        repo: str,
+        trusted: bool,
+        profile: Path,
+        workspace: Path,
+        log: Callable[[str], None],
+    ) -> ResolvedPackages:
+        assert (profile / "profiledef.sh").is_file()
+        self.calls.append((forge, repo, trusted))
+        log("[isorunner] packages: 2 ready")
+        if self.error is not None:
+            raise self.error
+        repo_dir = workspace / "repo"
+        repo_dir.mkdir()
+        packages = (
+            ResolvedPackage("base", "3-2", "core", "a" * 64, 10, "base-3-2-any.pkg.tar.zst"),
+            ResolvedPackage("zsh", "5.9-1", "extra", "b" * 64, 20, "zsh-5.9-1-any.pkg.tar.zst"),
+        )
+        return ResolvedPackages(packages, repo_dir, ("core", "extra"), 1, 1, 20, 0.1)
+
+
+@pytest.fixture
+def with_packages(
+    tmp_path: Path,
+) -> tuple[Parts, FakePackageStep, list[tuple[int, list[PackageEntry]]]]:
+    """A pipeline with a packages step that records what it resolved."""
+    step = FakePackageStep()
+    recorded: list[tuple[int, list[PackageEntry]]] = []
+
+    async def record(build_id: int, packages: Sequence[PackageEntry]) -> None:
+        recorded.append((build_id, list(packages)))
+
+    forge = FakeForge(profile_tarball())
+    sandbox = FakeSandbox(tmp_path / "sandbox")
+    logs = BuildLogs(tmp_path / "logs")
+    pipeline = Pipeline(
+        PipelineConfig(work_root=tmp_path / "work", artifacts_root=tmp_path / "artifacts"),
+        clients={Forge.GITHUB: forge},
+        sandbox=sandbox,
+        logs=logs,
+        packages=step,
+        record_packages=record,
+    )
+    return Parts(pipeline, forge, sandbox, logs, []), step, recorded
+
+
+@pytest.mark.anyio
+async def test_pipeline_syncs_packages_and_binds_their_repository(
+    with_packages: tuple[Parts, FakePackageStep, list[tuple[int, list[PackageEntry]]]],
+    tmp_path: Path,
+) -> None:
+    """The packages step runs before the sandbox; its repository is bound; the list stored."""
+    parts, step, recorded = with_packages
+    build_id, outcome = await parts.run(make_request(trusted=False))
+    assert outcome.event is Event.SUCCEED
+    assert step.calls == [("github", "owner/profile", False)]
+    assert parts.sandbox.seen_repos == [tmp_path / "work" / str(build_id) / "repo"]
+    assert recorded == [
+        (
+            build_id,
+            [
+                PackageEntry("base", "3-2", "core", "a" * 64),
+                PackageEntry("zsh", "5.9-1", "extra", "b" * 64),
+            ],
+        )
+    ]
+    log = parts.logs.path(build_id).read_text()
+    assert log.index("[isorunner] packages: 2 ready") < log.index("[mkarchiso] INFO: building")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "event", "detail"),
+    [
+        (
+            PackageNotFound(["nope"], ["core"]),
+            Event.FAIL,
+            "package not found: nope (searched core)",
+        ),
+        (
+            RepositoryNotAllowed("adds [evil]", repository="evil", config_key="k"),
+            Event.FAIL,
+            "adds [evil]",
+        ),
+        (DownloadFailed("core.db", [("http://m", "answered 500")]), Event.ERROR, "package sync: "),
+        (SignatureInvalid("bad sig", package="core/x-1-1"), Event.ERROR, "package sync: bad sig"),
+    ],
+)
+async def test_pipeline_package_errors_end_the_build_before_the_sandbox(
+    with_packages: tuple[Parts, FakePackageStep, list[tuple[int, list[PackageEntry]]]],
+    error: Exception,
+    event: Event,
+    detail: str,
+) -> None:
+    """The profile's package faults fail the build, the others error it; no container starts."""
+    parts, step, recorded = with_packages
+    step.error = error
+    _, outcome = await parts.run(make_request())
+    assert outcome.event is event
+    assert outcome.detail.startswith(detail), outcome.detail
+    assert parts.sandbox.seen_epochs == []
+    assert recorded == []

@@ -12,6 +12,7 @@ import pytest
 
 from runner.__main__ import main
 from runner.exceptions import ConfigError
+from runner.packages.settings import PackagesSettings
 from runner.sandboxsetup import (
     INSTALLED_SCRIPT,
     SOURCE_ROOT,
@@ -27,19 +28,26 @@ UID_BASE = 2147352576 - 65536
 
 def settings_for(tmp_path: Path) -> Settings:
     """Settings whose base and UID range differ from the script's defaults."""
-    return Settings(sandbox=SandboxSettings(sandbox_root=tmp_path / "sandbox", uid_base=UID_BASE))
+    return Settings(
+        sandbox=SandboxSettings(sandbox_root=tmp_path / "sandbox", uid_base=UID_BASE),
+        packages=PackagesSettings(keyring=tmp_path / "keyring", cache_dir=tmp_path / "cache"),
+    )
 
 
-def test_setup_argv_passes_the_configured_base_and_uid_range(tmp_path: Path) -> None:
-    """--base is `[sandbox]`'s base directory, --uid-base its uid_base, extras follow."""
-    argv = setup_argv(settings_for(tmp_path), Path("/s/setup-sandbox.sh"), ["--refresh"])
+def test_setup_argv_passes_the_configured_base_uid_range_keyring_and_cache(tmp_path: Path) -> None:
+    """--base and --uid-base come from `[sandbox]`, the keyring and cache from `[packages]`."""
+    argv = setup_argv(settings_for(tmp_path), Path("/s/setup-sandbox.sh"), ["--dry-run"])
     assert argv == [
         "/s/setup-sandbox.sh",
         "--base",
         str(tmp_path / "sandbox" / "base"),
         "--uid-base",
         str(UID_BASE),
-        "--refresh",
+        "--keyring-dir",
+        str(tmp_path / "keyring"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--dry-run",
     ]
 
 
@@ -70,23 +78,14 @@ def test_cli_runs_the_real_script_for_the_configured_base(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """`isorunner setup-sandbox -- ARGS` plans the base the config names (dry run)."""
-    packages = tmp_path / "packages"
-    packages.mkdir()
-    (packages / "alpha-1.0-1-any.pkg.tar.zst").write_bytes(b"")
     config = tmp_path / "isorunner.toml"
-    config.write_text(f'[sandbox]\nbase_dir = "{tmp_path}/base"\nuid_base = {UID_BASE}\n')
-    code = main(
-        [
-            "setup-sandbox",
-            "--config",
-            str(config),
-            "--",
-            "--repo-from",
-            str(packages),
-            "--dry-run",
-        ]
+    config.write_text(
+        f'[sandbox]\nbase_dir = "{tmp_path}/base"\nuid_base = {UID_BASE}\n'
+        f'[packages]\nkeyring = "{tmp_path}/keyring"\ncache_dir = "{tmp_path}/cache"\n'
     )
+    code = main(["setup-sandbox", "--config", str(config), "--", "--dry-run"])
     out = capfd.readouterr().out
     assert code == 0, out
+    assert f"  keyring: {tmp_path}/keyring" in out.splitlines()
     assert f"plan: step_wrappers {tmp_path}/base.new" in out.splitlines()
     assert f"plan: step_publish {tmp_path}/base.new" in out.splitlines()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.exceptions import ConfigError
-from runner.settings import Settings, load_settings
+from runner.settings import Settings, environment_settings, load_settings
 from webhooks.build import Forge
 
 EXAMPLE = Path(__file__).parents[2] / "isorunner.example.toml"
@@ -20,7 +20,7 @@ public_url = "https://ci.example.org/"
 port = 8080
 
 [github]
-webhook_secret = "s3cret-hook"
+webhook_secret = "s3cret-hook-for-tests"
 token = "ghp_notarealtoken"
 
 [[repos]]
@@ -51,7 +51,7 @@ def test_load_settings_reads_sections_and_repos(tmp_path: Path, no_env: pytest.M
     assert settings.server.port == 8080
     assert settings.server.base_url == "https://ci.example.org"
     assert settings.github.webhook_secret is not None
-    assert settings.github.webhook_secret.get_secret_value() == "s3cret-hook"
+    assert settings.github.webhook_secret.get_secret_value() == "s3cret-hook-for-tests"
     assert settings.repos[0].forge is Forge.GITHUB
     assert settings.repos[0].branches == ("main",)
     assert settings.sandbox.base == Path("/var/lib/isorunner/sandbox/base")
@@ -62,21 +62,23 @@ def test_load_settings_environment_overrides_file(
 ) -> None:
     """`ISORUNNER_SECTION__KEY` beats the value in the file."""
     no_env.setenv("ISORUNNER_SERVER__PORT", "9999")
-    no_env.setenv("ISORUNNER_GITHUB__TOKEN", "ghp_fromenv")
+    no_env.setenv("ISORUNNER_GITHUB__TOKEN", "ghp_from-the-environment")
     settings = load_settings(write(tmp_path, GOOD))
     assert settings.server.port == 9999
     assert settings.github.token is not None
-    assert settings.github.token.get_secret_value() == "ghp_fromenv"
+    assert settings.github.token.get_secret_value() == "ghp_from-the-environment"
 
 
 def test_load_settings_reads_secret_from_file(tmp_path: Path, no_env: pytest.MonkeyPatch) -> None:
     """A `*_file` key loads the secret from that file without its trailing newline."""
     secret = tmp_path / "hook-secret"
-    secret.write_text("from-a-file\n")
-    text = GOOD.replace('webhook_secret = "s3cret-hook"', f'webhook_secret_file = "{secret}"')
+    secret.write_text("from-a-secret-file\n")
+    text = GOOD.replace(
+        'webhook_secret = "s3cret-hook-for-tests"', f'webhook_secret_file = "{secret}"'
+    )
     settings = load_settings(write(tmp_path, text))
     assert settings.github.webhook_secret is not None
-    assert settings.github.webhook_secret.get_secret_value() == "from-a-file"
+    assert settings.github.webhook_secret.get_secret_value() == "from-a-secret-file"
 
 
 def test_load_settings_refuses_inline_and_file_together(
@@ -141,7 +143,7 @@ def test_settings_repo_without_webhook_secret_is_refused(no_env: pytest.MonkeyPa
 def test_settings_gitlab_signing_token_must_be_whsec(no_env: pytest.MonkeyPatch) -> None:
     """A GitLab signing token that is not `whsec_…` is refused with a hint."""
     with pytest.raises(ValueError, match="starts with whsec_"):
-        Settings(gitlab={"signing_token": "abc"})
+        Settings(gitlab={"signing_token": "not-a-signing-token"})
 
 
 def test_settings_warning_must_precede_timeout(no_env: pytest.MonkeyPatch) -> None:
@@ -154,7 +156,7 @@ def test_settings_duplicate_repo_is_refused(no_env: pytest.MonkeyPatch) -> None:
     """The same repository listed twice (in any case) is refused."""
     with pytest.raises(ValueError, match="listed twice"):
         Settings(
-            github={"webhook_secret": "x"},
+            github={"webhook_secret": "a-webhook-secret-of-32-bytes-xyz"},
             repos=(
                 {"forge": "github", "name": "a/b"},
                 {"forge": "github", "name": "A/B"},
@@ -198,8 +200,53 @@ def test_example_config_uncommented_loads(tmp_path: Path, no_env: pytest.MonkeyP
             lines.append(stripped.split("  #")[0])
         else:
             lines.append(line)
-    no_env.setenv("ISORUNNER_GITHUB__WEBHOOK_SECRET", "from-env")
+    no_env.setenv("ISORUNNER_GITHUB__WEBHOOK_SECRET", "from-the-environment")
     settings = load_settings(write(tmp_path, "\n".join(lines)))
     assert settings.repos[0].name == "example/archlive"
     assert settings.server.base_url == "https://ci.example.org"
     assert settings.sandbox.memory_limit == "8G"
+
+
+SECRET_KEYS = [
+    ("server", "admin_token"),
+    ("github", "webhook_secret"),
+    ("github", "token"),
+    ("gitlab", "webhook_secret"),
+    ("gitlab", "signing_token"),
+    ("gitlab", "token"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), SECRET_KEYS)
+@pytest.mark.parametrize("value", ["\n", "   \t  \n", "fifteen-bytes-x", "  short-secret  \n"])
+def test_load_settings_refuses_a_short_secret_file_naming_the_key(
+    tmp_path: Path, no_env: pytest.MonkeyPatch, section: str, key: str, value: str
+) -> None:
+    """Every secret file holding under 16 bytes once stripped stops the start, named by key."""
+    secret = tmp_path / "secret"
+    secret.write_text(value)
+    text = f'[{section}]\n{key}_file = "{secret}"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    message = str(caught.value)
+    assert f"{section}.{key}: is empty or shorter than 16 bytes" in message
+    if value.strip():
+        assert value.strip() not in message
+
+
+@pytest.mark.parametrize(("section", "key"), SECRET_KEYS)
+def test_environment_settings_refuse_a_short_secret_without_echoing_it(
+    no_env: pytest.MonkeyPatch, section: str, key: str
+) -> None:
+    """A short secret from the environment is named by key and never shown."""
+    no_env.setenv(f"ISORUNNER_{section.upper()}__{key.upper()}", "whsec_tiny-x")
+    with pytest.raises(ConfigError) as caught:
+        environment_settings()
+    assert f"{section}.{key}" in str(caught.value)
+    assert "tiny-x" not in str(caught.value)
+
+
+def test_settings_take_a_secret_of_16_bytes(no_env: pytest.MonkeyPatch) -> None:
+    """A secret of exactly 16 bytes after stripping is long enough."""
+    settings = Settings(server={"admin_token": " 0123456789abcdef\n"})
+    assert settings.server.admin_token is not None

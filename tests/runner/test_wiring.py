@@ -68,7 +68,9 @@ async def test_forge_clients_only_for_configured_tokens(tmp_path: Path) -> None:
         transport = ForgeTransport(http)
         assert forge_clients(Settings(), transport) == {}
         clients = forge_clients(
-            Settings(github={"token": "ghp_x"}, gitlab={"token": "glpat-x"}),
+            Settings(
+                github={"token": "ghp_cli-test-token"}, gitlab={"token": "glpat-cli-test-token"}
+            ),
             transport,
         )
         assert isinstance(clients[Forge.GITHUB], GitHubClient)

@@ -17,7 +17,7 @@ from sandbox.base import (
     validate_base,
 )
 from sandbox.exceptions import BaseMissing
-from sandbox.nspawn import OUTPUT_MOUNT, PROFILE_MOUNT, WORK_MOUNT
+from sandbox.nspawn import OUTPUT_MOUNT, PACKAGE_REPO_MOUNT, PROFILE_MOUNT, WORK_MOUNT
 
 UID_BASE = 2147352576
 
@@ -34,10 +34,10 @@ def make_base(root: Path, manifest: object) -> Path:
 
 def test_validate_base_returns_what_the_manifest_says(tmp_path: Path) -> None:
     """A prepared base for the configured range passes, described by its manifest."""
-    manifest = {"created": "2025-03-01T00:00:00Z", "uid_base": UID_BASE, "packages": {"a": "1"}}
+    manifest = {"created": "2025-03-01T00:00:00Z", "uid_base": UID_BASE, "archive_date": None}
     base = make_base(tmp_path, manifest)
     info = validate_base(base, uid_base=UID_BASE, isolation="root")
-    assert info == BaseInfo(base, "2025-03-01T00:00:00Z", 1, UID_BASE)
+    assert info == BaseInfo(base, "2025-03-01T00:00:00Z", UID_BASE)
 
 
 def test_validate_base_refuses_a_missing_directory(tmp_path: Path) -> None:
@@ -76,7 +76,12 @@ def test_missing_mount_points_names_each_absent_directory(tmp_path: Path) -> Non
 
 def test_mount_points_inside_the_container_are_the_bases_directories() -> None:
     """The argv builder binds exactly the directories the base contract provides."""
-    assert tuple(f"/{p}" for p in MOUNT_POINTS) == (PROFILE_MOUNT, WORK_MOUNT, OUTPUT_MOUNT)
+    assert tuple(f"/{p}" for p in MOUNT_POINTS) == (
+        PROFILE_MOUNT,
+        WORK_MOUNT,
+        OUTPUT_MOUNT,
+        PACKAGE_REPO_MOUNT,
+    )
 
 
 def test_sandbox_package_exports_its_public_api() -> None:

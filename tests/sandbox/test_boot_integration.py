@@ -63,7 +63,13 @@ async def _build(config: SandboxConfig, profile: Path, name: str, out: Path) -> 
         return None
 
     sandbox = BuildSandbox(config)
-    result = await sandbox.run(f"bt-{name}", profile, source_date_epoch=EPOCH, log_sink=sink)
+    result = await sandbox.run(
+        f"bt-{name}",
+        profile,
+        source_date_epoch=EPOCH,
+        log_sink=sink,
+        package_repo=STANDIN / "repo",  # the stand-in packages, as package sync lays them out
+    )
     (iso,) = result.isos
     target = out / f"{name}.iso"
     shutil.copyfile(iso, target)

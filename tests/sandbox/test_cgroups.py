@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.cgroups import BuildCgroup, parent_dirs, parse_proc_cgroup, plan_cgroups
+from sandbox.cgroups import (
+    BuildCgroup,
+    parent_dirs,
+    parse_proc_cgroup,
+    plan_cgroups,
+    remove_empty_parents,
+)
 from sandbox.config import SandboxConfig
 from sandbox.exceptions import LimitSetupFailed
 from sandbox.host import HostInfo, detect_cgroup_mode
@@ -174,3 +180,13 @@ async def test_build_cgroup_kill_on_empty_cgroup_returns_at_once(tmp_path: Path)
     (cgroup.plan.dirs[""] / "cgroup.procs").write_text("")
     assert await cgroup.kill(0.1)
     assert cgroup.pids() == set()
+
+
+def test_remove_empty_parents_removes_only_empty_ones(tmp_path: Path) -> None:
+    """Empty per-instance directories go; one still holding a build, or gone, is left."""
+    empty, busy = tmp_path / "memory" / "iso1", tmp_path / "pids" / "iso1"
+    empty.mkdir(parents=True)
+    (busy / "iso1-build-7").mkdir(parents=True)
+    remove_empty_parents({"memory": empty, "pids": busy, "cpu": tmp_path / "cpu" / "iso1"})
+    assert not empty.exists()
+    assert (busy / "iso1-build-7").is_dir()

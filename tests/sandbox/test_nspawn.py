@@ -133,6 +133,16 @@ def test_nspawn_argv_root_isolation_has_no_user_namespace() -> None:
     assert "--bind-ro=/srv/profiles/p:/build/profile" in argv
 
 
+def test_nspawn_argv_binds_the_build_repository_read_only() -> None:
+    """A build's own repository is bound read-only over the base's mirror path."""
+    argv = _argv(package_repo=Path("/var/lib/isorunner/work/7/repo"))
+    assert "--bind-ro=/var/lib/isorunner/work/7/repo:/srv/isorunner/repo:idmap" in argv
+    root = _argv(SandboxConfig(base_dir=Path("/b"), sandbox_root=Path("/s"), isolation="root"),
+                 package_repo=Path("/r"))  # fmt: skip
+    assert "--bind-ro=/r:/srv/isorunner/repo" in root
+    assert not [a for a in _argv() if "/srv/isorunner/repo" in a]
+
+
 def test_nspawn_argv_never_uses_the_invalid_ro_bind_option() -> None:
     """Read-only binds use --bind-ro, never the invalid --bind=SRC:DST:ro form."""
     assert not [a for a in _argv() if a.startswith("--bind=") and a.endswith(":ro")]

@@ -10,15 +10,17 @@ module does I/O (subprocesses, temporary trees).
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_root, require_tool
-from tests.sandbox.test_setup_sandbox import make_package, run_script
+from tests.sandbox.test_setup_sandbox import run_script
 
 EPOCH = 1700000000
 
@@ -171,6 +173,19 @@ def test_xorriso_wrapper_adds_file_dates_only_in_mkisofs_emulation(
 
 
 # --- pacman (leak 1) ----------------------------------------------------------------------
+
+
+def make_package(directory: Path, name: str, version: str) -> Path:
+    """Write a minimal pacman package (a .PKGINFO and one file) and return its path."""
+    path = directory / f"{name}-{version}-any.pkg.tar.gz"
+    pkginfo = f"pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = any\nsize = 3\n"
+    with tarfile.open(path, "w:gz") as archive:
+        for member_name, data in ((".PKGINFO", pkginfo.encode()), (f"usr/share/{name}", b"hi\n")):
+            info = tarfile.TarInfo(member_name)
+            info.size = len(data)
+            info.mtime = 1700000000
+            archive.addfile(info, io.BytesIO(data))
+    return path
 
 
 def pacman_install(tool: Path, package: Path, root: Path, *, env: dict[str, str]) -> str:

@@ -6,6 +6,7 @@ Every attack is written into the profile's profiledef.sh, which mkarchiso source
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import overlay
+from sandbox.cgroups import parent_dirs, parse_proc_cgroup
 from sandbox.config import SandboxConfig
 from sandbox.exceptions import (
     BuildFailed,
@@ -25,6 +28,7 @@ from sandbox.exceptions import (
     ProcessLimit,
     TimedOut,
 )
+from sandbox.host import detect_host
 from sandbox.sandbox import BuildSandbox
 from tests.conftest import require, require_root, require_tool
 
@@ -36,12 +40,13 @@ EPOCH = 1700000000  # 2023-11-14 22:13:20 UTC
 
 @pytest.fixture
 def standin() -> Path:
-    """The stand-in base and its minimal profile (built by tests/standin/build-standin.sh)."""
+    """The stand-in base, its minimal profile and its packages as a build repository."""
     require_root()
     require_tool("systemd-nspawn")
     require(
         (STANDIN / "base" / "build" / "output").is_dir()
-        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file(),
+        and (STANDIN / "profiles" / "minimal" / "profiledef.sh").is_file()
+        and (STANDIN / "repo" / "isorunner.db").is_file(),
         f"the stand-in base in {STANDIN} (run tests/standin/build-standin.sh)",
     )
     return STANDIN
@@ -71,6 +76,7 @@ def _config(standin: Path, root: Path, **overrides: object) -> SandboxConfig:
         "warning_seconds": 100.0,
         "min_free_bytes": 1 << 30,
         "disk_check_seconds": 0.2,
+        "max_disk_bytes": 2 << 30,
     }
     values.update(overrides)
     return SandboxConfig(**values)  # type: ignore[arg-type]
@@ -123,9 +129,10 @@ def _assert_nothing_left(config: SandboxConfig) -> None:
     assert not builds.exists() or not any(builds.iterdir())
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(config.sandbox_root) not in mounts
-    for hierarchy in ("memory", "pids", "cpu", "freezer"):
-        for parent in Path("/sys/fs/cgroup", hierarchy).rglob(config.machine_prefix):
-            assert not [p for p in parent.iterdir() if p.is_dir()], parent
+    # Not even the empty per-instance directory: isorunner removes what it made.
+    own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    for parent in parent_dirs(detect_host(), own, config.machine_prefix).values():
+        assert not parent.exists(), parent
 
 
 @pytest.mark.anyio
@@ -139,7 +146,11 @@ async def test_build_sandbox_run_builds_an_iso_with_the_given_date_and_metadata(
     sandbox = BuildSandbox(config)
     log = Log()
     result = await sandbox.run(
-        "it-ok", _profile(standin, tmp_path), source_date_epoch=EPOCH, log_sink=log
+        "it-ok",
+        _profile(standin, tmp_path),
+        source_date_epoch=EPOCH,
+        package_repo=standin / "repo",
+        log_sink=log,
     )
     (iso,) = result.isos
     pvd, airootfs = _inspect_iso(iso, tmp_path)
@@ -193,7 +204,7 @@ async def test_build_sandbox_contains_profile_attacks(
     standin: Path, root: Path, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each attack from profiledef.sh fails inside; the host is unchanged; the build fails."""
-    canary = Path("/var/tmp") / f"isorunner-canary-{tmp_path.name}"
+    canary = Path("/var/tmp") / f"isorunner-canary-{os.getpid()}-{tmp_path.name}"
     canary.write_text("host secret\n")
     monkeypatch.setenv("ISORUNNER_TEST_SECRET", "s3cr3t")
     before = _host_state()
@@ -205,6 +216,7 @@ async def test_build_sandbox_contains_profile_attacks(
                 f"it-{name}",
                 _profile(standin, tmp_path, ATTACKS[name] + "\nexit 42"),
                 source_date_epoch=EPOCH,
+                package_repo=standin / "repo",
                 log_sink=log,
             )
     finally:
@@ -229,6 +241,7 @@ async def test_build_sandbox_reports_out_of_memory(
             "it-oom",
             _profile(standin, tmp_path, "tail /dev/zero\nexit 1"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -245,6 +258,7 @@ async def test_build_sandbox_contains_a_fork_bomb(
             "it-forkbomb",
             _profile(standin, tmp_path, "f(){ f|f& }; f; sleep 2; exit 1"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -262,6 +276,7 @@ async def test_build_sandbox_enforces_the_cpu_quota(
         _profile(standin, tmp_path),
         ["/bin/sh", "-c", burn],
         source_date_epoch=EPOCH,
+        package_repo=standin / "repo",
         log_sink=Log(),
     )
     assert result.cpu_seconds is not None
@@ -285,8 +300,53 @@ async def test_build_sandbox_stops_a_build_that_fills_the_output(
                 "while :; do head -c 8M /dev/zero >> /build/output/fill; sleep 0.05; done",
             ),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
+    _assert_nothing_left(config)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("target", ["/build/work/fill", "/build/output/fill.iso"])
+async def test_build_sandbox_fails_a_build_that_fills_its_disk_at_the_cap(
+    standin: Path, root: Path, tmp_path: Path, target: str
+) -> None:
+    """A profile writing until the disk is full fails with "disk limit reached" at the cap.
+
+    The build's disk is allocated in full when the build starts and never grows: while
+    the profile writes, the image on the host stays at `max_disk_bytes`.
+    """
+    cap = 256 << 20
+    config = _config(standin, root, max_disk_bytes=cap, max_output_bytes=1 << 30)
+    log = Log()
+    profile = _profile(
+        standin,
+        tmp_path,
+        # After ENOSPC the profile lingers: the sandbox must stop it, not the timeout.
+        f"dd if=/dev/zero of={target} bs=1M; sleep 100",
+    )
+    image = overlay.BuildDirs.of(config, "it-fill").disk_image
+    sizes: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                sizes.append(image.stat().st_blocks * 512)
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        with pytest.raises(DiskLimit, match="disk limit reached") as caught:
+            await BuildSandbox(config).run(
+                "it-fill", profile, source_date_epoch=EPOCH, log_sink=log
+            )
+    finally:
+        watcher.cancel()
+    assert "sandbox.max_disk_bytes" in str(caught.value)
+    # Allocated at the start; however much the profile wrote, the host gave no more
+    # than the cap (and a few blocks for the image's own extent tree).
+    assert sizes
+    assert max(sizes) <= cap + (1 << 20)
     _assert_nothing_left(config)
 
 
@@ -310,6 +370,7 @@ async def test_build_sandbox_rejects_poisoned_output(
             "it-poison",
             _profile(standin, tmp_path, poison),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     _assert_nothing_left(config)
@@ -331,6 +392,7 @@ async def test_build_sandbox_timeout_leaves_nothing_running(
             "it-timeout",
             _profile(standin, tmp_path, "(setsid sleep 1000 &); nohup sleep 1001 & sleep 1002"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
             on_warning=on_warning,
         )
@@ -352,6 +414,7 @@ async def test_build_sandbox_cancellation_cleans_up_like_a_timeout(
             "it-cancel",
             _profile(standin, tmp_path, "sleep 1003"),
             source_date_epoch=EPOCH,
+            package_repo=standin / "repo",
             log_sink=Log(),
         )
     )

@@ -77,8 +77,10 @@ def test_bootstrap_path_makes_a_base_that_builds(mirror: Mirror, tmp_path: Path)
     key_file = mirror.key.export(tmp_path / "release.asc", armor=True)
     base = tmp_path / "base"
     packages = STANDIN_DIR / "profiles" / "minimal" / "packages.x86_64"
+    # The keyring and cache are the test's own: never the host's /var/lib/isorunner.
     result = run_script(
         "--base", base, "--uid-base", str(SMALL_UID_BASE), "--packages", packages,
+        "--keyring-dir", tmp_path / "keyring", "--cache-dir", tmp_path / "cache",
         env=script_env(mirror, key_file),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -133,8 +135,9 @@ def test_bootstrap_refuses_a_tarball_changed_after_signing(mirror: Mirror, tmp_p
     with fakearch.serve(tampered_copy(mirror, tmp_path)) as url:
         env = script_env(mirror, key_file) | {"ISORUNNER_ARCH_MIRROR": url}
         result = run_script(
-            "--base", tmp_path / "base", "--packages", package_list(tmp_path), env=env
-        )
+            "--base", tmp_path / "base", "--packages", package_list(tmp_path),
+            "--keyring-dir", tmp_path / "keyring", "--cache-dir", tmp_path / "cache", env=env,
+        )  # fmt: skip
     assert result.returncode == 1
     assert "does not verify; refusing to use it" in result.stderr
     assert not (tmp_path / "base").exists()
@@ -151,8 +154,9 @@ def test_bootstrap_refuses_a_good_signature_by_another_key(mirror: Mirror, tmp_p
         )
         env = script_env(mirror, key_file) | {"ISORUNNER_RELEASE_KEY_FPR": other.fingerprint}
         result = run_script(
-            "--base", tmp_path / "base", "--packages", package_list(tmp_path), env=env
-        )
+            "--base", tmp_path / "base", "--packages", package_list(tmp_path),
+            "--keyring-dir", tmp_path / "keyring", "--cache-dir", tmp_path / "cache", env=env,
+        )  # fmt: skip
     assert result.returncode == 1
     assert f"is not signed by the Arch Linux release key {other.fingerprint}" in result.stderr
     assert not (tmp_path / "base").exists()

@@ -3,26 +3,26 @@
 The script's logic is tested without root through `--dry-run` (the plan it would carry
 out), its refusals, and its mount/umount wrappers run against fake real tools given by
 `ISORUNNER_REAL_MOUNT`/`ISORUNNER_REAL_UMOUNT`. Integration tests (root) run it for real
-on small trees: manifest, mirror, ownership shift keeping setuid bits and file
-capabilities, idempotency and `--refresh`; and check that a second stand-in build is a
-no-op. This module does I/O (subprocesses, temporary trees).
+on small trees: manifest, mount points, ownership shift keeping setuid bits and file
+capabilities, idempotency, the host keyring (real pacman-key and archlinux-keyring) and
+a pre-warm of the package cache from the test upstream; and check that a second
+stand-in build is a no-op. This module does I/O (subprocesses, temporary trees).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require, require_root, require_tool
+from tests.runner.packages.upstream import serve_upstream
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "setup-sandbox.sh"
@@ -43,7 +43,7 @@ def run_script(
         text=True,
         env=full_env,
         check=False,
-        timeout=120,
+        timeout=600,  # a ceiling for a hung script, not a speed limit (a loaded host needed >120 s)
     )
 
 
@@ -51,29 +51,6 @@ def plan_of(result: subprocess.CompletedProcess[str]) -> list[str]:
     """Return the step names of a `--dry-run` output."""
     assert result.returncode == 0, result.stderr
     return [line.split()[1] for line in result.stdout.splitlines() if line.startswith("plan: ")]
-
-
-def make_package(directory: Path, name: str, version: str) -> Path:
-    """Write a minimal pacman package (a .PKGINFO and one file) and return its path."""
-    path = directory / f"{name}-{version}-any.pkg.tar.gz"
-    pkginfo = f"pkgname = {name}\npkgbase = {name}\npkgver = {version}\narch = any\nsize = 3\n"
-    with tarfile.open(path, "w:gz") as archive:
-        for member_name, data in ((".PKGINFO", pkginfo.encode()), (f"usr/share/{name}", b"hi\n")):
-            info = tarfile.TarInfo(member_name)
-            info.size = len(data)
-            info.mtime = 1700000000
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture
-def repo_dir(tmp_path: Path) -> Path:
-    """A directory holding two small packages, as --repo-from takes it."""
-    directory = tmp_path / "pkgs"
-    directory.mkdir()
-    make_package(directory, "alpha", "1.0-1")
-    make_package(directory, "beta", "2.5-3")
-    return directory
 
 
 @pytest.fixture
@@ -97,9 +74,11 @@ def test_setup_sandbox_help_lists_every_option() -> None:
         "--packages",
         "--archive-date",
         "--uid-base",
-        "--refresh",
         "--from-rootfs",
-        "--repo-from",
+        "--keyring-dir",
+        "--no-keyring",
+        "--cache-dir",
+        "--mirror",
         "--dry-run",
         "--help",
     ):
@@ -117,53 +96,41 @@ def test_setup_sandbox_help_lists_every_option() -> None:
         (["--uid-base", str(65536 * 65536)], "leaves no room"),
         (["--archive-date", "2024-01-05"], "YYYY/MM/DD"),
         (["--archive-date", "2024/02/30"], "real date"),
-        (["--refresh", "--from-rootfs", "/"], "cannot be combined with --from-rootfs"),
+        (["--mirror", "ftp://m"], "--mirror must be an http(s):// URL"),
+        (["--packages", "/nonexistent/list"], "is not a file"),
         (["--base", "/"], "--base must not be /"),
     ],
 )
-def test_setup_sandbox_refuses_bad_arguments(args: list[str], message: str, repo_dir: Path) -> None:
+def test_setup_sandbox_refuses_bad_arguments(args: list[str], message: str) -> None:
     """Each bad argument is refused with exit status 2 and a message naming the fault."""
-    result = run_script("--repo-from", repo_dir, "--dry-run", *args)
+    result = run_script("--dry-run", *args)
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stdout == ""
 
 
-def test_setup_sandbox_refuses_two_package_sources(tmp_path: Path, repo_dir: Path) -> None:
-    """--packages and --repo-from together are refused: the mirror has one source."""
+def test_setup_sandbox_prewarm_needs_a_keyring(tmp_path: Path) -> None:
+    """A pre-warm checks signatures, so --no-keyring without a keyring is refused."""
     packages = tmp_path / "packages.x86_64"
     packages.write_text("base\n")
-    result = run_script("--packages", packages, "--repo-from", repo_dir, "--dry-run")
+    result = run_script(
+        "--packages", packages, "--no-keyring", "--keyring-dir", tmp_path / "none", "--dry-run"
+    )
     assert result.returncode == 2
-    assert "give one of them" in result.stderr
+    assert "drop --no-keyring" in result.stderr
 
 
-def test_setup_sandbox_refuses_archive_date_with_repo_from(repo_dir: Path) -> None:
-    """An archive date pins downloads, so it is refused with --repo-from."""
-    result = run_script("--archive-date", "2024/01/05", "--repo-from", repo_dir, "--dry-run")
-    assert result.returncode == 2
-    assert "makes no sense with --repo-from" in result.stderr
+def test_setup_sandbox_needs_no_package_list(tmp_path: Path) -> None:
+    """The base holds the build tools only: no package list is needed."""
+    result = run_script(
+        "--base", tmp_path / "base", "--dry-run", env={"ISORUNNER_SETUP_HOST": "other"}
+    )
+    assert plan_of(result)[0] == "step_bootstrap"
 
 
-def test_setup_sandbox_requires_a_package_source(tmp_path: Path) -> None:
-    """Without --packages or --repo-from the script says how to name the packages."""
-    result = run_script("--base", tmp_path / "base", "--dry-run")
-    assert result.returncode == 2
-    assert "--packages FILE" in result.stderr
-
-
-def test_setup_sandbox_refuses_repo_without_packages(tmp_path: Path) -> None:
-    """A --repo-from directory without package files is refused."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    result = run_script("--repo-from", empty, "--dry-run")
-    assert result.returncode == 2
-    assert "holds no *.pkg.tar.* file" in result.stderr
-
-
-def test_setup_sandbox_refuses_rootfs_without_usr(tmp_path: Path, repo_dir: Path) -> None:
+def test_setup_sandbox_refuses_rootfs_without_usr(tmp_path: Path) -> None:
     """--from-rootfs refuses a directory that is not a root file system."""
-    result = run_script("--from-rootfs", tmp_path, "--repo-from", repo_dir, "--dry-run")
+    result = run_script("--from-rootfs", tmp_path, "--dry-run")
     assert result.returncode == 2
     assert "does not look like a root file system" in result.stderr
 
@@ -173,50 +140,61 @@ def test_setup_sandbox_refuses_rootfs_without_usr(tmp_path: Path, repo_dir: Path
 FRESH_TAIL = [
     "step_wrappers",
     "step_mount_points",
-    "step_mirror",
     "step_pacman_conf",
     "step_manifest",
+    "step_keyring",
     "step_shift",
     "step_publish",
 ]
 
 
-def test_setup_sandbox_plan_adopts_a_rootfs(tmp_path: Path, rootfs: Path, repo_dir: Path) -> None:
+def test_setup_sandbox_plan_adopts_a_rootfs(tmp_path: Path, rootfs: Path) -> None:
     """With --from-rootfs the plan copies the tree, then prepares, shifts and publishes it."""
     result = run_script(
-        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir, "--dry-run"
-    )
+        "--base", tmp_path / "base", "--from-rootfs", rootfs,
+        "--keyring-dir", tmp_path / "keyring", "--dry-run",
+    )  # fmt: skip
     assert plan_of(result) == ["step_copy_rootfs", *FRESH_TAIL]
     assert f"step_copy_rootfs {tmp_path / 'base'}.new" in result.stdout
+    assert f"  keyring: {tmp_path / 'keyring'}" in result.stdout
     assert not (tmp_path / "base").exists()
     assert not (tmp_path / "base.new").exists()
+
+
+def test_setup_sandbox_plan_without_keyring_and_with_prewarm(tmp_path: Path, rootfs: Path) -> None:
+    """--no-keyring leaves the keyring out; --packages adds a pre-warm after publishing."""
+    packages = tmp_path / "packages.x86_64"
+    packages.write_text("base\n")
+    keyring = tmp_path / "keyring"
+    keyring.mkdir()
+    (keyring / "pubring.gpg").write_bytes(b"")
+    result = run_script(
+        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--no-keyring",
+        "--keyring-dir", keyring, "--packages", packages, "--cache-dir", tmp_path / "cache",
+        "--dry-run",
+    )  # fmt: skip
+    tail = [step for step in FRESH_TAIL if step != "step_keyring"]
+    assert plan_of(result) == ["step_copy_rootfs", *tail, "step_prewarm"]
+    assert f"  packages: {packages} into {tmp_path / 'cache'}/incoming" in result.stdout
 
 
 @pytest.mark.parametrize(
     ("host", "first"), [("arch", "step_pacstrap"), ("other", "step_bootstrap")]
 )
-def test_setup_sandbox_plan_bootstraps_by_host(
-    tmp_path: Path, repo_dir: Path, host: str, first: str
-) -> None:
+def test_setup_sandbox_plan_bootstraps_by_host(tmp_path: Path, host: str, first: str) -> None:
     """An Arch host pacstraps the base; any other host uses the bootstrap tarball."""
     result = run_script(
-        "--base",
-        tmp_path / "base",
-        "--repo-from",
-        repo_dir,
-        "--dry-run",
-        env={"ISORUNNER_SETUP_HOST": host},
+        "--base", tmp_path / "base", "--dry-run", env={"ISORUNNER_SETUP_HOST": host}
     )
     assert plan_of(result) == [first, *FRESH_TAIL]
 
 
-def test_setup_sandbox_plan_removes_a_stale_staging_dir(tmp_path: Path, repo_dir: Path) -> None:
+def test_setup_sandbox_plan_removes_a_stale_staging_dir(tmp_path: Path) -> None:
     """A staging directory left by an interrupted run is removed first."""
     (tmp_path / "base.new").mkdir()
     result = run_script(
-        "--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run",
-        env={"ISORUNNER_SETUP_HOST": "other"},
-    )  # fmt: skip
+        "--base", tmp_path / "base", "--dry-run", env={"ISORUNNER_SETUP_HOST": "other"}
+    )
     assert plan_of(result) == ["step_remove_stale", "step_bootstrap", *FRESH_TAIL]
 
 
@@ -227,49 +205,45 @@ def write_manifest(base: Path, uid_base: int) -> None:
     (base / "etc" / "isorunner" / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def test_setup_sandbox_plan_does_nothing_for_a_finished_base(
-    tmp_path: Path, rootfs: Path, repo_dir: Path
-) -> None:
-    """A base with a manifest for the same UID range is left alone."""
+def test_setup_sandbox_plan_does_nothing_for_a_finished_base(tmp_path: Path, rootfs: Path) -> None:
+    """A base with a manifest for the same UID range and a keyring is left alone."""
     write_manifest(tmp_path / "base", UID_BASE)
+    keyring = tmp_path / "keyring"
+    keyring.mkdir()
+    (keyring / "pubring.gpg").write_bytes(b"")
     result = run_script(
-        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir, "--dry-run"
-    )
+        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--keyring-dir", keyring,
+        "--dry-run",
+    )  # fmt: skip
     assert plan_of(result) == ["step_nothing"]
 
 
-def test_setup_sandbox_refuses_a_base_of_another_range(tmp_path: Path, repo_dir: Path) -> None:
+def test_setup_sandbox_plan_completes_a_finished_base(tmp_path: Path) -> None:
+    """A finished base gets a missing keyring and a pre-warm when asked."""
+    write_manifest(tmp_path / "base", UID_BASE)
+    packages = tmp_path / "packages.x86_64"
+    packages.write_text("base\n")
+    result = run_script(
+        "--base", tmp_path / "base", "--keyring-dir", tmp_path / "keyring",
+        "--packages", packages, "--dry-run",
+    )  # fmt: skip
+    assert plan_of(result) == ["step_nothing", "step_keyring", "step_prewarm"]
+
+
+def test_setup_sandbox_refuses_a_base_of_another_range(tmp_path: Path) -> None:
     """A base shifted to another UID range is refused, naming the recorded range."""
     write_manifest(tmp_path / "base", SMALL_UID_BASE)
-    result = run_script("--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run")
+    result = run_script("--base", tmp_path / "base", "--dry-run")
     assert result.returncode == 1
     assert f"shifted to uid_base {SMALL_UID_BASE}, not {UID_BASE}" in result.stderr
 
 
-def test_setup_sandbox_refuses_an_unfinished_base(tmp_path: Path, repo_dir: Path) -> None:
+def test_setup_sandbox_refuses_an_unfinished_base(tmp_path: Path) -> None:
     """An existing base directory without a manifest is refused, not overwritten."""
     (tmp_path / "base").mkdir()
-    result = run_script("--base", tmp_path / "base", "--repo-from", repo_dir, "--dry-run")
+    result = run_script("--base", tmp_path / "base", "--dry-run")
     assert result.returncode == 1
     assert "has no /etc/isorunner/manifest.json" in result.stderr
-
-
-def test_setup_sandbox_plan_refresh_touches_only_the_mirror(tmp_path: Path, repo_dir: Path) -> None:
-    """--refresh rebuilds the mirror and the manifest of an existing base, nothing else."""
-    write_manifest(tmp_path / "base", UID_BASE)
-    result = run_script(
-        "--base", tmp_path / "base", "--repo-from", repo_dir, "--refresh", "--dry-run"
-    )
-    assert plan_of(result) == ["step_mirror", "step_manifest", "step_shift_mirror"]
-
-
-def test_setup_sandbox_refresh_needs_a_base(tmp_path: Path, repo_dir: Path) -> None:
-    """--refresh without an existing base says to run without it first."""
-    result = run_script(
-        "--base", tmp_path / "base", "--repo-from", repo_dir, "--refresh", "--dry-run"
-    )
-    assert result.returncode == 1
-    assert "run without --refresh first" in result.stderr
 
 
 # --- the mount and umount wrappers ---------------------------------------------------
@@ -417,49 +391,42 @@ def getcap(path: Path) -> str:
 
 
 @pytest.mark.integration
-def test_setup_sandbox_builds_a_base_from_a_rootfs(
-    tmp_path: Path, special_rootfs: Path, repo_dir: Path
-) -> None:
-    """A real run writes wrappers, mount points, mirror, config and a truthful manifest."""
+def test_setup_sandbox_builds_a_base_from_a_rootfs(tmp_path: Path, special_rootfs: Path) -> None:
+    """A real run writes wrappers, mount points, the offline config and a truthful manifest."""
     base = tmp_path / "base"
     result = run_script(
-        "--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir,
+        "--base", base, "--from-rootfs", special_rootfs, "--no-keyring",
         "--uid-base", str(SMALL_UID_BASE),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "base.new").exists()
-    for point in ("build/profile", "build/work", "build/output"):
+    for point in ("build/profile", "build/work", "build/output", "srv/isorunner/repo"):
         assert (base / point).is_dir()
+    assert list((base / "srv" / "isorunner" / "repo").iterdir()) == []
     for wrapper in ("mount", "umount", "pacman", "mkfs.fat", "xorriso"):
         assert os.access(base / "usr" / "local" / "sbin" / wrapper, os.X_OK)
     conf = (base / "etc" / "isorunner" / "pacman.conf").read_text()
     assert "[isorunner]\nServer = file:///srv/isorunner/repo" in conf
     assert "CacheDir = /build/work/pacman-cache/" in conf
     assert "[local]" not in conf
-    repo = base / "srv" / "isorunner" / "repo"
-    db = repo / "isorunner.db.tar.gz"
-    listing = subprocess.run(["bsdtar", "-tf", str(db)], capture_output=True, text=True, check=True)
-    assert {"alpha-1.0-1/desc", "beta-2.5-3/desc"} <= set(listing.stdout.split())
-
     manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
-    names = sorted(p.name for p in repo_dir.iterdir())
     assert manifest["source"] == "rootfs"
     assert manifest["uid_base"] == SMALL_UID_BASE
     assert manifest["uid_count"] == 65536
     assert manifest["archive_date"] is None
-    assert manifest["packages"] == {"alpha": "1.0-1", "beta": "2.5-3"}
-    assert manifest["repo_db_sha256"] == hashlib.sha256(db.read_bytes()).hexdigest()
-    expected_list = hashlib.sha256("".join(f"{n}\n" for n in names).encode()).hexdigest()
-    assert manifest["package_list_sha256"] == expected_list
+    assert set(manifest) == {
+        "created", "source", "uid_base", "uid_count", "archive_date", "packages", "mkarchiso",
+    }  # fmt: skip
     time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ")
+    assert manifest["packages"] == {}
     assert manifest["mkarchiso"] is None
 
 
 @pytest.mark.integration
 def test_setup_sandbox_manifest_names_the_mkarchiso_of_the_base(
-    tmp_path: Path, rootfs: Path, repo_dir: Path
+    tmp_path: Path, rootfs: Path
 ) -> None:
-    """The manifest records mkarchiso's path, sha256 and archiso's package version."""
+    """The manifest records mkarchiso's path, sha256, archiso's version and the base's packages."""
     require_setup_tools()
     script = rootfs / "usr" / "bin" / "mkarchiso"
     script.write_text("#!/bin/bash\n# mkarchiso\n")
@@ -468,11 +435,12 @@ def test_setup_sandbox_manifest_names_the_mkarchiso_of_the_base(
     desc.write_text("%NAME%\narchiso\n\n%VERSION%\n88-1\n\n")
     base = tmp_path / "base"
     result = run_script(
-        "--base", base, "--from-rootfs", rootfs, "--repo-from", repo_dir,
+        "--base", base, "--from-rootfs", rootfs, "--no-keyring",
         "--uid-base", str(SMALL_UID_BASE),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
+    assert manifest["packages"] == {"archiso": "88-1"}
     assert manifest["mkarchiso"] == {
         "path": "/usr/bin/mkarchiso",
         "sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
@@ -482,12 +450,12 @@ def test_setup_sandbox_manifest_names_the_mkarchiso_of_the_base(
 
 @pytest.mark.integration
 def test_setup_sandbox_shift_keeps_setuid_and_capabilities(
-    tmp_path: Path, special_rootfs: Path, repo_dir: Path
+    tmp_path: Path, special_rootfs: Path
 ) -> None:
     """Every owner moves by uid_base while setuid bits and file capabilities survive."""
     base = tmp_path / "base"
     result = run_script(
-        "--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir,
+        "--base", base, "--from-rootfs", special_rootfs, "--no-keyring",
         "--uid-base", str(SMALL_UID_BASE),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -504,12 +472,10 @@ def test_setup_sandbox_shift_keeps_setuid_and_capabilities(
 
 
 @pytest.mark.integration
-def test_setup_sandbox_second_run_changes_nothing(
-    tmp_path: Path, special_rootfs: Path, repo_dir: Path
-) -> None:
+def test_setup_sandbox_second_run_changes_nothing(tmp_path: Path, special_rootfs: Path) -> None:
     """A second run on a finished base reports it and leaves every file as it was."""
     base = tmp_path / "base"
-    args = ("--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir)
+    args = ("--base", base, "--from-rootfs", special_rootfs, "--no-keyring")
     assert run_script(*args).returncode == 0
 
     def snapshot() -> dict[str, tuple[int, int, int, int]]:
@@ -527,49 +493,68 @@ def test_setup_sandbox_second_run_changes_nothing(
 
 
 @pytest.mark.integration
-def test_setup_sandbox_refresh_replaces_the_mirror(
-    tmp_path: Path, special_rootfs: Path, repo_dir: Path
-) -> None:
-    """--refresh swaps in the new packages, owned by the container's root, and re-records them."""
-    base = tmp_path / "base"
-    first = run_script("--base", base, "--from-rootfs", special_rootfs, "--repo-from", repo_dir)
-    assert first.returncode == 0, first.stderr
-    newer = tmp_path / "newer"
-    newer.mkdir()
-    make_package(newer, "alpha", "1.1-1")
-    make_package(newer, "gamma", "0.1-1")
-    suid_before = (base / "usr" / "bin" / "suid").lstat()
-
-    result = run_script("--base", base, "--repo-from", newer, "--refresh")
-    assert result.returncode == 0, result.stderr
-    repo = base / "srv" / "isorunner" / "repo"
-    assert sorted(p.name for p in repo.glob("*.pkg.tar.*")) == [
-        "alpha-1.1-1-any.pkg.tar.gz",
-        "gamma-0.1-1-any.pkg.tar.gz",
-    ]
-    assert all(p.lstat().st_uid == UID_BASE for p in [repo, *repo.iterdir()])
-    manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
-    assert manifest["packages"] == {"alpha": "1.1-1", "gamma": "0.1-1"}
-    assert manifest["source"] == "rootfs"
-    assert (base / "etc" / "isorunner" / "manifest.json").lstat().st_uid == UID_BASE
-    assert (base / "usr" / "bin" / "suid").lstat().st_mtime_ns == suid_before.st_mtime_ns
-
-
-@pytest.mark.integration
-def test_setup_sandbox_refuses_a_tree_of_another_range(
-    tmp_path: Path, rootfs: Path, repo_dir: Path
-) -> None:
+def test_setup_sandbox_refuses_a_tree_of_another_range(tmp_path: Path, rootfs: Path) -> None:
     """A rootfs with owners beyond 65535 is refused and no base is published."""
     require_setup_tools()
     stray = rootfs / "etc" / "stray"
     stray.write_text("x\n")
     os.chown(stray, 70000, 70000)
-    result = run_script(
-        "--base", tmp_path / "base", "--from-rootfs", rootfs, "--repo-from", repo_dir
-    )
+    result = run_script("--base", tmp_path / "base", "--from-rootfs", rootfs, "--no-keyring")
     assert result.returncode == 1
     assert "outside 0..65535" in result.stderr
     assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.integration
+def test_setup_sandbox_sets_up_the_host_keyring(tmp_path: Path) -> None:
+    """On a finished base the host keyring is made with pacman-key from archlinux-keyring."""
+    require_root()
+    require_tool("pacman-key")
+    require(
+        Path("/usr/share/keyrings/archlinux.gpg").is_file()
+        or Path("/usr/share/pacman/keyrings/archlinux.gpg").is_file(),
+        "archlinux-keyring (scripts/install installs it)",
+    )
+    write_manifest(tmp_path / "base", UID_BASE)
+    keyring = tmp_path / "keyring"
+    result = run_script("--base", tmp_path / "base", "--keyring-dir", keyring)
+    assert result.returncode == 0, result.stderr
+    assert f"setting up the package keyring {keyring}" in result.stdout
+    listed = subprocess.run(
+        ["gpg", "--homedir", str(keyring), "--batch", "--with-colons", "--list-keys"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    # pacman-key --populate lsigns the Arch master keys: they are valid ("f") in the keyring.
+    assert any(
+        line.startswith("uid:f:") and "@archlinux.org" in line for line in listed.splitlines()
+    )
+    assert not list(keyring.glob("S.*")), "the gpg-agent was left running"
+
+
+@pytest.mark.integration
+def test_setup_sandbox_prewarms_the_cache_from_a_mirror(tmp_path: Path) -> None:
+    """--packages downloads the list and its dependencies, checked, into <cache>/incoming."""
+    require_root()
+    require_tool("pacman")
+    upstream = STANDIN_DIR / "upstream"
+    require((upstream / "stamp").is_file(), f"the test upstream in {upstream}")
+    write_manifest(tmp_path / "base", UID_BASE)
+    packages = tmp_path / "packages.x86_64"
+    packages.write_text("isorunner-hello  # and its dependency\n")
+    with serve_upstream(upstream / "www") as server:
+        result = run_script(
+            "--base", tmp_path / "base", "--keyring-dir", upstream / "keyring",
+            "--packages", packages, "--cache-dir", tmp_path / "cache",
+            "--mirror", f"{server.url}/mirror",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    incoming = sorted(p.name for p in (tmp_path / "cache" / "incoming").iterdir())
+    assert incoming == [
+        "isorunner-hello-1.0-1-any.pkg.tar.zst",
+        "isorunner-hello-1.0-1-any.pkg.tar.zst.sig",
+        "isorunner-libhello-1.0-1-any.pkg.tar.zst",
+        "isorunner-libhello-1.0-1-any.pkg.tar.zst.sig",
+    ]
 
 
 @pytest.mark.integration
@@ -656,7 +641,10 @@ def run_standin_build(
     base: Path = STANDIN_DIR / "base",
     uid_base: int = UID_BASE,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """Run the base's mkarchiso on the minimal profile in an overlay container."""
+    """Run the base's mkarchiso on the minimal profile in an overlay container.
+
+    The stand-in's packages are bound as the build's repository, as the sandbox does.
+    """
     require_root()
     require_tool("systemd-nspawn")
     require((STANDIN_DIR / "stamp").is_file(), f"the stand-in built at {STANDIN_DIR}")
@@ -679,6 +667,7 @@ def run_standin_build(
              f"--setenv=SOURCE_DATE_EPOCH={EPOCH}",
              f"--bind-ro={STANDIN_DIR / 'profiles' / 'minimal'}:/build/profile:idmap",
              f"--bind={dirs['work']}:/build/work", f"--bind={dirs['out']}:/build/output",
+             f"--bind-ro={STANDIN_DIR / 'repo'}:/srv/isorunner/repo:idmap",
              *binds,
              "mkarchiso", "-v", "-r", *extra, "-w", "/build/work/w", "-o", "/build/output",
              "-C", "/etc/isorunner/pacman.conf", "/build/profile"],
@@ -768,6 +757,7 @@ def test_setup_sandbox_plan_names_the_bootstrap_tarball(
     packages.write_text("base\n")
     result = run_script(
         "--base", tmp_path / "base", "--packages", packages, *date_args, "--dry-run",
+        "--keyring-dir", tmp_path / "keyring",
         env={"ISORUNNER_SETUP_HOST": "other"},
     )  # fmt: skip
     assert plan_of(result)[0] == "step_bootstrap"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sandbox.streams import CUT_MARKER, pump_lines
+from sandbox.streams import CUT_MARKER, pump_lines, show_controls
 
 
 async def _pump(data: list[bytes], max_line_bytes: int = 100) -> list[str]:
@@ -47,3 +47,18 @@ async def test_pump_lines_cuts_a_long_line_within_one_chunk() -> None:
 async def test_pump_lines_replaces_invalid_utf8() -> None:
     """Invalid UTF-8 is replaced, never fatal."""
     assert await _pump([b"caf\xe9\n"]) == ["caf\ufffd"]
+
+
+@pytest.mark.anyio
+async def test_pump_lines_shows_control_characters_instead_of_passing_them() -> None:
+    """Escapes, BEL, CR, NUL, DEL, C1 and bidi controls arrive visible; tabs stay tabs."""
+    hostile = "\x1b[2J\x1b]0;pwned\x07\r[isorunner] ok\x00\x7f\u009b\u202e\tend\r\n"
+    (line,) = await _pump([hostile.encode()])
+    assert line == "␛[2J␛]0;pwned␇␍[isorunner] ok␀␡\\x9b\\u202e\tend"
+    assert not any(ord(char) < 0x20 and char != "\t" for char in line)
+
+
+def test_show_controls_leaves_printable_text_alone() -> None:
+    """Ordinary text, accents and emoji pass unchanged."""
+    text = "[mkarchiso] INFO: Création de l'image ✓ 🎉"
+    assert show_controls(text) == text

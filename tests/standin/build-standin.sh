@@ -9,6 +9,11 @@
 #   <dir>/profiles/minimal/  a tiny archiso profile that builds with them (no boot modes)
 #   <dir>/profiles/boot/     a profile whose ISO boots on BIOS and UEFI (bios.syslinux,
 #                            uefi.systemd-boot, console=ttyS0)
+#   <dir>/repo/              those packages as repository `isorunner` (repo-add), the
+#                            per-build repository the sandbox's own tests bind
+#   <dir>/upstream/          a signed "upstream" for package sync (build-upstream below):
+#                            www/ (served over HTTP by the tests), keyring/ (trusts the
+#                            test packager key), signing/ (the test keys), stamp
 #   <dir>/stamp              hash of every input; when it matches, nothing is done
 # <dir> is $ISORUNNER_STANDIN_DIR or /var/cache/isorunner-test/standin. The debootstrap
 # result is cached apart (<dir>/debootstrap/), keyed by suite, mirror and package list,
@@ -35,6 +40,9 @@ readonly KERNEL_MODULES=(ata_piix ahci sr_mod sd_mod usb_storage xhci_pci ehci_p
     isofs squashfs loop overlay e1000)
 readonly BUILD_USER=isorunner-build
 readonly UID_BASE=2147352576
+# Set by build_upstream for make_repo: the test GnuPG home and the packager key.
+signing=""
+packager=""
 
 say() {
     printf 'build-standin: %s\n' "$*"
@@ -45,17 +53,26 @@ die() {
     exit 1
 }
 
-# Hash of every input: the files under tests/standin and scripts/setup-sandbox.sh
-# (names, modes and contents, symlink targets included), plus the debootstrap key.
-inputs_hash() {
+# Hash of the files under the given paths (names, modes and contents, symlink targets
+# included) and of the words before them.
+files_hash() {
+    local words="$1"
+    shift
     (
         cd "${repo_root}"
-        printf '%s\n' "${SUITE} ${MIRROR} ${DEB_PACKAGES[*]} ${UID_BASE}"
-        find tests/standin scripts/setup-sandbox.sh \( -name __pycache__ -o -name '*.md' \) -prune -o \
+        printf '%s\n' "${words}"
+        find "$@" \( -name __pycache__ -o -name '*.md' \) -prune -o \
             \( -type f -o -type l \) -printf '%p %m %l\n' | LC_ALL=C sort
-        find tests/standin scripts/setup-sandbox.sh \( -name __pycache__ -o -name '*.md' \) -prune -o -type f -print0 |
+        find "$@" \( -name __pycache__ -o -name '*.md' \) -prune -o -type f -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
+}
+
+# Hash of every input of the base, packages and profile (the upstream has its own).
+inputs_hash() {
+    files_hash "${SUITE} ${MIRROR} ${DEB_PACKAGES[*]} ${UID_BASE}" \
+        tests/standin/build-standin.sh tests/standin/mkarchiso tests/standin/packages \
+        tests/standin/profiles scripts/setup-sandbox.sh
 }
 
 # debootstrap into <dir>/debootstrap/rootfs unless a rootfs for the same key exists.
@@ -182,15 +199,14 @@ ensure_build_user() {
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "${BUILD_USER}"
 }
 
-build_packages() {
-    local rootfs="$1" out="$2" work="${dir}/build/makepkg" pkg
+# makepkg every package directory of <work> into <out>, as the build user; extra
+# arguments are environment assignments for makepkg (e.g. a version).
+makepkg_all() {
+    local work="$1" out="$2" pkg
+    shift 2
     command -v makepkg >/dev/null || die "makepkg is missing (Debian: makepkg; scripts/install installs it)"
     ensure_build_user
-    rm -rf -- "${work}" "${out}"
-    mkdir -p -- "${work}" "${out}"
-    cp -r -- "${here}/packages/." "${work}/"
-    cp -- "${rootfs}/usr/bin/busybox" "${work}/isorunner-base/busybox"
-    boot_sources "${work}"
+    mkdir -p -- "${out}"
     cat >"${work}/makepkg.conf" <<CONF
 source /etc/makepkg.conf
 PKGEXT='.pkg.tar.zst'
@@ -202,7 +218,7 @@ CONF
         (
             cd "${pkg}"
             setpriv --reuid="${BUILD_USER}" --regid="${BUILD_USER}" --init-groups \
-                env HOME="${work}" TMPDIR="${work}" SOURCE_DATE_EPOCH=1700000000 \
+                env HOME="${work}" TMPDIR="${work}" SOURCE_DATE_EPOCH=1700000000 "$@" \
                 makepkg --config "${work}/makepkg.conf" --force --nodeps --noconfirm \
                 >"${pkg%/}.log" 2>&1
         ) || die "makepkg failed for $(basename -- "${pkg}"); see ${pkg%/}.log"
@@ -210,13 +226,140 @@ CONF
     chown -R root:root "${out}"
 }
 
+build_packages() {
+    local rootfs="$1" out="$2" work="${dir}/build/makepkg"
+    rm -rf -- "${work}" "${out}"
+    mkdir -p -- "${work}"
+    cp -r -- "${here}/packages/." "${work}/"
+    cp -- "${rootfs}/usr/bin/busybox" "${work}/isorunner-base/busybox"
+    boot_sources "${work}"
+    makepkg_all "${work}" "${out}"
+}
+
+# <dir>/repo: the stand-in packages as repository `isorunner`, unsigned (the sandbox's
+# offline pacman.conf has SigLevel = Never: packages are checked on the host).
+build_repo() {
+    local new="${dir}/repo.new"
+    rm -rf -- "${new}"
+    mkdir -p -- "${new}"
+    cp -- "${dir}/packages"/*.pkg.tar.zst "${new}/"
+    repo-add --quiet "${new}/isorunner.db.tar.gz" "${new}"/*.pkg.tar.zst >/dev/null
+    rm -rf -- "${dir}/repo"
+    mv -T -- "${new}" "${dir}/repo"
+}
+
+# ---------------------------------------------------------------------------------------
+# The upstream: what an Arch mirror and the Arch Linux Archive look like, in miniature.
+#   www/mirror/core/os/x86_64     the stand-in packages                (signed)
+#   www/mirror/extra/os/x86_64    isorunner-hello -> isorunner-libhello, isorunner-pinned 2.0,
+#                                 isorunner-untrusted (signed by a key the keyring does not trust)
+#   www/mirror/baddb/os/x86_64    isorunner-libhello; the database signed by the untrusted key
+#   www/archive/repos/2024/01/15/{core,extra}/os/x86_64   as above, isorunner-pinned 1.0
+#   www/archive/repos/2024/02/15/{core,extra}/os/x86_64   as above, isorunner-pinned 2.0
+#   www/custom/custom/os/x86_64   isorunner-custom, nothing signed (an extra_repos repository)
+#   keyring/                      pacman keyring: the packager key lsigned, the stranger's
+#                                 key present but not trusted
+#   signing/                      GnuPG home with both secret keys
+
+upstream_hash() {
+    files_hash "$(<"${dir}/stamp")" tests/standin/upstream
+}
+
+gen_key() {
+    local home="$1" name="$2" email="$3"
+    gpg --homedir "${home}" --batch --quiet --passphrase '' --quick-gen-key \
+        "${name} <${email}>" ed25519 sign never 2>/dev/null
+    gpg --homedir "${home}" --batch --with-colons --list-keys "${email}" 2>/dev/null | awk -F: '/^fpr/ {print $10; exit}'
+}
+
+# make_repo <dir> <repo name> <db key or ""> <package>...: packages without a .sig
+# beside them are signed by the packager key unless the db key is empty.
+make_repo() {
+    local target="$1" name="$2" key="$3" pkg
+    shift 3
+    mkdir -p -- "${target}"
+    for pkg in "$@"; do
+        cp -- "${pkg}" "${target}/"
+        [[ ! -f "${pkg}.sig" ]] || cp -- "${pkg}.sig" "${target}/"
+        if [[ -n "${key}" && ! -f "${pkg}.sig" ]]; then
+            GNUPGHOME="${signing}" gpg --batch --quiet --detach-sign --no-armor \
+                --local-user "${packager}" "${target}/$(basename -- "${pkg}")"
+        fi
+    done
+    if [[ -n "${key}" ]]; then
+        GNUPGHOME="${signing}" repo-add --quiet --sign --key "${key}" \
+            "${target}/${name}.db.tar.gz" "${target}"/*.pkg.tar.zst >/dev/null 2>&1 ||
+            die "repo-add failed for ${target}"
+    else
+        repo-add --quiet "${target}/${name}.db.tar.gz" "${target}"/*.pkg.tar.zst >/dev/null ||
+            die "repo-add failed for ${target}"
+    fi
+    rm -f -- "${target}/${name}.files"* "${target}"/*.old*
+}
+
+build_upstream() {
+    local up="${dir}/upstream.new" work="${dir}/build/upstream" out
+    rm -rf -- "${up}" "${work}"
+    mkdir -p -- "${up}" "${work}/v1" "${work}/v2"
+    out="${work}/out"
+    cp -r -- "${here}/upstream/." "${work}/v2/"
+    cp -r -- "${here}/upstream/isorunner-pinned" "${work}/v1/"
+    makepkg_all "${work}/v2" "${out}"
+    makepkg_all "${work}/v1" "${out}" ISORUNNER_PINNED_VERSION=1.0
+
+    signing="${up}/signing"
+    install -d -m 0700 -- "${signing}"
+    packager="$(gen_key "${signing}" "isorunner test packager" packager@isorunner.invalid)"
+    stranger="$(gen_key "${signing}" "isorunner untrusted stranger" stranger@isorunner.invalid)"
+    gpg --homedir "${signing}" --batch --quiet --detach-sign --no-armor --local-user "${stranger}" \
+        "${out}/isorunner-untrusted-1.0-1-any.pkg.tar.zst"
+
+    local www="${up}/www" core=("${dir}/packages"/*.pkg.tar.zst) date pinned
+    local common=("${out}/isorunner-libhello-1.0-1-any.pkg.tar.zst" "${out}/isorunner-hello-1.0-1-any.pkg.tar.zst")
+    make_repo "${www}/mirror/core/os/x86_64" core "${packager}" "${core[@]}"
+    make_repo "${www}/mirror/extra/os/x86_64" extra "${packager}" "${common[@]}" \
+        "${out}/isorunner-pinned-2.0-1-any.pkg.tar.zst" "${out}/isorunner-untrusted-1.0-1-any.pkg.tar.zst"
+    make_repo "${www}/mirror/baddb/os/x86_64" baddb "${stranger}" "${common[0]}"
+    for date in 2024/01/15 2024/02/15; do
+        pinned="2.0"
+        [[ "${date}" != 2024/01/15 ]] || pinned="1.0"
+        make_repo "${www}/archive/repos/${date}/core/os/x86_64" core "${packager}" "${core[@]}"
+        make_repo "${www}/archive/repos/${date}/extra/os/x86_64" extra "${packager}" "${common[@]}" \
+            "${out}/isorunner-pinned-${pinned}-1-any.pkg.tar.zst"
+    done
+    make_repo "${www}/custom/custom/os/x86_64" custom "" "${out}/isorunner-custom-1.0-1-any.pkg.tar.zst"
+
+    # The keyring builds use: made by pacman-key, as setup-sandbox.sh makes the real one.
+    local keyring="${up}/keyring"
+    pacman-key --gpgdir "${keyring}" --init >/dev/null 2>&1 || die "pacman-key --init failed"
+    gpg --homedir "${signing}" --batch --armor --export "${packager}" "${stranger}" >"${work}/keys.asc"
+    pacman-key --gpgdir "${keyring}" --add "${work}/keys.asc" >/dev/null 2>&1 ||
+        die "pacman-key --add failed"
+    pacman-key --gpgdir "${keyring}" --lsign-key "${packager}" >/dev/null 2>&1 ||
+        die "pacman-key --lsign-key failed"
+    printf '%s\n' "${packager}" >"${up}/packager.fpr"
+    gpgconf --homedir "${keyring}" --kill all 2>/dev/null || :
+    gpgconf --homedir "${signing}" --kill all 2>/dev/null || :
+    rm -rf -- "${keyring}"/S.* "${signing}"/S.*
+
+    rm -rf -- "${dir}/upstream" "${work}"
+    mv -T -- "${up}" "${dir}/upstream"
+}
+
 main() {
     local start hash
     start="${SECONDS}"
     hash="$(inputs_hash)"
     if [[ -f "${dir}/stamp" && "$(<"${dir}/stamp")" == "${hash}" && -d "${dir}/base" &&
-        -d "${dir}/profiles/minimal" && -d "${dir}/profiles/boot" ]]; then
-        say "up to date at ${dir} (stamp ${hash:0:12})"
+        -d "${dir}/profiles/minimal" && -d "${dir}/profiles/boot" && -d "${dir}/repo" ]]; then
+        if [[ -f "${dir}/upstream/stamp" && "$(<"${dir}/upstream/stamp")" == "$(upstream_hash)" ]]; then
+            say "up to date at ${dir} (stamp ${hash:0:12})"
+            return 0
+        fi
+        ((EUID == 0)) || die "must run as root (makepkg as a build user)"
+        build_upstream
+        upstream_hash >"${dir}/upstream/stamp"
+        say "built ${dir}/upstream in $((SECONDS - start)) s"
         return 0
     fi
     ((EUID == 0)) || die "must run as root (debootstrap, chown to the sandbox UID range)"
@@ -236,7 +379,7 @@ main() {
     build_packages "${rootfs}" "${dir}/packages"
 
     rm -rf -- "${dir}/base.next" "${dir}/base.next.new"
-    "${repo_root}/scripts/setup-sandbox.sh" --from-rootfs "${rootfs}" --repo-from "${dir}/packages" \
+    "${repo_root}/scripts/setup-sandbox.sh" --from-rootfs "${rootfs}" --no-keyring \
         --base "${dir}/base.next" --uid-base "${UID_BASE}" >"${dir}/build/setup-sandbox.log" ||
         die "setup-sandbox.sh failed; see ${dir}/build/setup-sandbox.log"
     if [[ -e "${dir}/base" ]]; then
@@ -248,9 +391,12 @@ main() {
     rm -rf -- "${dir}/profiles"
     mkdir -p -- "${dir}/profiles"
     cp -a -- "${here}/profiles/minimal" "${here}/profiles/boot" "${dir}/profiles/"
+    build_repo
 
     printf '%s\n' "${hash}" >"${dir}/stamp"
-    say "built ${dir} in $((SECONDS - start)) s: base/, packages/ ($(find "${dir}/packages" -name '*.pkg.tar.zst' | wc -l) packages), profiles/{minimal,boot}/"
+    build_upstream
+    upstream_hash >"${dir}/upstream/stamp"
+    say "built ${dir} in $((SECONDS - start)) s: base/, packages/ ($(find "${dir}/packages" -name '*.pkg.tar.zst' | wc -l) packages), repo/, profiles/{minimal,boot}/, upstream/"
 }
 
 main "$@"

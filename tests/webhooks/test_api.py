@@ -88,10 +88,20 @@ def test_api_builds_paginates(client: TestClient, store: WebStore) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["limit=0", "limit=101", "limit=x", "before=0", "before=-1", "state=nope"]
+    "query",
+    [
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "before=0",
+        "before=-1",
+        "state=nope",
+        "limit=" + "1" * 5000,  # past Python's int() digit limit: once a 500
+        "before=" + "0" * 5000 + "1",
+    ],
 )
 def test_api_builds_refuses_bad_parameters(client: TestClient, query: str) -> None:
-    """Out-of-range or malformed parameters are 400 with a message naming them."""
+    """Out-of-range, malformed or thousands-of-digits parameters are 400 naming them."""
     response = client.get(f"/api/builds?{query}")
     assert response.status_code == 400
     assert query.split("=", maxsplit=1)[0] in response.json()["error"]
@@ -232,3 +242,11 @@ def test_parse_listing_defaults_and_empty_values() -> None:
     assert (query.repo, query.state, query.before, query.limit) == (None, None, None, 25)
     with pytest.raises(InvalidParameter, match="repo"):
         parse_listing({"repo": "x" * 256})
+
+
+@pytest.mark.parametrize("configured", ["", "\n", "   "])
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer", "Bearer \n", "bearer   "])
+def test_check_admin_never_matches_an_empty_bearer(configured: str, header: str) -> None:
+    """A blank configured token disables admin calls; an empty bearer never passes."""
+    with pytest.raises(AdminDisabled):
+        check_admin(header, SecretStr(configured))

@@ -14,6 +14,8 @@ EXPECTED_STATUS = {
     "UnsupportedEvent": 400,
     "UnsupportedMediaType": 415,
     "PayloadTooLarge": 413,
+    "BodyTimeout": 408,
+    "BodiesInFlight": 503,
     "ForgeNotConfigured": 404,
     "BuildNotFound": 404,
     "ArtifactNotFound": 404,

@@ -391,10 +391,13 @@ def test_receive_refuses_malformed_form(form: bytes) -> None:
 
 
 def test_check_headers_refuses_before_body() -> None:
-    """The header-only check refuses an unconfigured forge and a wrong media type."""
+    """The header-only check refuses an unconfigured forge, no signature, a wrong media type."""
     unconfigured = WebhookConfig(public_url="https://ci.example.org", repos=())
+    signed = {"X-Hub-Signature-256": "sha256=00"}
     with pytest.raises(ForgeNotConfigured):
         github.check_headers({"content-type": "application/json"}, unconfigured)
+    with pytest.raises(SignatureMismatch, match="missing X-Hub-Signature-256"):
+        github.check_headers({"Content-Type": "application/json"}, CONFIG)
     with pytest.raises(UnsupportedMediaType):
-        github.check_headers({"Content-Type": "text/xml"}, CONFIG)
-    github.check_headers({"Content-Type": "application/json"}, CONFIG)
+        github.check_headers({"Content-Type": "text/xml", **signed}, CONFIG)
+    github.check_headers({"Content-Type": "application/json", **signed}, CONFIG)

@@ -26,6 +26,7 @@ from tests.webhooks.samples import (
 )
 from tests.webhooks.testclient import TestClient
 from webhooks.app import create_app
+from webhooks.body import BodyBudget
 from webhooks.build import BuildRecord, BuildState, Forge
 from webhooks.config import RepoRule, WebhookConfig
 from webhooks.metrics import DeliveryMetrics
@@ -209,6 +210,7 @@ def _asgi_scope(store: MemoryStore, headers: dict[str, str]) -> Scope:
             logs=None,
             clock=lambda: RECEIVED,
             deliveries=DeliveryMetrics(CollectorRegistry()),
+            bodies=BodyBudget(CONFIG.max_bodies_in_flight_bytes),
         ),
     }
 
@@ -280,6 +282,15 @@ def test_invalid_content_length_is_400(client: TestClient, length: str) -> None:
         "/webhooks/github", content=body, headers={**headers, "content-length": length}
     )
     assert response.status_code == 400
+
+
+def test_content_length_of_thousands_of_digits_is_413(client: TestClient) -> None:
+    """A Content-Length of 5,000 digits is refused as too large (it was once a 500)."""
+    headers, body = github_signed("push_branch")
+    response = client.post(
+        "/webhooks/github", content=body, headers={**headers, "content-length": "9" * 5000}
+    )
+    assert response.status_code == 413
 
 
 def test_gitlab_push_is_accepted(client: TestClient, store: MemoryStore) -> None:

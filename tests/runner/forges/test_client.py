@@ -19,6 +19,7 @@ from runner.forges.exceptions import (
     MalformedResponse,
     NotFound,
     RateLimited,
+    safe_url,
 )
 from runner.forges.request import ForgeRequest
 from runner.forges.response import error_for
@@ -138,6 +139,24 @@ async def test_send_translates_and_retries_transport_errors(
         await transport.send(get())
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert clock.sleeps == [1.0, 2.0]
+
+
+async def test_unreachable_forge_error_never_shows_the_urls_user_part(
+    router: respx.Router, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    """A forge URL with `user:password@` is named by its host alone when it cannot be reached."""
+    url = "https://bot:pa55word@forge.example.com/api/thing"
+    router.get(URL).mock(side_effect=httpx.ConnectError("refused"))
+    transport = ForgeTransport(http, sleep=clock.sleep, clock=clock, max_retry_seconds=0)
+    with pytest.raises(ForgeUnavailable, match=r"forge\.example\.com failed") as caught:
+        await transport.send(get(url))
+    assert "pa55word" not in str(caught.value)
+    assert "bot" not in str(caught.value)
+
+
+def test_safe_url_drops_user_part_query_and_fragment() -> None:
+    """`safe_url` keeps scheme, host, port and path only."""
+    assert safe_url("https://u:p@h.example:8443/a/b?token=x#f") == "https://h.example:8443/a/b"
 
 
 async def test_send_retries_request_specific_statuses(

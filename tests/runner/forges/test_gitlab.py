@@ -7,7 +7,12 @@ import itertools
 import pytest
 
 from runner.forges import gitlab
-from runner.forges.exceptions import MalformedResponse, Rejected, TransitionRefused
+from runner.forges.exceptions import (
+    MalformedResponse,
+    Rejected,
+    ReleaseRefused,
+    TransitionRefused,
+)
 from runner.forges.gitlab import GitLabState, ReleaseLink
 from runner.forges.request import ForgeResponse
 from tests.runner.forges.conftest import GITLAB_API
@@ -167,7 +172,7 @@ def test_check_package_names_accepts_gitlab_versions(version: str) -> None:
 )
 def test_check_package_names_refuses_what_gitlab_refuses(version: str, files: list[str]) -> None:
     """Slashes, spaces and non-ASCII names are refused before any upload."""
-    with pytest.raises(Rejected, match="could not publish to GitLab"):
+    with pytest.raises(ReleaseRefused, match="could not publish to GitLab"):
         gitlab.check_package_names("isorunner", version, files)
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from runner.forges.exceptions import ForgeUnavailable, Rejected
+from runner.forges.exceptions import ForgeUnavailable, ReleaseRefused
 from runner.forges.gitlab_client import GitLabClient
 from runner.forges.releaseplan import LocalAsset
 from runner.forges.request import JSONValue
@@ -260,6 +260,6 @@ async def test_publish_release_refuses_an_invalid_version_before_any_request(
     router: respx.Router, client: GitLabClient, files: list[LocalAsset]
 ) -> None:
     """A tag that is not a valid package version is refused and nothing is sent."""
-    with pytest.raises(Rejected, match="not a valid generic package version"):
+    with pytest.raises(ReleaseRefused, match="not a valid generic package version"):
         await client.publish_release(PROJECT, "release/1", files, name="r", body="")
     assert router.calls.call_count == 0

@@ -23,13 +23,13 @@ from runner.publish.provenance import (
     Artifact,
     BuildFacts,
     Reproducibility,
-    ResolvedPackage,
     dir_hash,
     encode,
     parse_base_manifest,
     statement,
     timestamp,
 )
+from webhooks.build import PackageEntry
 
 # --- the specs' rules ----------------------------------------------------------------------
 
@@ -253,15 +253,15 @@ def test_statement_records_a_rebuild_that_differs() -> None:
 
 def test_statement_lists_resolved_packages_when_known() -> None:
     """Each resolved package becomes a descriptor with a package URL and its digest."""
-    package = ResolvedPackage("linux", "6.12.1.arch1-1", "x86_64", "9" * 64, "linux.pkg.tar.zst")
+    package = PackageEntry("linux", "6.12.1.arch1-1", "core", "9" * 64)
     document = statement([ISO], facts(packages=(package,)))
     check_slsa_provenance(document)
     dependencies = document["predicate"]["buildDefinition"]["resolvedDependencies"]
     assert dependencies[-1] == {
         "name": "linux",
-        "uri": "pkg:alpm/arch/linux@6.12.1.arch1-1?arch=x86_64",
+        "uri": "pkg:alpm/arch/linux@6.12.1.arch1-1",
         "digest": {"sha256": "9" * 64},
-        "annotations": {"filename": "linux.pkg.tar.zst"},
+        "annotations": {"repository": "core"},
     }
 
 

@@ -51,7 +51,8 @@ def standin() -> Path:
     require_tool("systemd-nspawn")
     require(
         (STANDIN / "base" / "usr" / "local" / "sbin" / "xorriso").is_file()
-        and (STANDIN / "profiles" / "boot" / "efiboot").is_dir(),
+        and (STANDIN / "profiles" / "boot" / "efiboot").is_dir()
+        and (STANDIN / "repo" / "isorunner.db").is_file(),
         f"the stand-in base with the reproducibility wrappers in {STANDIN}",
     )
     return STANDIN
@@ -76,6 +77,7 @@ def config(base: Path, root: Path) -> SandboxConfig:
         timeout_seconds=300.0,
         warning_seconds=290.0,
         min_free_bytes=1 << 30,
+        max_disk_bytes=2 << 30,
         machine_prefix=f"repro{os.getpid()}",
     )
 
@@ -94,7 +96,15 @@ async def build(sandbox: BuildSandbox, profile: Path, build_id: str, keep: Path)
     """Build `profile` in the sandbox and move its ISO to `keep`; return that path."""
     log = Log()
     try:
-        result = await sandbox.run(build_id, profile, source_date_epoch=EPOCH, log_sink=log)
+        result = await sandbox.run(
+            build_id,
+            profile,
+            source_date_epoch=EPOCH,
+            log_sink=log,
+            # The stand-in packages as package sync lays out a build's repository: the
+            # pacman wrapper clamps the install dates of what the build installs from it.
+            package_repo=STANDIN / "repo",
+        )
     except SandboxError as exc:
         tail = "\n".join(log.lines[-40:])
         raise AssertionError(f"build {build_id} failed: {exc}\n{tail}") from exc

@@ -33,6 +33,7 @@ from sandbox import BuildFailed
 from tests.runner.fakes import BASE_URL, FakeForge, FakeSandbox, profile_tarball
 from tests.runner.publish.test_provenance import check_slsa_provenance
 from tests.runner.store.samples import FakeClock, make_request
+from tests.runner.test_pipeline import FakePackageStep
 from webhooks.build import RELEASE_NOTES_FILE, TRUST_FILE, Forge, RefKind, Release, ReleaseState
 
 STARTED = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -92,6 +93,7 @@ def rig(
     signer: bool = True,
     rebuild_check: bool = True,
     differing: int = 1,
+    packages: FakePackageStep | None = None,
 ) -> Rig:
     """A sealing pipeline whose ISO comparison reports `differing` paths."""
     comparisons: list[tuple[str, str]] = []
@@ -127,6 +129,8 @@ def rig(
         sandbox=sandbox,
         logs=BuildLogs(tmp_path / "logs"),
         sealer=sealer,
+        packages=packages,
+        record_packages=store.set_packages,
     )
     publisher = Publisher(
         store,
@@ -174,6 +178,34 @@ async def test_tag_rebuilt_identical_publishes_signed_files_and_says_so(
     )
     assert parts.trust()["reproducibility"] == "identical"
     assert parts.comparisons == []
+
+
+@pytest.mark.anyio
+async def test_provenance_lists_the_synced_packages_and_the_rebuild_uses_their_repo(
+    tmp_path: Path, store: SQLiteStore
+) -> None:
+    """The packages package sync recorded are the provenance's; the rebuild binds their repo."""
+    parts = rig(tmp_path, store, packages=FakePackageStep())
+    outcome = await parts.run(**TAG)
+    assert outcome.event is Event.SUCCEED
+    repo = tmp_path / "work" / "1" / "repo"
+    assert parts.sandbox.seen_repos == [repo, repo]
+    record = await store.get(1)
+    assert record is not None
+    assert record.packages is not None
+    assert [p.name for p in record.packages] == ["base", "zsh"]
+    provenance = json.loads((parts.artifacts / "1" / "provenance.json").read_text())
+    check_slsa_provenance(provenance)
+    dependencies = provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [d for d in dependencies if str(d.get("uri", "")).startswith("pkg:")] == [
+        {
+            "name": p.name,
+            "uri": f"pkg:alpm/arch/{p.name}@{p.version}",
+            "digest": {"sha256": p.sha256},
+            "annotations": {"repository": p.repo},
+        }
+        for p in record.packages
+    ]
 
 
 @pytest.mark.anyio

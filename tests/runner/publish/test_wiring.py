@@ -83,7 +83,7 @@ def test_signing_secrets_are_redacted() -> None:
 def test_rebuild_check_rule_follows_each_repo() -> None:
     """Each repo's rebuild_check is honoured, matched case-insensitively; the default is on."""
     settings = Settings(
-        github={"webhook_secret": "s"},
+        github={"webhook_secret": "a-webhook-secret-of-32-bytes-000"},
         repos=(
             RepoSettings(forge=Forge.GITHUB, name="octo/Fast", rebuild_check=False),
             RepoSettings(forge=Forge.GITHUB, name="octo/archlive"),
