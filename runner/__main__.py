@@ -1,9 +1,9 @@
-"""The `isorunner` command: `serve`, `build`, `check`, `init` and `setup-sandbox`.
+"""The `isorunner` command: serve, build, check, init, setup-sandbox, keygen and verify.
 
 I/O shell: parses arguments, loads the configuration once (`--config`, else
 `$ISORUNNER_CONFIG`, else `./isorunner.toml`), and hands over to `runner.service`
-(serve), `runner.check` or `runner.localbuild` (build). Errors a user can fix are
-printed as one message, exit code 2.
+(serve), `runner.check`, `runner.localbuild` (build) or `runner.publish.commands`
+(keygen, verify). Errors a user can fix are printed as one message, exit code 2.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from runner import sandboxsetup, starter
 from runner.check import run_checks
 from runner.exceptions import RunnerError
 from runner.localbuild import build_locally
+from runner.publish import commands as publish_commands
 from runner.service import serve
-from runner.settings import DEFAULT_CONFIG_PATH, environment_settings, load_settings
+from runner.settings import DEFAULT_CONFIG_PATH, Settings, environment_settings, load_settings
 
 
 def config_path(given: Path | None) -> Path:
@@ -70,39 +71,57 @@ def parser() -> argparse.ArgumentParser:
     )
     starter.add_parser(commands)
     sandboxsetup.add_parser(commands)
+    publish_commands.add_parsers(commands)
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
+def optional_settings(given: Path | None) -> Settings:
+    """The configuration if a file is given or found, else the defaults."""
+    path = config_path(given)
+    return load_settings(path) if given or path.exists() else environment_settings()
+
+
+def run_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per command
+    """Run the parsed command; return its exit code.
+
+    Raises:
+        RunnerError: Something a user can fix (printed by `main`).
+    """
+    if args.command == "init":
+        return starter.run_init(args, config_path(args.config))
+    if args.command == "keygen":
+        return publish_commands.keygen(args)
+    if args.command == "verify":
+        return publish_commands.verify(args, lambda: optional_settings(args.config).signing)
+    if args.command == "build":
+        settings = optional_settings(args.config)
+        return anyio.run(
+            build_locally,
+            settings,
+            args.profile,
+            args.out,
+            args.source_date_epoch,
+            args.boot_test,
+        )
+    settings = load_settings(config_path(args.config))
+    if args.command == "check":
+        return anyio.run(run_checks, settings)
+    if args.command == "setup-sandbox":
+        return sandboxsetup.run_setup(settings, sandboxsetup.script_args(args))
+    anyio.run(serve, settings, backend_options={"use_uvloop": True})
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = parser().parse_args(argv)
     try:
-        if args.command == "init":
-            return starter.run_init(args, config_path(args.config))
-        if args.command == "build":
-            path = config_path(args.config)
-            exists = args.config or path.exists()
-            settings = load_settings(path) if exists else environment_settings()
-            return anyio.run(
-                build_locally,
-                settings,
-                args.profile,
-                args.out,
-                args.source_date_epoch,
-                args.boot_test,
-            )
-        settings = load_settings(config_path(args.config))
-        if args.command == "check":
-            return anyio.run(run_checks, settings)
-        if args.command == "setup-sandbox":
-            return sandboxsetup.run_setup(settings, sandboxsetup.script_args(args))
-        anyio.run(serve, settings, backend_options={"use_uvloop": True})
+        return run_command(args)
     except RunnerError as exc:
         print(f"isorunner: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

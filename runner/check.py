@@ -1,11 +1,12 @@
 """`isorunner check`: is this installation ready to build? Says what to fix.
 
 I/O shell: looks at the tools, the sandbox base and its manifest, package sync (pacman,
-gpg, the keyring, the cache), free disk space and the database; boots QEMU's probe
-guest in the sandbox (does the boot test run, does KVM really work); and makes one
-read-only API call per configured repository with that forge's token (through the real
-`ForgeTransport`). Each finding is printed on its own
-line, `ok` or `FAIL`, with what to do; the exit code is 0 only when nothing failed.
+gpg, the keyring, the cache), free disk space, the database and the signing key
+(decrypting it with its password); boots QEMU's probe guest in the sandbox (does the
+boot test run, does KVM really work); and makes one read-only API call per configured
+repository with that forge's token (through the real `ForgeTransport`). Each finding is
+printed on its own line, `ok` or `FAIL`, with what to do; the exit code is 0 only when
+nothing failed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from runner.forges.tokens import TokenProvider
 from runner.hosttools import SERVICE_NEEDS, System, Which, host_system, missing_tools, read_tools
 from runner.settings import Settings
 from runner.store import open_store
-from runner.wiring import USER_AGENT, boot_tester, github_tokens, sandbox_config
+from runner.wiring import USER_AGENT, boot_tester, github_tokens, load_signer, sandbox_config
 from sandbox import Accelerator, BaseMissing, SandboxError, parse_size, validate_base
 from sandbox.base import missing_mount_points
 from sandbox.vm import UefiFirmware
@@ -394,6 +395,22 @@ async def check_boot(settings: Settings, *, tester: BootProbe | None = None) -> 
     return findings
 
 
+async def check_signing(settings: Settings) -> Finding:
+    """The `[signing]` key loads with its password (or nothing is signed, said so)."""
+    try:
+        signer = await load_signer(settings.signing)
+    except RunnerError as exc:
+        return Finding("signing key", False, f"{exc}; fix [signing] key_file or key_password")
+    if signer is None:
+        return Finding("signing key", True, "none configured: builds are not signed")
+    extra = f"; GPG key {settings.signing.gpg_key} too" if settings.signing.gpg_key else ""
+    return Finding(
+        "signing key",
+        True,
+        f"{settings.signing.key_file} loads: minisign key {signer.public_key.id_text}{extra}",
+    )
+
+
 async def run_checks(
     settings: Settings,
     *,
@@ -423,6 +440,7 @@ async def run_checks(
         *check_disk(settings),
         await check_database(settings),
         *await check_boot(settings, tester=boot),
+        await check_signing(settings),
         *await check_forges(
             settings, http_transport=http_transport, retry_seconds=forge_retry_seconds
         ),

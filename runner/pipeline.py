@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from runner.archive import ExtractLimits, ExtractReport, extract_profile_async
-from runner.artifacts import collect_artifacts
+from runner.artifacts import collect_build
 from runner.boottest import BootPlan, BootStep, verdict
 from runner.buildlogs import BuildLogs, build_output
 from runner.exceptions import ArchiveRejected
@@ -32,6 +32,9 @@ from runner.forges.protocol import ForgeClient
 from runner.jobs import Event, publishes_release
 from runner.metrics import Metrics
 from runner.packages import PackageError, ResolvedPackages
+from runner.publish.exceptions import PublishError
+from runner.publish.provenance import Reproducibility
+from runner.publish.sealer import Sealer
 from sandbox import (
     BuildFailed,
     BuildResult,
@@ -148,6 +151,7 @@ _CLASSIFICATION: tuple[
     (Cancelled, Event.CANCEL, ""),
     (SandboxError, Event.ERROR, "sandbox error: "),
     (ForgeError, Event.ERROR, "forge error: "),
+    (PublishError, Event.ERROR, "signing error: "),
 )
 
 
@@ -203,6 +207,15 @@ def source_date_epoch(report: ExtractReport, request: BuildRequest) -> int:
     return int(request.commit_time.timestamp())
 
 
+def reproducibility_note(result: Reproducibility) -> str:
+    """The rebuild check's verdict for the status detail ("" when it did not run)."""
+    if result.status == "identical":
+        return "; reproducible (rebuilt byte-identical)"
+    if result.status == "different":
+        return f"; NOT reproducible ({result.total} path(s) differ)"
+    return ""
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -221,6 +234,8 @@ class Pipeline:
             boots nothing.
         boot_plans: The boot tests of a request (its repository's policy), or None
             when they are off for it.
+        sealer: After a successful build: rebuild check, signatures, provenance;
+            None keeps and publishes the ISOs and sums only.
         packages: Syncs each build's packages on the host before its container starts;
             None leaves the base's own mirror to the build.
         record_packages: Stores what `packages` resolved with the build.
@@ -236,12 +251,14 @@ class Pipeline:
         metrics: Metrics | None = None,
         boot: BootStep | None = None,
         boot_plans: Callable[[BuildRequest], BootPlan | None] = lambda _request: None,
+        sealer: Sealer | None = None,
         packages: PackageStep | None = None,
         record_packages: RecordPackages | None = None,
     ) -> None:
         self._boot = boot
         self._boot_plans = boot_plans
         self._config = config
+        self._sealer = sealer
         self._clients = clients
         self._sandbox = sandbox
         self._logs = logs
@@ -333,7 +350,10 @@ class Pipeline:
         log.write_line(f"[isorunner] profile: {size} bytes fetched, {report.files} files")
         epoch = source_date_epoch(report, request)
         log.write_line(f"[isorunner] SOURCE_DATE_EPOCH={epoch}")
-        package_repo = await self._sync_packages(record, profile, workspace, log)
+        package_repo, packages = await self._sync_packages(record, profile, workspace, log)
+        if packages is not None:
+            # The provenance's resolved packages (runner.publish.sealer) read them here.
+            record = replace(record, packages=packages)
 
         result = await self._sandbox.run(
             sandbox_id(record.id),
@@ -345,11 +365,12 @@ class Pipeline:
         )
         if not result.isos:
             return Outcome(Event.FAIL, "mkarchiso succeeded but wrote no ISO")
-        files = await collect_artifacts(result.isos, self.artifacts_dir(record.id))
+        artifacts = await collect_build(result.isos, self.artifacts_dir(record.id))
         detail = f"ISO built in {_duration(result.duration_seconds)}"
+        files = artifacts.files
         plan = self._boot_plans(request) if self._boot is not None else None
         if self._boot is not None and plan is not None:
-            isos = [path for path in files if path.suffix == ".iso"]
+            isos = [path for path, _ in artifacts.isos]
             records = await self._boot.run(
                 run_id=sandbox_id(record.id),
                 iso=isos[0],
@@ -363,6 +384,17 @@ class Pipeline:
             detail = f"{detail}; {judged.detail}" if judged.detail else detail
             if judged.event is not None:
                 return Outcome(judged.event, await self._keep(request, files, log, detail))
+        if self._sealer is not None:
+            sealed = await self._sealer.seal(
+                record,
+                profile=profile,
+                epoch=epoch,
+                artifacts=artifacts,
+                log=log,
+                package_repo=package_repo,
+            )
+            files = sealed.files
+            detail += reproducibility_note(sealed.reproducibility)
         detail = await self._keep(request, files, log, detail)
         if publishes_release(request):
             log.write_line(
@@ -373,10 +405,15 @@ class Pipeline:
 
     async def _sync_packages(
         self, record: BuildRecord, profile: Path, workspace: Path, log: LogSinkWriter
-    ) -> Path | None:
-        """Run the packages step and store its result; the repository to bind, or None."""
+    ) -> tuple[Path | None, tuple[PackageEntry, ...] | None]:
+        """Run the packages step and store its result.
+
+        Returns:
+            The repository to bind and the packages it holds, or (None, None) without
+            a packages step.
+        """
         if self._packages is None:
-            return None
+            return None, None
         request = record.request
         resolved = await self._packages.prepare(
             forge=request.forge.value,
@@ -386,12 +423,12 @@ class Pipeline:
             workspace=workspace,
             log=log.write_line,
         )
+        entries = tuple(
+            PackageEntry(p.name, p.version, p.repo, p.sha256) for p in resolved.packages
+        )
         if self._record_packages is not None:
-            await self._record_packages(
-                record.id,
-                [PackageEntry(p.name, p.version, p.repo, p.sha256) for p in resolved.packages],
-            )
-        return resolved.repository
+            await self._record_packages(record.id, list(entries))
+        return resolved.repository, entries
 
     async def _keep(
         self, request: BuildRequest, files: list[Path], log: LogSinkWriter, detail: str

@@ -111,6 +111,7 @@ async def serve(settings: Settings) -> None:
             readiness=RunnerReadiness(settings, store),
             admin_token=settings.server.admin_token,
             registry=registry,
+            signing_key=service.signing_key,
         )
         config = uvicorn.Config(
             app,

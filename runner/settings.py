@@ -282,6 +282,37 @@ class RepoBootTest(_Section):
         return {"policy": data} if isinstance(data, str) else data
 
 
+class SigningSettings(_Section):
+    """`[signing]`: the key release files are signed with, and an optional GPG key.
+
+    Without `key_file` nothing is signed. The secret key is a minisign key file
+    (`isorunner keygen`); its password, if it has one, is `key_password` (best as
+    `key_password_file`). `gpg_key` adds a detached GPG signature (`<iso>.sig`) made with
+    that key from `gpg_homedir`, its passphrase from `gpg_passphrase(_file)`.
+    """
+
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+    gpg_key: (
+        Annotated[str, Field(min_length=8, max_length=128, pattern=r"^[0-9A-Za-z@._+<>-]+$")] | None
+    ) = None
+    gpg_homedir: Path | None = None
+    gpg_passphrase: SecretStr | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any) -> Any:
+        return _read_secret_files(data, ("key_password", "gpg_passphrase"))
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if self.key_password is not None and self.key_file is None:
+            raise ValueError("key_password is given but key_file is not")
+        if (self.gpg_passphrase is not None or self.gpg_homedir is not None) and not self.gpg_key:
+            raise ValueError("gpg_homedir/gpg_passphrase are given but gpg_key is not")
+        return self
+
+
 class RepoSettings(_Section):
     """One `[[repos]]` entry: a repository to build, what triggers it, where packages come from.
 
@@ -295,6 +326,7 @@ class RepoSettings(_Section):
     release_tags: tuple[str, ...] = ("v*",)
     pull_requests: bool = True
     boot_test: RepoBootTest = RepoBootTest()
+    rebuild_check: bool = True
     package_source: PackageSource | None = None
     mirrors: Annotated[tuple[str, ...] | None, Field(max_length=16)] = None
     archive_date: str | None = None
@@ -332,6 +364,7 @@ class Settings(BaseSettings):
     gitlab: GitLabSettings = GitLabSettings()
     boot_test: BootTestSettings = BootTestSettings()
     packages: PackagesSettings = PackagesSettings()
+    signing: SigningSettings = SigningSettings()
     repos: tuple[RepoSettings, ...] = ()
 
     @model_validator(mode="after")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
@@ -44,11 +46,15 @@ from runner.packages.settings import sources_for
 from runner.packages.step import BuildPackages, PackageMetrics
 from runner.pipeline import Pipeline, PipelineConfig
 from runner.publish import Publisher
-from runner.settings import Settings
+from runner.publish.gpg import GpgSigner
+from runner.publish.keys import load_secret_key
+from runner.publish.sealer import Sealer
+from runner.publish.signing import Signer
+from runner.settings import Settings, SigningSettings
 from runner.store import JobStore, open_store
 from runner.worker import Worker
 from sandbox import BootTester, BuildSandbox, SandboxConfig, parse_size
-from webhooks.build import BuildRequest, Forge
+from webhooks.build import BuildRequest, Forge, SigningKey
 from webhooks.config import RepoRule, WebhookConfig
 
 USER_AGENT = "isorunner/0.1"
@@ -264,7 +270,57 @@ def secrets_of(settings: Settings) -> list[SecretStr | None]:
         settings.gitlab.webhook_secret,
         settings.gitlab.signing_token,
         settings.gitlab.token,
+        settings.signing.key_password,
+        settings.signing.gpg_passphrase,
     ]
+
+
+def isorunner_version() -> str:
+    """The installed isorunner's version (for the provenance's builder)."""
+    try:
+        return importlib.metadata.version("isorunner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def load_signer(signing: SigningSettings) -> Signer | None:
+    """The release signer of `[signing] key_file`, decrypted once; None without a key.
+
+    The key derivation of an encrypted key (minisign's: about 1 GiB and seconds) runs
+    in a worker thread.
+
+    Raises:
+        runner.publish.exceptions.KeyFileError: The key cannot be loaded; the message
+            names the file and says why (never the password).
+    """
+    if signing.key_file is None:
+        return None
+    password = signing.key_password
+    secret = None if password is None else password.get_secret_value().encode("utf-8")
+    key = await anyio.to_thread.run_sync(load_secret_key, signing.key_file, secret)
+    return Signer(key)
+
+
+def gpg_signer(signing: SigningSettings) -> GpgSigner | None:
+    """The detached GPG signer of `[signing] gpg_key`, or None."""
+    if signing.gpg_key is None:
+        return None
+    homedir = signing.gpg_homedir if signing.gpg_homedir is not None else Path.home() / ".gnupg"
+    return GpgSigner(signing.gpg_key, homedir=homedir, passphrase=signing.gpg_passphrase)
+
+
+def rebuild_check_rule(settings: Settings) -> Callable[[BuildRequest], bool]:
+    """Whether a request's repository has `rebuild_check` on (unknown ones: the default)."""
+    wanted = {(repo.forge, repo.name.lower()): repo.rebuild_check for repo in settings.repos}
+    return lambda request: wanted.get((request.forge, request.repo.lower()), True)
+
+
+def signing_key_of(signer: Signer | None) -> SigningKey | None:
+    """What the web app shows and serves of the signing key."""
+    if signer is None:
+        return None
+    public = signer.public_key
+    return SigningKey(key_id=public.id_text, text=public.file_text())
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +331,7 @@ class Service:
     worker: Worker
     clients: Mapping[Forge, ForgeClient]
     logs: BuildLogs
+    signing_key: SigningKey | None = None
 
 
 @contextlib.asynccontextmanager
@@ -310,6 +367,17 @@ async def running_service(
         clients = forge_clients(settings, ForgeTransport(http, on_response=on_response))
         sandbox = BuildSandbox(sandbox_config(settings))
         logs = BuildLogs(settings.storage.logs_dir)
+        signer = await load_signer(settings.signing)
+        sealer = Sealer(
+            sandbox,
+            signer=signer,
+            gpg=gpg_signer(settings.signing),
+            base_dir=settings.sandbox.base,
+            builder_id=base_url,
+            builder_version=isorunner_version(),
+            isolation=settings.sandbox.isolation,
+            rebuild_check=rebuild_check_rule(settings),
+        )
         pipeline = Pipeline(
             PipelineConfig(
                 work_root=settings.sandbox.sandbox_root / "fetch",
@@ -322,6 +390,7 @@ async def running_service(
             metrics=metrics,
             boot=BootStep(boot_tester(settings), store),
             boot_plans=boot_plans(settings),
+            sealer=sealer,
             packages=build_packages(settings, mirrors, metrics),
             record_packages=store.set_packages,
         )
@@ -345,4 +414,4 @@ async def running_service(
             warning_seconds=settings.sandbox.warning_seconds,
             metrics=metrics,
         )
-        yield Service(store, worker, clients, logs)
+        yield Service(store, worker, clients, logs, signing_key_of(signer))

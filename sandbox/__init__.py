@@ -54,6 +54,8 @@ from sandbox.exceptions import (
     TimedOut,
 )
 from sandbox.guest import Outcome
+from sandbox.nspawn import Bind, ContainerSpec, mkarchiso_command
+from sandbox.output import OutputFile, check_output
 from sandbox.sandbox import BuildResult, BuildSandbox, CommandResult, LogSink, WarningHook
 from sandbox.serial import DEFAULT_EXPECT, DEFAULT_FAILURES
 from sandbox.vm import Accelerator, Firmware, Medium
@@ -68,6 +70,7 @@ __all__ = [
     "Accelerator",
     "BaseInfo",
     "BaseMissing",
+    "Bind",
     "BootMode",
     "BootResult",
     "BootSpec",
@@ -78,6 +81,7 @@ __all__ = [
     "BuildSandbox",
     "Cancelled",
     "CommandResult",
+    "ContainerSpec",
     "DiskLimit",
     "Firmware",
     "LimitSetupFailed",
@@ -85,6 +89,7 @@ __all__ = [
     "Medium",
     "OutOfMemory",
     "Outcome",
+    "OutputFile",
     "OutputRejected",
     "ProcessLimit",
     "ProfileInvalid",
@@ -94,7 +99,9 @@ __all__ = [
     "SetupError",
     "TimedOut",
     "WarningHook",
+    "check_output",
     "format_size",
+    "mkarchiso_command",
     "parse_size",
     "validate_base",
 ]

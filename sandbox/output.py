@@ -61,15 +61,17 @@ def _check_file(path: Path, rel: str, max_bytes: int) -> int:
     return st.st_size
 
 
-def check_output(output_dir: Path, *, max_bytes: int) -> list[OutputFile]:
+def check_output(output_dir: Path, *, max_bytes: int, require_iso: bool = True) -> list[OutputFile]:
     """Accept the output directory's files, or reject the whole output.
 
     Args:
         output_dir: The build's output directory on the host.
         max_bytes: Cap on each file and on the total.
+        require_iso: Reject an output without an `.iso` (a build's); False for other
+            commands' output (e.g. the rebuild check's listings).
 
     Returns:
-        Every file, sorted by path; at least one is an `.iso`.
+        Every file, sorted by path; at least one is an `.iso` when required.
 
     Raises:
         OutputRejected: A symbolic link, FIFO, socket, device node, hard link, sparse
@@ -97,6 +99,6 @@ def check_output(output_dir: Path, *, max_bytes: int) -> list[OutputFile]:
                 if total > max_bytes:
                     raise _reject(f"the output totals more than {format_size(max_bytes)}", rel)
                 accepted.append(OutputFile(path=path, size=size))
-    if not any(f.path.suffix == ".iso" for f in accepted):
+    if require_iso and not any(f.path.suffix == ".iso" for f in accepted):
         raise OutputRejected("the build produced no .iso file in its output directory")
     return sorted(accepted, key=lambda f: f.path)

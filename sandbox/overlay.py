@@ -39,6 +39,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from sandbox.config import SandboxConfig, check_build_id
 
@@ -178,11 +179,19 @@ def create_build_dirs(config: SandboxConfig, build_id: str) -> BuildDirs:
     return dirs
 
 
+#: The directory hash seed of every build's disk. ext4 lists a directory in the order
+#: of its names' hashes, seeded at random per file system by default; mkarchiso's
+#: `mcopy` fills the EFI system partition in that order, so a random seed made two
+#: builds of one commit differ. A fixed seed keeps the order, and the ISO, the same.
+DISK_HASH_SEED: Final = "6973a6f5-7275-4e6e-9e65-722d72656164"
+
+
 def mkfs_argv(config: SandboxConfig, dirs: BuildDirs) -> list[str]:
     """The command that makes the build's disk: ext4, no journal, no reserved blocks.
 
     `nodiscard` keeps the image's blocks allocated (mkfs would punch them out of a
-    file); the root directory belongs to the container's root.
+    file); the root directory belongs to the container's root; `DISK_HASH_SEED` keeps
+    directory listings in the same order in every build (reproducible ISOs).
     """
     owner = container_root_uid(config)
     return [
@@ -194,7 +203,7 @@ def mkfs_argv(config: SandboxConfig, dirs: BuildDirs) -> list[str]:
         "-O",
         "^has_journal",
         "-E",
-        f"nodiscard,lazy_itable_init=1,root_owner={owner}:{owner}",
+        f"nodiscard,lazy_itable_init=1,root_owner={owner}:{owner},hash_seed={DISK_HASH_SEED}",
         str(dirs.disk_image),
     ]
 

@@ -7,8 +7,12 @@
 #      existing tree adopted with --from-rootfs (the test stand-in does this). The base
 #      holds the build tools only: each build's packages are synced on the host
 #      (runner/packages) and bound read-only at /srv/isorunner/repo for that build;
-#   2. /usr/local/sbin/{mount,umount} wrappers that let real pacstrap run in a user
-#      namespace, the bind-mount targets /build/{profile,work,output} and
+#   2. wrappers in /usr/local/sbin (first on the container's PATH): mount/umount let
+#      real pacstrap run in a user namespace; pacman, mkfs.fat and xorriso remove the
+#      three ways the build time leaks into an ISO under SOURCE_DATE_EPOCH (one wrapper
+#      a leak, see write_pacman_wrapper and below; the pacman wrapper applies to every
+#      install in the container, so to the packages pacstrap takes from the build's
+#      repository); the bind-mount targets /build/{profile,work,output} and
 #      /srv/isorunner/repo, the offline /etc/isorunner/pacman.conf and
 #      /etc/isorunner/manifest.json;
 #   3. the host-side pacman keyring isorunner checks package signatures against
@@ -77,7 +81,8 @@ Prepare the read-only base of isorunner's build sandbox.
                           isorunner's packages.cache_dir)
   --mirror URL            the Arch mirror packages come from, without /\$repo/os/\$arch
                           (default: ${ARCH_MIRROR})
-  --wrappers-only DIR     write only the mount/umount wrappers under DIR/usr/local/sbin
+  --wrappers-only DIR     write only the wrappers (mount, umount, pacman, mkfs.fat, xorriso)
+                          under DIR/usr/local/sbin
   --dry-run               print the plan and change nothing
   -h, --help              this text
 EOF
@@ -328,13 +333,20 @@ in_root() {
     systemd-nspawn --quiet --register=no --keep-unit --pipe -D "${root}" -- "$@"
 }
 
+readonly WRAPPERS=(mount umount pacman mkfs.fat xorriso)
+
 step_wrappers() {
-    local dir="$1/usr/local/sbin"
-    log "writing mount/umount wrappers in ${dir}"
+    local dir="$1/usr/local/sbin" name
+    log "writing the ${WRAPPERS[*]} wrappers in ${dir}"
     install -d -m 0755 -- "${dir}"
     write_mount_wrapper >"${dir}/mount"
     write_umount_wrapper >"${dir}/umount"
-    chmod 0755 -- "${dir}/mount" "${dir}/umount"
+    write_pacman_wrapper >"${dir}/pacman"
+    write_mkfs_fat_wrapper >"${dir}/mkfs.fat"
+    write_xorriso_wrapper >"${dir}/xorriso"
+    for name in "${WRAPPERS[@]}"; do
+        chmod 0755 -- "${dir}/${name}"
+    done
 }
 
 # pacstrap mounts devtmpfs on <target>/dev, which a user namespace refuses. The wrapper
@@ -388,6 +400,130 @@ for target in "$@"; do
     esac
 done
 exit "$status"
+EOF
+}
+
+# --- Reproducible builds ----------------------------------------------------------------
+# Two builds of one commit with the same packages must give byte-identical ISOs. mkarchiso
+# exports SOURCE_DATE_EPOCH and mksquashfs clamps file times to it, but three tools still
+# write the build's own clock into the image (measured with the real mkarchiso). Each
+# wrapper below removes one leak, only when SOURCE_DATE_EPOCH is a number, and otherwise
+# runs the real tool unchanged; each takes ISORUNNER_REAL_<TOOL> for the tests.
+
+# Leak 1: pacman writes %INSTALLDATE% (the clock) into every installed package's `desc`
+# in the local database, which mkarchiso packs into the airootfs image. After a
+# successful -S/-U into a root, every install date later than SOURCE_DATE_EPOCH is set
+# to it (the clamp mksquashfs applies to file times). The database is the one pacman
+# itself used: -b if given, else what pacman-conf resolves for the same --config, -r
+# and --sysroot.
+write_pacman_wrapper() {
+    cat <<'EOF'
+#!/bin/sh
+# isorunner: install dates no later than SOURCE_DATE_EPOCH (setup-sandbox.sh, leak 1).
+real="${ISORUNNER_REAL_PACMAN:-/usr/bin/pacman}"
+epoch="${SOURCE_DATE_EPOCH:-}"
+case "$epoch" in '' | *[!0-9]*) exec "$real" "$@" ;; esac
+installs=0 conf="" root="" sysroot="" dbpath="" want=""
+for arg in "$@"; do
+    if [ -n "$want" ]; then
+        case "$want" in
+            conf) conf="$arg" ;;
+            root) root="$arg" ;;
+            sysroot) sysroot="$arg" ;;
+            dbpath) dbpath="$arg" ;;
+        esac
+        want="" && continue
+    fi
+    case "$arg" in
+        --) break ;;
+        --sync | --upgrade) installs=1 ;;
+        --config) want=conf ;;
+        --config=*) conf="${arg#--config=}" ;;
+        --root) want=root ;;
+        --root=*) root="${arg#--root=}" ;;
+        --sysroot) want=sysroot ;;
+        --sysroot=*) sysroot="${arg#--sysroot=}" ;;
+        --dbpath) want=dbpath ;;
+        --dbpath=*) dbpath="${arg#--dbpath=}" ;;
+        --*) ;;
+        -*)
+            case "$arg" in *[SU]*) installs=1 ;; esac
+            case "$arg" in
+                *r) want=root ;;
+                *b) want=dbpath ;;
+            esac
+            ;;
+    esac
+done
+"$real" "$@"
+status=$?
+[ "$status" -eq 0 ] && [ "$installs" -eq 1 ] || exit "$status"
+if [ -z "$dbpath" ]; then
+    dbpath="$(pacman-conf ${conf:+"--config=$conf"} ${root:+"--rootdir=$root"} \
+        ${sysroot:+"--sysroot=$sysroot"} DBPath)" || dbpath=""
+fi
+if [ -z "$dbpath" ] || [ ! -d "$dbpath/local" ]; then
+    echo "isorunner pacman wrapper: no local database found; install dates left as they are" >&2
+    exit "$status"
+fi
+for desc in "$dbpath"/local/*/desc; do
+    [ -f "$desc" ] || continue
+    awk -v epoch="$epoch" '
+        after && $0 ~ /^[0-9]+$/ && $0 + 0 > epoch + 0 { $0 = epoch; changed = 1 }
+        { after = ($0 == "%INSTALLDATE%"); print }
+        END { exit !changed }
+    ' "$desc" >"$desc.isorunner-tmp" && cat "$desc.isorunner-tmp" >"$desc"
+    rm -f "$desc.isorunner-tmp"
+done
+exit "$status"
+EOF
+}
+
+# Leak 2: mkfs.fat (dosfstools 4.2, as Arch ships it) takes a random volume serial and
+# the current time for the FAT image that mkarchiso makes as the EFI system partition.
+# --invariant replaces the time by dosfstools' constant and -i sets the serial from
+# SOURCE_DATE_EPOCH (the caller's own -i or --invariant, coming later, still win).
+# The mtools that fill the image (mmd, mcopy) honour SOURCE_DATE_EPOCH themselves.
+write_mkfs_fat_wrapper() {
+    cat <<'EOF'
+#!/bin/sh
+# isorunner: a FAT image without the clock or a random serial (setup-sandbox.sh, leak 2).
+real="${ISORUNNER_REAL_MKFS_FAT:-}"
+if [ -z "$real" ]; then
+    for dir in /usr/bin /usr/sbin /bin /sbin; do
+        [ -x "$dir/mkfs.fat" ] && real="$dir/mkfs.fat" && break
+    done
+fi
+epoch="${SOURCE_DATE_EPOCH:-}"
+case "$epoch" in '' | *[!0-9]*) exec "$real" "$@" ;; esac
+exec "$real" --invariant -i "$(printf '%08X' "$((epoch % 4294967296))")" "$@"
+EOF
+}
+
+# Leak 3: xorriso takes the volume dates from SOURCE_DATE_EPOCH but records every file's
+# own mtime, and mkarchiso writes the files of the ISO 9660 tree (version, pkglist, the
+# airootfs image and its checksum, boot files) during the build. In mkisofs emulation
+# --set_all_file_dates sets mtime, atime and ctime of every file to the epoch; it goes
+# right after `-as mkisofs`, so an option the caller gives later still wins.
+write_xorriso_wrapper() {
+    cat <<'EOF'
+#!/bin/sh
+# isorunner: ISO file dates from SOURCE_DATE_EPOCH (setup-sandbox.sh, leak 3).
+real="${ISORUNNER_REAL_XORRISO:-/usr/bin/xorriso}"
+epoch="${SOURCE_DATE_EPOCH:-}"
+case "$epoch" in '' | *[!0-9]*) exec "$real" "$@" ;; esac
+count=$# prev=""
+for arg in "$@"; do
+    set -- "$@" "$arg"
+    if [ "$prev" = -as ]; then
+        case "$arg" in
+            mkisofs | genisoimage | xorrisofs) set -- "$@" --set_all_file_dates "=$epoch" ;;
+        esac
+    fi
+    prev="$arg"
+done
+shift "$count"
+exec "$real" "$@"
 EOF
 }
 
@@ -489,6 +625,43 @@ json_string() {
     printf '"%s"' "${value}"
 }
 
+# The mkarchiso a build runs (first on the container's PATH), for the provenance: its
+# path, sha256 and, when pacman installed it, archiso's package version; null if none.
+mkarchiso_manifest() {
+    local root="$1" path="" dir sha version_json=null desc
+    for dir in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin; do
+        if [[ -f "${root}${dir}/mkarchiso" ]]; then
+            path="${dir}/mkarchiso"
+            break
+        fi
+    done
+    if [[ -z "${path}" ]]; then
+        printf 'null\n'
+        return 0
+    fi
+    sha="$(sha256sum "${root}${path}" | cut -d' ' -f1)"
+    for desc in "${root}"/var/lib/pacman/local/archiso-[0-9]*/desc; do
+        [[ -f "${desc}" ]] || continue
+        version_json="$(json_string "$(sed -n '/^%VERSION%$/{n;p;q}' "${desc}")")"
+    done
+    printf '{"path": "%s", "sha256": "%s", "version": %s}\n' "${path}" "${sha}" "${version_json}"
+}
+
+# What pacman installed in the base (its build tools), from its local database, as the
+# members of a JSON object: "name": "version", ...; nothing when pacman installed nothing.
+base_packages_json() {
+    local root="$1" desc name version first=1
+    for desc in "${root}"/var/lib/pacman/local/*/desc; do
+        [[ -f "${desc}" ]] || continue
+        name="$(sed -n '/^%NAME%$/{n;p;q}' "${desc}")"
+        version="$(sed -n '/^%VERSION%$/{n;p;q}' "${desc}")"
+        [[ -n "${name}" && -n "${version}" ]] || continue
+        ((first)) || printf ', '
+        first=0
+        printf '%s: %s' "$(json_string "${name}")" "$(json_string "${version}")"
+    done
+}
+
 step_manifest() {
     local root="$1" source_kind
     log "writing ${CONF_DIR}/manifest.json"
@@ -502,13 +675,18 @@ step_manifest() {
     install -d -m 0755 -- "${root}${CONF_DIR}"
     local archive_json=null
     [[ -z "${archive_date}" ]] || archive_json="$(json_string "${archive_date}")"
+    local mkarchiso_json packages_json
+    mkarchiso_json="$(mkarchiso_manifest "${root}")"
+    packages_json="$(base_packages_json "${root}")"
     cat >"${root}${CONF_DIR}/manifest.json.tmp" <<EOF
 {
   "created": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "source": "${source_kind}",
   "uid_base": ${uid_base},
   "uid_count": ${UID_COUNT},
-  "archive_date": ${archive_json}
+  "archive_date": ${archive_json},
+  "packages": {${packages_json}},
+  "mkarchiso": ${mkarchiso_json}
 }
 EOF
     mv -- "${root}${CONF_DIR}/manifest.json.tmp" "${root}${CONF_DIR}/manifest.json"

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 
 from webhooks.artifacts import download_path
-from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState, Release
+from webhooks.build import Artifact, BuildControl, BuildRecord, BuildState, Release, Trust
 from webhooks.exceptions import AdminDisabled, AdminTokenRequired, InvalidParameter
 
 MAX_LIMIT: Final = 100
@@ -190,6 +190,19 @@ def admin_control(
     if control is None:
         raise AdminDisabled("this server cannot cancel or retry builds (no worker attached)")
     return control
+
+
+def trust_json(trust: Trust | None) -> dict[str, Any] | None:
+    """Return the JSON form of a build's trust file: signature and rebuild check."""
+    if trust is None:
+        return None
+    return {
+        "signed_by": trust.signed_by,
+        "public_key_url": "/signing-key.pub" if trust.signed_by else None,
+        "reproducibility": trust.reproducibility,
+        "differences": list(trust.differences),
+        "difference_count": trust.difference_count,
+    }
 
 
 def artifact_json(build_id: int, artifact: Artifact, *, trusted: bool) -> dict[str, Any]:

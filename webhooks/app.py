@@ -26,6 +26,7 @@ from webhooks.build import (
     BuildLogSource,
     BuildSink,
     ReadinessProbe,
+    SigningKey,
 )
 from webhooks.config import WebhookConfig
 from webhooks.live import LogFollowers
@@ -59,6 +60,7 @@ def create_app(
     admin_token: SecretStr | None = None,
     registry: CollectorRegistry | None = None,
     followers: Callable[[BuildCatalog, BuildLogSource | None], LogFollowers] = LogFollowers,
+    signing_key: SigningKey | None = None,
 ) -> Starlette:
     """Build the intake app.
 
@@ -83,6 +85,8 @@ def create_app(
             renders; shared with the runner. None gives the app a private one.
         followers: Builds the live-log hub from the catalog and logs (tests pass
             one with shorter intervals).
+        signing_key: The public key release files are signed with: served at
+            `/signing-key.pub` and shown on the pages; None when nothing is signed.
 
     Returns:
         The ASGI app. Run it with its lifespan (uvicorn does; `TestClient` does when
@@ -117,6 +121,7 @@ def create_app(
                 deliveries=deliveries,
                 pages=pages,
                 followers=hub,
+                signing_key=signing_key,
                 bodies=bodies,
             )
 

@@ -13,6 +13,7 @@ never look like the project's own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -22,10 +23,23 @@ from urllib.parse import quote
 
 import anyio
 
-from webhooks.build import B2_SUMS, SHA256_SUMS, SUMS_FILES, Artifact
+from webhooks.build import (
+    B2_SUMS,
+    SHA256_SUMS,
+    SUMS_FILES,
+    TRUST_FILE,
+    Artifact,
+    ArtifactSource,
+    BuildRecord,
+    SigningKey,
+    Trust,
+)
 from webhooks.exceptions import ArtifactNotFound
 
 _MAX_SUMS_BYTES: Final = 1024 * 1024
+_MAX_TRUST_BYTES: Final = 1024 * 1024
+_MAX_DIFFERENCES: Final = 200
+_REPRODUCIBILITY: Final = ("identical", "different", "not-checked")
 _STREAM_BLOCK: Final = 1024 * 1024
 _MAX_NAME_BYTES: Final = 255
 
@@ -102,6 +116,67 @@ def _scan(dir_fd: int) -> list[Artifact]:
                 name = entry.name
                 found.append(Artifact(name, size, sha256.get(name, ""), b2.get(name, "")))
     return found
+
+
+def parse_trust(data: bytes) -> Trust | None:
+    """Read a trust file's JSON; None when it is not one (nothing is guessed).
+
+    Pure. The file is the runner's own, but everything is still checked and bounded:
+    the differing paths come from the builds.
+    """
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    signed_by = document.get("signed_by")
+    status = document.get("reproducibility")
+    differences = document.get("differences")
+    count = document.get("difference_count")
+    if signed_by is not None and not (isinstance(signed_by, str) and signed_by.isalnum()):
+        return None
+    if status not in _REPRODUCIBILITY or not isinstance(differences, list):
+        return None
+    paths = tuple(str(d)[:400] for d in differences[:_MAX_DIFFERENCES] if isinstance(d, str))
+    return Trust(
+        signed_by=signed_by[:32] if signed_by else None,
+        reproducibility=status,
+        differences=paths,
+        difference_count=count if isinstance(count, int) and count >= len(paths) else len(paths),
+    )
+
+
+def read_trust(directory: Path | None) -> Trust | None:
+    """Read the build's trust file (`webhooks.build.TRUST_FILE`), or None if it has none."""
+    if directory is None:
+        return None
+    try:
+        with _directory(directory) as dir_fd:
+            fd, _ = _open_regular(dir_fd, TRUST_FILE)
+    except ArtifactNotFound:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(_MAX_TRUST_BYTES + 1)
+    return parse_trust(data) if len(data) <= _MAX_TRUST_BYTES else None
+
+
+def record_trust(source: ArtifactSource | None, record: BuildRecord) -> Trust | None:
+    """The trust file of a finished build, or None (still running, or none written)."""
+    if source is None or not record.state.is_final:
+        return None
+    return read_trust(source.directory(record.id))
+
+
+def public_key_text(key: SigningKey | None) -> str:
+    """The public key file served at `/signing-key.pub`.
+
+    Raises:
+        ArtifactNotFound: No signing key is configured (404).
+    """
+    if key is None:
+        raise ArtifactNotFound("this server signs nothing: no [signing] key_file is configured")
+    return key.text
 
 
 def list_artifacts(directory: Path | None) -> list[Artifact]:

@@ -314,6 +314,44 @@ B2_SUMS: Final = "b2sums"
 """The file beside a build's ISOs listing their BLAKE2b sums (`b2sum -c` reads it)."""
 SUMS_FILES: Final = (SHA256_SUMS, B2_SUMS)
 """Every sums file a finished build has, in the order they are written and listed."""
+TRUST_FILE: Final = ".trust.json"
+"""The hidden file beside a build's ISOs saying who signed them and what the rebuild
+check found (`runner.publish.sealer` writes it; pages and the API read it); as a hidden
+name it is neither listed nor served as an artifact."""
+RELEASE_NOTES_FILE: Final = ".release-notes.md"
+"""The hidden file beside a tag build's ISOs holding its release body, written at build
+time with its signatures (`runner.publish.sealer`): where it was built from, the rebuild
+check's verdict and how to verify; the outbox's release step publishes it as the body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """What a finished build's trust file says.
+
+    Attributes:
+        signed_by: The minisign key id its files are signed with, or None.
+        reproducibility: "identical", "different" or "not-checked".
+        differences: The differing paths inside the ISO (cleaned, bounded).
+        difference_count: How many paths differ in all.
+    """
+
+    signed_by: str | None
+    reproducibility: str
+    differences: tuple[str, ...] = ()
+    difference_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """The public key release files are signed with, as the pages show it.
+
+    Attributes:
+        key_id: minisign's key id (upper-case hex).
+        text: The minisign public key file, served at `/signing-key.pub`.
+    """
+
+    key_id: str
+    text: str
 
 
 def artifacts_dir(root: Path, build_id: int) -> Path:

@@ -135,6 +135,11 @@ _SCHEMAS: Final[dict[str, Any]] = {
                 "oneOf": [{"type": "null"}, {"$ref": _REF + "Release"}],
                 "description": "The release a succeeded trusted tag build publishes, else null.",
             },
+            "trust": {
+                "oneOf": [{"$ref": _REF + "Trust"}, {"type": "null"}],
+                "description": "One build only (GET /api/builds/{id}): its signature and "
+                "rebuild check, null while it runs or when it wrote none.",
+            },
         },
     },
     "Package": {
@@ -179,6 +184,26 @@ _SCHEMAS: Final[dict[str, Any]] = {
                     },
                 },
             },
+        },
+    },
+    "Trust": {
+        "type": "object",
+        "required": [
+            "signed_by",
+            "public_key_url",
+            "reproducibility",
+            "differences",
+            "difference_count",
+        ],
+        "properties": {
+            "signed_by": {"type": ["string", "null"], "description": "minisign key id."},
+            "public_key_url": {"type": ["string", "null"]},
+            "reproducibility": {
+                "type": "string",
+                "enum": ["identical", "different", "not-checked"],
+            },
+            "differences": {"type": "array", "items": {"type": "string"}},
+            "difference_count": {"type": "integer"},
         },
     },
     "BootTest": {
@@ -513,6 +538,16 @@ def describe(public_url: str) -> dict[str, Any]:
                     "summary": "Prometheus metrics (text format)",
                     "tags": ["health"],
                     "responses": {"200": _text("text/plain", "The metrics.")},
+                }
+            },
+            "/signing-key.pub": {
+                "get": {
+                    "summary": "The minisign public key release files are signed with",
+                    "tags": ["pages"],
+                    "responses": {
+                        "200": _text("text/plain", "The minisign public key file."),
+                        "404": _error("This server signs nothing (no [signing] key_file)."),
+                    },
                 }
             },
         },

@@ -33,6 +33,8 @@ from webhooks.build import (
     RefKind,
     Release,
     ReleaseState,
+    SigningKey,
+    Trust,
 )
 from webhooks.logview import LogView
 
@@ -119,6 +121,7 @@ def index_context(
     state: BuildState | None,
     limit: int,
     now: datetime,
+    signing_key: SigningKey | None = None,
 ) -> dict[str, Any]:
     """Return the template values of the build list page."""
     filters = {key: value for key, value in (("repo", repo), ("state", state)) if value}
@@ -131,6 +134,7 @@ def index_context(
         "state": str(state) if state else "",
         "states": [str(s) for s in BuildState],
         "older": older,
+        "signing_key": signing_key,
     }
 
 
@@ -166,9 +170,14 @@ def release_context(release: Release | None) -> dict[str, Any] | None:
 
 
 def build_context(
-    record: BuildRecord, artifacts: Sequence[Artifact], view: LogView, *, now: datetime
+    record: BuildRecord,
+    artifacts: Sequence[Artifact],
+    view: LogView,
+    *,
+    now: datetime,
+    trust: Trust | None = None,
 ) -> dict[str, Any]:
-    """Return the template values of a build's page."""
+    """Return the template values of a build's page (`trust`: its signature and rebuild check)."""
     request = record.request
     return {
         "record": record,
@@ -190,6 +199,7 @@ def build_context(
         "stream_url": f"/builds/{record.id}/log/stream?after={view.end}",
         "release": release_context(record.release),
         "boot_tests": [],
+        "trust": trust,
         "packages": record.packages or (),
     }
 

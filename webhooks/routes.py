@@ -12,7 +12,8 @@ Routes:
   sink already had; 200 `{"ignored": reason}` for deliveries deliberately not built;
   `WebhookError` statuses for refusals (401, 400, 404, 413, 415) and 503 when the
   store fails.
-- `GET /api/builds/{id}`: the stored build as JSON, 404 when unknown.
+- `GET /api/builds/{id}`: the stored build as JSON with its signature and rebuild check
+  (`trust`), 404 when unknown.
 - `GET /builds/{id}/log`: the build log as text/plain, streamed from its file (empty
   while the build has not written any), 404 when the build is unknown.
 - `GET /`, `GET /builds/{id}`: the build list and a build's page (HTML, `webhooks.pages`).
@@ -23,6 +24,7 @@ Routes:
 - `GET /api/builds`, `POST /api/builds/{id}/cancel|retry|publish`: the JSON API
   (`webhooks.api`).
 - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /api/openapi.json`.
+- `GET /signing-key.pub`: the minisign public key release files are signed with.
 
 Add routes to `ROUTES`; every error must go through `EXCEPTION_HANDLERS`, and every
 call into the store through `_ask_store` (a failing store is a 503, logged once).
@@ -195,11 +197,16 @@ async def _record(request: Request[AppState]) -> BuildRecord:
 
 
 async def build_detail(request: Request[AppState]) -> Response:
-    """Answer `GET /api/builds/{id}` with the stored build and its boot tests."""
+    """Answer `GET /api/builds/{id}`: the build, its boot tests, signature and rebuild check."""
     record = await _record(request)
     tests = await _boot_tests(request, record.id)
     boot = [bootview.boot_json(record.id, test) for test in tests]
-    return JSONResponse({**api.record_json(record), "boot_tests": boot})
+    trust = await anyio.to_thread.run_sync(
+        artifacts.record_trust, request.state["artifacts"], record
+    )
+    return JSONResponse(
+        {**api.record_json(record), "boot_tests": boot, "trust": api.trust_json(trust)}
+    )
 
 
 async def _boot_tests(request: Request[AppState], build_id: int) -> list[BootTestRecord]:
@@ -227,6 +234,12 @@ async def boot_screenshot(request: Request[AppState]) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+async def signing_key(request: Request[AppState]) -> Response:
+    """Answer `GET /signing-key.pub`: the minisign public key release files are signed with."""
+    text = artifacts.public_key_text(request.state["signing_key"])
+    return PlainTextResponse(text, headers={"Cache-Control": "no-cache"})
 
 
 async def build_log(request: Request[AppState]) -> Response:
@@ -264,6 +277,7 @@ async def index_page(request: Request[AppState]) -> Response:
         state=query.state,
         limit=query.limit,
         now=request.state["clock"](),
+        signing_key=request.state["signing_key"],
     )
     nonce = secrets.token_urlsafe(16)
     html = request.state["pages"].index(context, nonce=nonce)
@@ -287,7 +301,8 @@ async def build_page(request: Request[AppState]) -> Response:
     if record.state.is_final and source is not None:
         directory = source.directory(record.id)
         found = await anyio.to_thread.run_sync(artifacts.list_artifacts, directory)
-    context = pages.build_context(record, found, view, now=state["clock"]())
+    trust = await anyio.to_thread.run_sync(artifacts.record_trust, source, record)
+    context = pages.build_context(record, found, view, now=state["clock"](), trust=trust)
     context["boot_tests"] = bootview.boot_context(
         record.id, await _boot_tests(request, record.id) if record.state.is_final else []
     )
@@ -459,6 +474,7 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
+    Route("/signing-key.pub", signing_key, methods=["GET"]),
 )
 """The app's routes; later pages and API routes are appended here."""
 

@@ -23,6 +23,7 @@ from webhooks.build import (
     BuildLogSource,
     BuildSink,
     ReadinessProbe,
+    SigningKey,
 )
 from webhooks.config import WebhookConfig
 from webhooks.live import LogFollowers
@@ -51,3 +52,4 @@ class AppState(TypedDict):
     registry: NotRequired[CollectorRegistry]
     pages: NotRequired[Pages]
     followers: NotRequired[LogFollowers]
+    signing_key: NotRequired[SigningKey | None]

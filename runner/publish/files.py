@@ -3,7 +3,8 @@
 File I/O, blocking work on worker threads. Every regular file the build's artifact
 directory lists (`webhooks.artifacts.list_artifacts`: plain names, no links) is
 published, so signatures and provenance written beside the ISO go up with it.
-`publish_order` is pure.
+`publish_order` is pure. `release_notes` reads the release body the build wrote beside
+its files (`webhooks.build.RELEASE_NOTES_FILE`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import anyio
 
 from runner.forges.releaseplan import LocalAsset
 from webhooks.artifacts import list_artifacts
-from webhooks.build import SUMS_FILES
+from webhooks.build import RELEASE_NOTES_FILE, SUMS_FILES
 
 _CHUNK: Final = 1 << 20
+#: The most of a stored release body that is read (GitHub takes 125,000 characters).
+MAX_NOTES_BYTES: Final = 100_000
 #: The endings of detached signatures (minisign, GnuPG), published after what they sign.
 SIGNATURE_SUFFIXES: Final = (".minisig", ".sig", ".asc")
 
@@ -79,3 +82,27 @@ async def release_files(directory: Path) -> list[LocalAsset]:
         OSError: A listed file cannot be read.
     """
     return await anyio.to_thread.run_sync(_scan, directory)
+
+
+def _read_notes(path: Path) -> str | None:
+    try:
+        with path.open("rb") as source:
+            data = source.read(MAX_NOTES_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > MAX_NOTES_BYTES:
+        return None
+    return data.decode("utf-8", errors="replace").strip() or None
+
+
+async def release_notes(directory: Path) -> str | None:
+    """The release body the build wrote at build time, or None when it wrote none.
+
+    The build's signatures, provenance and rebuild check are on disk before it succeeds;
+    so is the body that states them (`runner.publish.sealer`). A body over
+    `MAX_NOTES_BYTES` is not the runner's and is ignored. Runs on a worker thread.
+
+    Raises:
+        OSError: The file exists but cannot be read.
+    """
+    return await anyio.to_thread.run_sync(_read_notes, directory / RELEASE_NOTES_FILE)

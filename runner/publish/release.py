@@ -9,7 +9,10 @@ time per release:
   the release record), marks the release `publishing`, and asks the forge client to
   publish; the client resumes from what the forge holds (`runner.forges.releaseplan`),
   so an attempt after a restart or an outage only sends what is missing, and the ISO
-  on disk is published, never rebuilt;
+  on disk is published, never rebuilt; every file the build kept goes up, its
+  signatures and provenance included, with the body the build wrote beside them
+  (`webhooks.build.RELEASE_NOTES_FILE`: the rebuild check's verdict, the signing key,
+  how to verify) and the boot tests' line;
 - each file the forge holds whole is recorded as it happens (the build page and the
   API show the progress);
 - success records `published` with the release's URL; a failure records `retrying`
@@ -44,7 +47,7 @@ from runner.forges.releaseplan import LocalAsset
 from runner.jobs import RELEASE, STATUS, Notification, Outgoing, publishes_release
 from runner.metrics import Metrics
 from runner.notifications import release_payload, retry_delay
-from runner.publish.files import release_files
+from runner.publish.files import release_files, release_notes
 from runner.store import JobStore
 from webhooks.build import (
     BuildRecord,
@@ -184,6 +187,7 @@ class Publisher:
                     transient=True,
                 )
             files = await self._files(record.id, release)
+            body = await self._notes(record)
         except ReleaseFilesGone as exc:
             return await self._failed(
                 notification, record, release, str(exc), final=True, transient=False
@@ -216,7 +220,7 @@ class Publisher:
                 release.tag,
                 files,
                 name=release.tag,
-                body=await self._notes(record),
+                body=body,
                 progress=progress,
             )
         except ForgeError as exc:
@@ -249,8 +253,20 @@ class Publisher:
         return ReleaseState.PUBLISHED
 
     async def _notes(self, record: BuildRecord) -> str:
-        """The release notes: the commit, and the boot tests' line when all passed."""
-        notes = f"Built by isorunner from {record.request.commit_sha}."
+        """The release notes, and the boot tests' line when all passed.
+
+        The notes are the body the build wrote beside its files (the rebuild check's
+        verdict, the signing key, how to verify), else the commit it was built from.
+        """
+        directory = artifacts_dir(self._root, record.id)
+        try:
+            stored = await release_notes(directory)
+        except OSError as exc:
+            raise ReleaseFilesGone(
+                f"the build's release notes in {directory} cannot be read ({exc.strerror}); "
+                "retry the build to publish the tag"
+            ) from exc
+        notes = stored or f"Built by isorunner from {record.request.commit_sha}."
         booted = verdict(await self._store.boot_tests(record.id)).release_line
         return f"{notes}\n\n{booted}" if booted else notes
 

@@ -107,9 +107,13 @@ def push_tag(server: Isorunner, kind: Forge, repo: str, sha: str, case: str) -> 
 
 
 def on_disk(server: Isorunner, build_id: int) -> dict[str, str]:
-    """The build's files on disk and their SHA-256."""
+    """The build's release files on disk (hidden ones, e.g. its notes, are not) and SHA-256."""
     folder = server.root / "artifacts" / str(build_id)
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+    }
 
 
 def assert_one_whole_release(server: Isorunner, forge: FakeForge, tagged: Tagged) -> None:

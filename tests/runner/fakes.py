@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -17,7 +17,14 @@ import anyio
 from runner.forges.exceptions import ForgeError, ForgeUnavailable
 from runner.forges.protocol import CommitState, Progress
 from runner.forges.releaseplan import LocalAsset
-from sandbox import BuildResult, LogSink, WarningHook
+from sandbox import (
+    BuildResult,
+    CommandResult,
+    ContainerSpec,
+    LogSink,
+    SandboxConfig,
+    WarningHook,
+)
 
 BASE_URL = "https://ci.example.org"
 """The public base URL the runner under test links statuses to."""
@@ -100,6 +107,7 @@ class FakeSandbox:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.config = SandboxConfig(base_dir=root / "base", sandbox_root=root)
         self.error: Exception | None = None
         self.block = anyio.Event()
         self.blocking = False
@@ -109,6 +117,9 @@ class FakeSandbox:
         self.seen_epochs: list[int] = []
         self.log_lines: list[str] = []
         self.discard_errors: list[Exception] = []
+        self.iso_contents: list[bytes] = []
+        self.run_ids: list[str] = []
+        self.errors_for: dict[str, Exception] = {}
         self.seen_repos: list[Path | None] = []
 
     async def run(
@@ -122,6 +133,7 @@ class FakeSandbox:
         package_repo: Path | None = None,
     ) -> BuildResult:
         assert (profile_dir / "profiledef.sh").is_file()
+        self.run_ids.append(build_id)
         self.seen_epochs.append(source_date_epoch)
         self.seen_repos.append(package_repo)
         self.started.set()
@@ -134,11 +146,24 @@ class FakeSandbox:
             await self.block.wait()
         if self.error is not None:
             raise self.error
+        if build_id in self.errors_for:
+            raise self.errors_for[build_id]
         out = self.root / build_id
         out.mkdir(parents=True)
         iso = out / "t-1-x86_64.iso"
-        iso.write_bytes(b"ISO" * 1000)
+        iso.write_bytes(self.iso_contents.pop(0) if self.iso_contents else b"ISO" * 1000)
         return BuildResult(build_id, 0, 1.5, out, (iso,), ())
+
+    async def run_container(
+        self,
+        run_id: str,
+        spec: ContainerSpec,
+        *,
+        log_sink: LogSink,
+        prepare: Callable[[Path], None] | None = None,
+        collect: Callable[[Path], None] | None = None,
+    ) -> CommandResult:
+        raise AssertionError("the fake sandbox runs builds only; inject the ISO comparison")
 
     async def discard(self, build_id: str) -> None:
         self.discarded.append(build_id)

@@ -414,5 +414,6 @@ async def test_run_checks_names_a_missing_host_program_and_its_package(
     assert [line for line in lines if line.startswith("FAIL")] == [
         f"FAIL tools: pacman is missing: install the {host_system().capitalize()} package "
         f"{package} (it resolves each build's packages on the host (private database, no "
-        "installs); pacman-key makes the host keyring)"
+        "installs); pacman-key makes the host keyring; installs the ISO's packages (mkarchiso "
+        "in the base); the base's pacman wrapper test runs Debian's)"
     ]

@@ -215,7 +215,8 @@ def test_check_tools_names_each_missing_program_with_its_package() -> None:
         (
             False,
             "gpg is missing: install the Debian package gpg (it checks the bootstrap "
-            "tarball's signature by Arch's release key)",
+            "tarball's signature by Arch's release key; makes the optional detached GPG "
+            "signature of releases ([signing] gpg_key))",
         ),
     ]
     arch = check_tools(present_except("systemd-nspawn"), "arch")

@@ -21,10 +21,13 @@ def test_work_and_output_live_on_the_builds_disk() -> None:
 
 
 def test_mkfs_keeps_the_image_allocated_and_gives_its_root_to_the_container() -> None:
-    """ext4 without journal or reserve, no discard (no holes), root owned by the UID base."""
+    """ext4 without journal or reserve, no discard (no holes), root the UID base's, fixed seed."""
     argv = mkfs_argv(CONFIG, BuildDirs.of(CONFIG, "build-7"))
     assert argv[:7] == ["mkfs.ext4", "-F", "-q", "-m", "0", "-O", "^has_journal"]
-    assert argv[8] == "nodiscard,lazy_itable_init=1,root_owner=2147352576:2147352576"
+    assert argv[8] == (
+        "nodiscard,lazy_itable_init=1,root_owner=2147352576:2147352576,"
+        "hash_seed=6973a6f5-7275-4e6e-9e65-722d72656164"
+    )
     assert argv[-1] == "/s/builds/build-7/disk.img"
 
 

@@ -11,6 +11,7 @@ stand-in build is a no-op. This module does I/O (subprocesses, temporary trees).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -402,7 +403,7 @@ def test_setup_sandbox_builds_a_base_from_a_rootfs(tmp_path: Path, special_rootf
     for point in ("build/profile", "build/work", "build/output", "srv/isorunner/repo"):
         assert (base / point).is_dir()
     assert list((base / "srv" / "isorunner" / "repo").iterdir()) == []
-    for wrapper in ("mount", "umount"):
+    for wrapper in ("mount", "umount", "pacman", "mkfs.fat", "xorriso"):
         assert os.access(base / "usr" / "local" / "sbin" / wrapper, os.X_OK)
     conf = (base / "etc" / "isorunner" / "pacman.conf").read_text()
     assert "[isorunner]\nServer = file:///srv/isorunner/repo" in conf
@@ -413,8 +414,38 @@ def test_setup_sandbox_builds_a_base_from_a_rootfs(tmp_path: Path, special_rootf
     assert manifest["uid_base"] == SMALL_UID_BASE
     assert manifest["uid_count"] == 65536
     assert manifest["archive_date"] is None
-    assert set(manifest) == {"created", "source", "uid_base", "uid_count", "archive_date"}
+    assert set(manifest) == {
+        "created", "source", "uid_base", "uid_count", "archive_date", "packages", "mkarchiso",
+    }  # fmt: skip
     time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ")
+    assert manifest["packages"] == {}
+    assert manifest["mkarchiso"] is None
+
+
+@pytest.mark.integration
+def test_setup_sandbox_manifest_names_the_mkarchiso_of_the_base(
+    tmp_path: Path, rootfs: Path
+) -> None:
+    """The manifest records mkarchiso's path, sha256, archiso's version and the base's packages."""
+    require_setup_tools()
+    script = rootfs / "usr" / "bin" / "mkarchiso"
+    script.write_text("#!/bin/bash\n# mkarchiso\n")
+    desc = rootfs / "var" / "lib" / "pacman" / "local" / "archiso-88-1" / "desc"
+    desc.parent.mkdir(parents=True)
+    desc.write_text("%NAME%\narchiso\n\n%VERSION%\n88-1\n\n")
+    base = tmp_path / "base"
+    result = run_script(
+        "--base", base, "--from-rootfs", rootfs, "--no-keyring",
+        "--uid-base", str(SMALL_UID_BASE),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((base / "etc" / "isorunner" / "manifest.json").read_text())
+    assert manifest["packages"] == {"archiso": "88-1"}
+    assert manifest["mkarchiso"] == {
+        "path": "/usr/bin/mkarchiso",
+        "sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
+        "version": "88-1",
+    }
 
 
 @pytest.mark.integration

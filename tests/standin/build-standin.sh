@@ -180,6 +180,19 @@ boot_sources() {
     rm -rf -- "${unpack}"
 }
 
+# Arch's dosfstools 4.2 ignores SOURCE_DATE_EPOCH (random volume serial, current time);
+# Debian's adds support by a patch (#1087568). Hide the variable from Debian's mkfs.fat so
+# the stand-in base leaks like an Arch base, and the base's mkfs.fat wrapper
+# (scripts/setup-sandbox.sh) is what makes the EFI system partition image reproducible.
+arch_like_mkfs_fat() {
+    local sbin="$1/usr/sbin"
+    mv -- "${sbin}/mkfs.fat" "${sbin}/mkfs.fat.debian"
+    printf '%s\n' '#!/bin/sh' \
+        '# isorunner stand-in: behave like Arch'"'"'s dosfstools 4.2 (build-standin.sh).' \
+        'exec env -u SOURCE_DATE_EPOCH /usr/sbin/mkfs.fat.debian "$@"' >"${sbin}/mkfs.fat"
+    chmod 0755 -- "${sbin}/mkfs.fat"
+}
+
 # makepkg refuses root: build as a dedicated unprivileged system user.
 ensure_build_user() {
     id "${BUILD_USER}" >/dev/null 2>&1 && return 0
@@ -361,6 +374,7 @@ main() {
     mkdir -p -- "${dir}/build"
     cp -a --one-file-system -- "${dir}/debootstrap/rootfs" "${rootfs}"
     install -m 0755 -- "${here}/mkarchiso" "${rootfs}/usr/local/bin/mkarchiso"
+    arch_like_mkfs_fat "${rootfs}"
 
     build_packages "${rootfs}" "${dir}/packages"
 

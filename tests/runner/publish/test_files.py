@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.publish.files import publish_order, release_files
+from runner.publish.files import MAX_NOTES_BYTES, publish_order, release_files, release_notes
+from webhooks.build import RELEASE_NOTES_FILE
 
 pytestmark = pytest.mark.anyio
 
@@ -58,3 +59,20 @@ async def test_release_files_lists_every_regular_file_with_its_digest(tmp_path: 
 async def test_release_files_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
     """A build whose directory is gone has nothing to publish."""
     assert await release_files(tmp_path / "gone") == []
+
+
+async def test_release_notes_are_the_body_the_build_wrote(tmp_path: Path) -> None:
+    """The hidden notes file's text is the body; it is never published as a file."""
+    (tmp_path / RELEASE_NOTES_FILE).write_text("**Reproducible**: rebuilt.\n")
+    (tmp_path / "image.iso").write_bytes(b"ISO")
+    assert await release_notes(tmp_path) == "**Reproducible**: rebuilt."
+    assert [f.name for f in await release_files(tmp_path)] == ["image.iso"]
+
+
+async def test_release_notes_absent_oversized_or_undecodable(tmp_path: Path) -> None:
+    """No file gives None, an oversized one is ignored, broken UTF-8 is replaced."""
+    assert await release_notes(tmp_path) is None
+    (tmp_path / RELEASE_NOTES_FILE).write_bytes(b"x" * (MAX_NOTES_BYTES + 1))
+    assert await release_notes(tmp_path) is None
+    (tmp_path / RELEASE_NOTES_FILE).write_bytes(b"ok \xff\xfe")
+    assert await release_notes(tmp_path) == "ok \ufffd\ufffd"
